@@ -1,0 +1,7 @@
+"""lanchat: LAN-only, zero-configuration chat."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

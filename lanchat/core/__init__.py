@@ -1,0 +1,1 @@
+"""Pure, sans-IO protocol core: standard library only."""

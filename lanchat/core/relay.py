@@ -1,0 +1,308 @@
+"""The broker's relay as a sans-IO state machine: frames and time in, effects out.
+
+The node that wins the election feeds this machine every frame its ROUTER socket receives
+(with the CURVE key that the transport authenticated) and a ``tick`` a few times a second.
+It answers with effects: frames for one client (ROUTER) or for everyone (PUB).
+
+What it enforces, so a misbehaving client cannot hurt the others:
+- a client speaks only after a Hello signed by the identity key it claims, sent over a
+  connection authenticated with the CURVE key that Hello names (nobody speaks as another);
+- a handle is held by one identity key at a time (case-insensitive);
+- every Public is signed by its author and relayed once (replays are acknowledged, not
+  relayed again); every Direct is signed by its sender and routed only to its recipient;
+- a token bucket per client bounds how fast one client can make the broker relay;
+- malformed frames are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from lanchat.core import wire
+from lanchat.core.election import Candidate, succession
+from lanchat.core.handles import HandleError, handle_key, validate_handle
+
+__all__ = [
+    "BEAT_INTERVAL_S",
+    "CLIENT_TIMEOUT_S",
+    "BrokerRelay",
+    "Effect",
+    "Publish",
+    "ToClient",
+    "Verify",
+]
+
+Verify = Callable[[bytes, bytes, bytes], bool]
+"""``verify(identity_key, data, signature)``; injected so the core needs no crypto library."""
+
+BEAT_INTERVAL_S = 0.4
+CLIENT_TIMEOUT_S = 2.0
+BACKLOG_SIZE = 2000
+RESEND_MAX = 500
+SEEN_IDS_MAX = 50_000
+# One client may make the broker relay this many messages per second (burst the same).
+RATE_PER_CLIENT = 10_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToClient:
+    rid: bytes
+    frames: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    frames: list[bytes]
+
+
+Effect = ToClient | Publish
+
+
+@dataclass(slots=True)
+class _Client:
+    hello: wire.Hello
+    sig: bytes
+    last_seen: float
+    status: str = "online"
+    tokens: float = RATE_PER_CLIENT
+    refilled: float = 0.0
+
+    def take_token(self, now: float) -> bool:
+        self.tokens = min(
+            RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT
+        )
+        self.refilled = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+@dataclass(slots=True)
+class BrokerRelay:
+    key: bytes
+    handle: str
+    room: str
+    epoch: int
+    since: float
+    pub_port: int
+    verify: Verify
+    bseq: int = 0
+    roster_version: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    _clients: dict[bytes, _Client] = field(default_factory=dict)
+    _rid_by_key: dict[bytes, bytes] = field(default_factory=dict)
+    _backlog: deque[tuple[int, list[bytes]]] = field(
+        default_factory=lambda: deque(maxlen=BACKLOG_SIZE)
+    )
+    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _next_beat: float = 0.0
+
+    # ------------------------------------------------------------ inputs
+
+    def seed(self, history: Iterable[tuple[wire.Public, bytes]]) -> None:
+        """Carry recent public messages over a failover, so late joiners still see them."""
+        for msg, sig in history:
+            if msg.room == self.room and self._remember(msg.msg_id):
+                self._append_relay(msg, sig)
+
+    def receive(
+        self, rid: bytes, transport_key: bytes, frames: list[bytes], now: float
+    ) -> list[Effect]:
+        try:
+            msg, sig = wire.decode(frames)
+        except wire.DecodeError:
+            return self._drop("malformed")
+        client = self._clients.get(rid)
+        if isinstance(msg, wire.Hello):
+            return self._hello(rid, transport_key, msg, sig, now)
+        if client is None:
+            if isinstance(msg, wire.Goodbye):
+                return []
+            # Typically a client of the previous broker: tell it to introduce itself.
+            return [self._refuse(rid, "hello_first", "send a Hello first")]
+        client.last_seen = now
+        if isinstance(msg, wire.Heartbeat):
+            if msg.status != client.status:
+                client.status = msg.status
+                return [self._roster_effect()]
+            return []
+        if isinstance(msg, wire.Public):
+            return self._public(rid, client, msg, sig, now)
+        if isinstance(msg, wire.Direct):
+            return self._direct(client, msg, sig, frames, now)
+        if isinstance(msg, wire.Resend):
+            return self._resend(rid, msg)
+        if isinstance(msg, wire.Sync):
+            return [ToClient(rid, wire.encode(self.roster()))]
+        if isinstance(msg, wire.Goodbye):
+            self._forget(rid)
+            return [self._roster_effect()]
+        return self._drop("unexpected_kind")
+
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        gone = [rid for rid, c in self._clients.items() if now - c.last_seen > CLIENT_TIMEOUT_S]
+        for rid in gone:
+            self._forget(rid)
+            self._count("client_timeout")
+        if gone:
+            effects.append(self._roster_effect())
+        if now >= self._next_beat:
+            self._next_beat = now + BEAT_INTERVAL_S
+            beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self.roster_version)
+            effects.append(Publish(wire.encode(beat)))
+        return effects
+
+    def close(self, reason: str = "broker leaving") -> list[Effect]:
+        return [Publish(wire.encode(wire.Goodbye(reason=reason)))]
+
+    def redirect(self, to: wire.Redirect) -> list[Effect]:
+        return [Publish(wire.encode(to))]
+
+    # ------------------------------------------------------------ queries
+
+    def roster(self) -> wire.Roster:
+        cands = {
+            c.hello.id_key: Candidate(
+                key=c.hello.id_key,
+                mentor=c.hello.mentor,
+                priority=c.hello.priority,
+                started_at=c.hello.started_at,
+            )
+            for c in self._clients.values()
+        }
+        by_key = {c.hello.id_key: c for c in self._clients.values()}
+        order = succession(cands.values(), self.key)
+        peers = tuple(by_key[c.key].hello.entry(by_key[c.key].sig, by_key[c.key].status) for c in order)
+        return wire.Roster(
+            epoch=self.epoch, version=self.roster_version, broker_key=self.key, peers=peers
+        )
+
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    # ------------------------------------------------------------ handlers
+
+    def _hello(
+        self, rid: bytes, transport_key: bytes, hello: wire.Hello, sig: bytes, now: float
+    ) -> list[Effect]:
+        if hello.curve_key != transport_key:
+            self._count("hello_key_mismatch")
+            return [self._refuse(rid, "bad_hello", "Hello does not match the connection's key")]
+        if not self.verify(hello.id_key, wire.signed_bytes(hello), sig):
+            self._count("bad_signature")
+            return [self._refuse(rid, "bad_hello", "Hello signature does not verify")]
+        if hello.room != self.room:
+            return [self._refuse(rid, "wrong_room", f"this broker serves room {self.room!r}")]
+        try:
+            validate_handle(hello.handle)
+        except HandleError as exc:
+            return [self._refuse(rid, "bad_handle", str(exc))]
+        wanted = handle_key(hello.handle)
+        for other_rid, other in self._clients.items():
+            same_name = handle_key(other.hello.handle) == wanted
+            if same_name and other.hello.id_key != hello.id_key:
+                self._count("handle_taken")
+                return [
+                    self._refuse(
+                        rid,
+                        "handle_taken",
+                        f"the handle {hello.handle!r} is already used by another person "
+                        "on this network; choose another one",
+                    )
+                ]
+            if other.hello.id_key == hello.id_key and other_rid != rid:
+                self._forget(other_rid)  # the same person reconnected (new socket)
+        known = self._clients.get(rid)
+        status = known.status if known else "online"
+        self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
+        self._clients[rid].refilled = now
+        self._rid_by_key[hello.id_key] = rid
+        welcome = wire.Welcome(
+            epoch=self.epoch,
+            broker_handle=self.handle,
+            broker_key=self.key,
+            pub_port=self.pub_port,
+            bseq=self.bseq,
+            since=self.since,
+        )
+        roster = self._roster_effect()
+        # The roster goes to the newcomer directly too: its SUB may not be connected yet.
+        return [ToClient(rid, wire.encode(welcome)), ToClient(rid, roster.frames), roster]
+
+    def _public(
+        self, rid: bytes, client: _Client, msg: wire.Public, sig: bytes, now: float
+    ) -> list[Effect]:
+        if msg.author != client.hello.id_key or msg.room != self.room:
+            return self._drop("public_not_own")
+        if not self.verify(msg.author, wire.signed_bytes(msg), sig):
+            return self._drop("bad_signature")
+        ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))
+        if msg.msg_id in self._seen:
+            self._count("duplicate")
+            return [ack]
+        if not client.take_token(now):
+            # No Ack: the author keeps it in its outbox and sends it again later.
+            return self._drop("rate_limited")
+        self._remember(msg.msg_id)
+        frames = self._append_relay(msg, sig)
+        return [Publish(frames), ack]
+
+    def _direct(
+        self, client: _Client, msg: wire.Direct, sig: bytes, frames: list[bytes], now: float
+    ) -> list[Effect]:
+        if msg.sender != client.hello.id_key:
+            return self._drop("direct_not_own")
+        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
+            return self._drop("bad_signature")
+        target = self._rid_by_key.get(msg.recipient)
+        if target is None:
+            # The sender keeps the item queued and sends it again when the peer is back.
+            return self._drop("recipient_offline")
+        if not client.take_token(now):
+            return self._drop("rate_limited")
+        return [ToClient(target, list(frames))]
+
+    def _resend(self, rid: bytes, msg: wire.Resend) -> list[Effect]:
+        if msg.epoch != self.epoch or msg.last < msg.first:
+            return self._drop("bad_resend")
+        last = min(msg.last, msg.first + RESEND_MAX - 1)
+        return [ToClient(rid, frames) for bseq, frames in self._backlog if msg.first <= bseq <= last]
+
+    # ------------------------------------------------------------ helpers
+
+    def _append_relay(self, msg: wire.Public, sig: bytes) -> list[bytes]:
+        self.bseq += 1
+        frames = wire.encode(wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig))
+        self._backlog.append((self.bseq, frames))
+        return frames
+
+    def _remember(self, msg_id: str) -> bool:
+        if msg_id in self._seen:
+            return False
+        self._seen[msg_id] = None
+        if len(self._seen) > SEEN_IDS_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def _forget(self, rid: bytes) -> None:
+        client = self._clients.pop(rid, None)
+        if client is not None and self._rid_by_key.get(client.hello.id_key) == rid:
+            del self._rid_by_key[client.hello.id_key]
+
+    def _roster_effect(self) -> Publish:
+        self.roster_version += 1
+        return Publish(wire.encode(self.roster()))
+
+    def _refuse(self, rid: bytes, code: str, message: str) -> ToClient:
+        return ToClient(rid, wire.encode(wire.Refused(code=code, message=message)))
+
+    def _drop(self, reason: str) -> list[Effect]:
+        self._count(reason)
+        return []
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1

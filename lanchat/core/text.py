@@ -1,0 +1,53 @@
+"""Cleaning untrusted text before it is shown or sent: no terminal escapes, no spoofing."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["MAX_TEXT_CHARS", "TAB_SPACES", "TextError", "check_text", "clean_text", "safe_label"]
+
+MAX_TEXT_CHARS: Final = 4000
+TAB_SPACES: Final = 4
+
+# Whole escape sequences go first, so their printable tail ("[31m") does not leak into the text.
+# Possessive quantifiers (*+) keep this linear on hostile input.
+_ESCAPE_SEQUENCE: Final = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*+[\x20-\x2f]*+[\x40-\x7e]?"  # CSI: colours, cursor moves
+    # OSC, DCS, SOS, PM, APC: a string up to BEL or ST; unterminated, only the opener goes.
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])(?:[^\x07\x1b\x90\x98\x9b-\x9f]*+(?:\x07|\x1b\\|\x9c))?"
+    r"|\x1b[\x20-\x2f]*+[\x30-\x7e]"  # any other escape (charset switches, keypad modes, ...)
+)
+# Left after that: C0/C1 controls (minus \n), DEL, bidi embeddings/overrides/isolates that can
+# make text read differently from how it is stored, and lone surrogates that cannot be encoded.
+_UNSAFE_CHARS: Final = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NEWLINES: Final = re.compile("\r\n?|[\u2028\u2029]")
+
+
+class TextError(ValueError):
+    """A message is empty or too long once cleaned."""
+
+
+def clean_text(text: str) -> str:
+    """``text`` without escapes, controls (except newline) or bidi overrides; tabs as spaces."""
+    text = _NEWLINES.sub("\n", text)
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    text = text.replace("\t", " " * TAB_SPACES)
+    return _UNSAFE_CHARS.sub("", text)
+
+
+def check_text(text: str) -> str:
+    """The cleaned message, or TextError if it is blank or longer than MAX_TEXT_CHARS."""
+    cleaned = clean_text(text)
+    if not cleaned.strip():
+        raise TextError("message is empty")
+    if len(cleaned) > MAX_TEXT_CHARS:
+        raise TextError(f"message is too long: {len(cleaned)} characters, at most {MAX_TEXT_CHARS}")
+    return cleaned
+
+
+def safe_label(text: str) -> str:
+    """A one-line form for handles, room and file names in the UI."""
+    return clean_text(text).replace("\n", " ")

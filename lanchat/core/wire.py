@@ -1,0 +1,597 @@
+"""Wire codec: every lanchat message as a frozen dataclass <-> ZeroMQ multipart frames.
+
+A message is three frames: ``header`` (magic ``LC``, protocol version, kind), ``body``
+(compact JSON object, bytes as unpadded base64url) and ``sig`` (64-byte Ed25519 signature
+for signed kinds, empty otherwise). The broker's relay envelope puts a second message after
+its own three frames.
+
+Signatures cover :func:`signed_bytes`, a canonical re-encoding of the message, so what is
+signed never depends on how a peer happened to format its JSON. Signing and verifying live
+outside the core (``lanchat.identity``); the codec only hands over the bytes.
+
+Decoding is strict: anything malformed, truncated, oversized, of another protocol version
+or wrongly typed raises :class:`DecodeError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+__all__ = [
+    "MAGIC",
+    "MAX_FRAMES_BYTES",
+    "MAX_TEXT_CHARS",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Beat",
+    "DecodeError",
+    "Direct",
+    "Goodbye",
+    "Heartbeat",
+    "Hello",
+    "Kind",
+    "Message",
+    "PeerEntry",
+    "Private",
+    "PrivateAck",
+    "Public",
+    "Redirect",
+    "Refused",
+    "Relay",
+    "Resend",
+    "Roster",
+    "Sync",
+    "Welcome",
+    "decode",
+    "decode_inner",
+    "encode",
+    "encode_inner",
+    "hello_of",
+    "signed_bytes",
+]
+
+PROTOCOL_VERSION = 1
+MAGIC = b"LC"
+# Whole message, all frames together. Large enough for a 4,000-character text in any
+# script (<= 16 KiB UTF-8), sealed and base64'd, or a roster of a few hundred peers.
+MAX_FRAMES_BYTES = 256 * 1024
+MAX_TEXT_CHARS = 4000
+SIGNATURE_BYTES = 64
+KEY_BYTES = 32
+_MAX_HANDLE = 32
+_MAX_SHORT = 200
+
+
+class DecodeError(ValueError):
+    """Any frame sequence that is not a valid lanchat message."""
+
+
+class Kind(IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    REFUSED = 3
+    HEARTBEAT = 4
+    BEAT = 5
+    ROSTER = 6
+    PUBLIC = 7
+    RELAY = 8
+    ACK = 9
+    RESEND = 10
+    GOODBYE = 11
+    DIRECT = 12
+    REDIRECT = 13
+    SYNC = 14
+    # Only ever inside a Direct's sealed box:
+    PRIVATE = 20
+    PRIVATE_ACK = 21
+
+
+def _key() -> Any:
+    return field(default=b"", metadata={"len": KEY_BYTES})
+
+
+def _short(limit: int = _MAX_SHORT) -> Any:
+    return field(default="", metadata={"max": limit})
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """One roster line: a peer's own signed Hello, so receivers can check the broker."""
+
+    handle: str = _short(_MAX_HANDLE)
+    room: str = _short(_MAX_HANDLE)
+    mentor: bool = False
+    id_key: bytes = _key()
+    curve_key: bytes = _key()
+    started_at: float = 0.0
+    priority: int = 0
+    address: str = _short(64)
+    router_port: int = 0
+    info_port: int = 0
+    hello_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
+    status: str = _short(64)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client -> broker: who I am. Signed by the identity key it names."""
+
+    KIND: ClassVar[Kind] = Kind.HELLO
+    SIGNED: ClassVar[bool] = True
+    handle: str = _short(_MAX_HANDLE)
+    room: str = _short(_MAX_HANDLE)
+    mentor: bool = False
+    id_key: bytes = _key()
+    curve_key: bytes = _key()
+    started_at: float = 0.0
+    priority: int = 0
+    address: str = _short(64)
+    router_port: int = 0
+    info_port: int = 0
+
+    def entry(self, sig: bytes, status: str = "online") -> PeerEntry:
+        return PeerEntry(
+            handle=self.handle,
+            room=self.room,
+            mentor=self.mentor,
+            id_key=self.id_key,
+            curve_key=self.curve_key,
+            started_at=self.started_at,
+            priority=self.priority,
+            address=self.address,
+            router_port=self.router_port,
+            info_port=self.info_port,
+            hello_sig=sig,
+            status=status,
+        )
+
+
+def hello_of(entry: PeerEntry) -> Hello:
+    """The Hello a roster entry claims to carry (to verify its signature)."""
+    return Hello(
+        handle=entry.handle,
+        room=entry.room,
+        mentor=entry.mentor,
+        id_key=entry.id_key,
+        curve_key=entry.curve_key,
+        started_at=entry.started_at,
+        priority=entry.priority,
+        address=entry.address,
+        router_port=entry.router_port,
+        info_port=entry.info_port,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Broker -> client: you are in; here is where to subscribe and what to expect."""
+
+    KIND: ClassVar[Kind] = Kind.WELCOME
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    broker_handle: str = _short(_MAX_HANDLE)
+    broker_key: bytes = _key()
+    pub_port: int = 0
+    bseq: int = 0
+    since: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Broker -> client: your Hello (or a later frame) was not accepted."""
+
+    KIND: ClassVar[Kind] = Kind.REFUSED
+    SIGNED: ClassVar[bool] = False
+    code: str = _short(64)
+    message: str = _short(500)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Client -> broker: still here."""
+
+    KIND: ClassVar[Kind] = Kind.HEARTBEAT
+    SIGNED: ClassVar[bool] = False
+    t: float = 0.0
+    status: str = _short(64)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """Broker -> everyone (PUB): still here, last sequence number, roster version."""
+
+    KIND: ClassVar[Kind] = Kind.BEAT
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    bseq: int = 0
+    roster_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """Broker -> everyone: who is connected, in succession order (first = next broker)."""
+
+    KIND: ClassVar[Kind] = Kind.ROSTER
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    version: int = 0
+    broker_key: bytes = _key()
+    peers: tuple[PeerEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Public:
+    """A message to the whole room. Signed by its author; the broker cannot forge it."""
+
+    KIND: ClassVar[Kind] = Kind.PUBLIC
+    SIGNED: ClassVar[bool] = True
+    author: bytes = _key()
+    handle: str = _short(_MAX_HANDLE)
+    room: str = _short(_MAX_HANDLE)
+    seq: int = 0
+    text: str = field(default="", metadata={"max": MAX_TEXT_CHARS})
+    sent_t: float = 0.0
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.author.hex()[:16]}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Broker -> everyone (PUB): a Public stamped with the broker's sequence number."""
+
+    KIND: ClassVar[Kind] = Kind.RELAY
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    bseq: int = 0
+    inner: Public = field(default_factory=Public)
+    inner_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Broker -> author: your Public with this seq is stored and relayed."""
+
+    KIND: ClassVar[Kind] = Kind.ACK
+    SIGNED: ClassVar[bool] = False
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Client -> broker: I missed relays first..last (inclusive) of this epoch."""
+
+    KIND: ClassVar[Kind] = Kind.RESEND
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    first: int = 0
+    last: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """Either way: I am leaving now (clean exit, so nobody waits for a timeout)."""
+
+    KIND: ClassVar[Kind] = Kind.GOODBYE
+    SIGNED: ClassVar[bool] = False
+    reason: str = _short()
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """Sender -> broker -> recipient: a sealed (NaCl Box) Private or PrivateAck, signed."""
+
+    KIND: ClassVar[Kind] = Kind.DIRECT
+    SIGNED: ClassVar[bool] = True
+    sender: bytes = _key()
+    recipient: bytes = _key()
+    box: bytes = field(default=b"", metadata={"max": 64 * 1024})
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Broker -> its clients: another broker won the merge; move there."""
+
+    KIND: ClassVar[Kind] = Kind.REDIRECT
+    SIGNED: ClassVar[bool] = False
+    broker_key: bytes = _key()
+    curve_key: bytes = _key()
+    address: str = _short(64)
+    router_port: int = 0
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Client -> broker: send me the roster (mine is older than your Beat says)."""
+
+    KIND: ClassVar[Kind] = Kind.SYNC
+    SIGNED: ClassVar[bool] = False
+    roster_version: int = 0
+
+
+PRIVATE_ITEMS = frozenset({"request", "accept", "reject", "text"})
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    """Inside a Direct: one item of a private conversation, numbered per sender->recipient.
+
+    ``base`` is the lowest number the sender still holds unacknowledged; everything below
+    was already acknowledged, so a receiver may skip ahead to it.
+    """
+
+    KIND: ClassVar[Kind] = Kind.PRIVATE
+    SIGNED: ClassVar[bool] = False
+    item: str = _short(16)
+    cseq: int = 0
+    base: int = 0
+    handle: str = _short(_MAX_HANDLE)
+    text: str = field(default="", metadata={"max": MAX_TEXT_CHARS})
+    sent_t: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateAck:
+    """Inside a Direct: I have every item of yours up to and including ``upto``."""
+
+    KIND: ClassVar[Kind] = Kind.PRIVATE_ACK
+    SIGNED: ClassVar[bool] = False
+    upto: int = 0
+
+
+Message = (
+    Hello
+    | Welcome
+    | Refused
+    | Heartbeat
+    | Beat
+    | Roster
+    | Public
+    | Relay
+    | Ack
+    | Resend
+    | Goodbye
+    | Direct
+    | Redirect
+    | Sync
+    | Private
+    | PrivateAck
+)
+
+_OUTER: dict[Kind, type[Any]] = {
+    cls.KIND: cls
+    for cls in (
+        Hello,
+        Welcome,
+        Refused,
+        Heartbeat,
+        Beat,
+        Roster,
+        Public,
+        Relay,
+        Ack,
+        Resend,
+        Goodbye,
+        Direct,
+        Redirect,
+        Sync,
+    )
+}
+_INNER: dict[Kind, type[Any]] = {cls.KIND: cls for cls in (Private, PrivateAck)}
+
+
+# ---------------------------------------------------------------- field conversion
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if not text.isascii():
+        raise DecodeError("bytes field is not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise DecodeError("bytes field is not base64url") from exc
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = hints
+    return hints
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return _b64(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(tp: Any, meta: typing.Mapping[str, Any], raw: Any, name: str) -> Any:
+    if tp is bool:
+        if not isinstance(raw, bool):
+            raise DecodeError(f"field {name!r} must be a boolean")
+        return raw
+    if tp is int:
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise DecodeError(f"field {name!r} must be an integer")
+        if not -(2**63) <= raw < 2**63:
+            raise DecodeError(f"field {name!r} is out of range")
+        return raw
+    if tp is float:
+        if not isinstance(raw, int | float) or isinstance(raw, bool):
+            raise DecodeError(f"field {name!r} must be a number")
+        value = float(raw)
+        if not math.isfinite(value):
+            raise DecodeError(f"field {name!r} must be finite")
+        return value
+    if tp is str:
+        if not isinstance(raw, str):
+            raise DecodeError(f"field {name!r} must be a string")
+        if len(raw) > meta.get("max", MAX_TEXT_CHARS):
+            raise DecodeError(f"field {name!r} is too long")
+        return raw
+    if tp is bytes:
+        if not isinstance(raw, str):
+            raise DecodeError(f"field {name!r} must be base64url text")
+        data = _unb64(raw)
+        want = meta.get("len")
+        if want is not None and len(data) != want:
+            raise DecodeError(f"field {name!r} must be {want} bytes")
+        if len(data) > meta.get("max", 1 << 20):
+            raise DecodeError(f"field {name!r} is too long")
+        return data
+    if dataclasses.is_dataclass(tp):
+        return _object(tp, raw)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(raw, list):
+            raise DecodeError(f"field {name!r} must be a list")
+        return tuple(_from_json(item_tp, {}, item, name) for item in raw)
+    raise DecodeError(f"field {name!r} has an unsupported type")  # pragma: no cover
+
+
+def _object(cls: type[Any], raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise DecodeError(f"{cls.__name__} body must be a JSON object")
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    unknown = set(raw) - names
+    if unknown:
+        raise DecodeError(f"{cls.__name__} has unknown field(s) {sorted(unknown)!r}")
+    missing = names - set(raw)
+    if missing:
+        raise DecodeError(f"{cls.__name__} is missing field(s) {sorted(missing)!r}")
+    hints = _hints(cls)
+    values = {f.name: _from_json(hints[f.name], f.metadata, raw[f.name], f.name) for f in fields}
+    return cls(**values)
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"JSON constant {name} is not allowed")
+
+
+def _body(msg: Any) -> bytes:
+    body = {f.name: _to_json(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _header(kind: Kind) -> bytes:
+    return MAGIC + bytes((PROTOCOL_VERSION, int(kind)))
+
+
+# ---------------------------------------------------------------- public API
+
+
+def signed_bytes(msg: Message) -> bytes:
+    """The canonical bytes a signature over ``msg`` covers."""
+    return _header(msg.KIND) + _body(msg)
+
+
+def encode(msg: Message, sig: bytes = b"") -> list[bytes]:
+    """Frames for ``msg``; ``sig`` is required exactly for signed kinds."""
+    if msg.KIND in _INNER:
+        raise ValueError(f"{type(msg).__name__} travels only sealed inside a Direct")
+    if msg.SIGNED != bool(sig) or (sig and len(sig) != SIGNATURE_BYTES):
+        raise ValueError(f"{type(msg).__name__} needs {'a' if msg.SIGNED else 'no'} signature")
+    if isinstance(msg, Relay):
+        relay_body = json.dumps(
+            {"epoch": msg.epoch, "bseq": msg.bseq}, separators=(",", ":")
+        ).encode()
+        return [_header(Kind.RELAY), relay_body, b"", *encode(msg.inner, msg.inner_sig)]
+    return [_header(msg.KIND), _body(msg), sig]
+
+
+def encode_inner(msg: Private | PrivateAck) -> bytes:
+    """Plaintext for a Direct's box: header and body in one byte string."""
+    return _header(msg.KIND) + _body(msg)
+
+
+def _check_header(header: bytes) -> Kind:
+    if len(header) != 4 or header[:2] != MAGIC:
+        raise DecodeError("not a lanchat frame (bad magic)")
+    if header[2] != PROTOCOL_VERSION:
+        raise DecodeError(
+            f"protocol version {header[2]} is not supported (this node speaks {PROTOCOL_VERSION})"
+        )
+    try:
+        return Kind(header[3])
+    except ValueError:
+        raise DecodeError(f"unknown message kind {header[3]}") from None
+
+
+def _parse_body(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DecodeError("body is not UTF-8 JSON") from exc
+
+
+def _decode_one(frames: typing.Sequence[bytes], table: dict[Kind, type[Any]]) -> tuple[Any, bytes]:
+    header, body, sig = frames
+    kind = _check_header(header)
+    cls = table.get(kind)
+    if cls is None or cls is Relay:
+        raise DecodeError(f"message kind {kind.name} is not allowed here")
+    if cls.SIGNED and len(sig) != SIGNATURE_BYTES:
+        raise DecodeError(f"{cls.__name__} must carry a {SIGNATURE_BYTES}-byte signature")
+    if not cls.SIGNED and sig:
+        raise DecodeError(f"{cls.__name__} must not carry a signature")
+    return _object(cls, _parse_body(body)), sig
+
+
+def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
+    """``(message, signature)`` from frames; the signature is ``b""`` for unsigned kinds."""
+    try:
+        frames = [bytes(f) for f in frames]
+    except TypeError as exc:
+        raise DecodeError("frames must be bytes") from exc
+    if sum(len(f) for f in frames) > MAX_FRAMES_BYTES:
+        raise DecodeError(f"message is larger than {MAX_FRAMES_BYTES} bytes")
+    if len(frames) == 6 and frames[0][:4] == _header(Kind.RELAY):
+        if frames[2]:
+            raise DecodeError("Relay must not carry a signature")
+        meta = _parse_body(frames[1])
+        if not isinstance(meta, dict) or set(meta) != {"epoch", "bseq"}:
+            raise DecodeError("Relay body must be {epoch, bseq}")
+        epoch = _from_json(int, {}, meta["epoch"], "epoch")
+        bseq = _from_json(int, {}, meta["bseq"], "bseq")
+        inner, inner_sig = _decode_one(frames[3:], {Kind.PUBLIC: Public})
+        return Relay(epoch=epoch, bseq=bseq, inner=inner, inner_sig=inner_sig), b""
+    if len(frames) != 3:
+        raise DecodeError(f"expected 3 frames, got {len(frames)}")
+    msg, sig = _decode_one(frames, _OUTER)
+    return typing.cast(Message, msg), sig
+
+
+def decode_inner(plaintext: bytes) -> Private | PrivateAck:
+    """The Private or PrivateAck sealed inside a Direct."""
+    if len(plaintext) > MAX_FRAMES_BYTES:
+        raise DecodeError("sealed item is too large")
+    msg, _ = _decode_one([plaintext[:4], plaintext[4:], b""], _INNER)
+    if isinstance(msg, Private) and msg.item not in PRIVATE_ITEMS:
+        raise DecodeError(f"unknown private item {msg.item!r}")
+    return typing.cast(Private | PrivateAck, msg)

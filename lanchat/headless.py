@@ -1,0 +1,93 @@
+"""The JSON-lines front end: one command object per stdin line, one event per stdout line.
+
+This is the interface for bots, scripts and tests; docs/headless.md is its contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+from typing import IO, Any
+
+from lanchat.node import Node
+
+__all__ = ["EventWriter", "run_headless"]
+
+MAX_LINE_BYTES = 64 * 1024
+
+
+class EventWriter:
+    """Writes events as JSON lines; safe to call from the loop and the stdin thread."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the reader went away; the node keeps running until stdin closes
+
+
+def parse_command(line: str) -> dict[str, Any] | str:
+    """The command object on ``line``, or an error message for ``bad_command``."""
+    if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+        return f"command line longer than {MAX_LINE_BYTES} bytes"
+    try:
+        cmd = json.loads(line)
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+        return 'each line must be a JSON object with a "cmd" string'
+    return cmd
+
+
+def _read_stdin(
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[dict[str, Any] | None],
+    emit: EventWriter,
+    stream: IO[bytes],
+) -> None:
+    # A thread, not loop.connect_read_pipe: it works the same for pipes, files and ttys.
+    try:
+        for raw in stream:
+            text = raw.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            parsed = parse_command(text)
+            if isinstance(parsed, str):
+                loop.call_soon_threadsafe(_emit_error, emit, parsed)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, parsed)
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, None)  # EOF = quit cleanly
+        except RuntimeError:
+            pass  # the loop is already closed
+
+
+def _emit_error(emit: EventWriter, message: str) -> None:
+    import time
+
+    emit({"ev": "error", "t": round(time.time(), 6), "code": "bad_command", "message": message})
+
+
+async def run_headless(node: Node, emit: EventWriter) -> int:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stop)
+    reader = threading.Thread(
+        target=_read_stdin, args=(loop, queue, emit, sys.stdin.buffer), daemon=True
+    )
+    reader.start()
+    return await node.run(queue)

@@ -1,0 +1,1167 @@
+"""The composition root: the only place that knows every layer and owns every task.
+
+Inputs arrive from three sides - discovery (zeroconf), the sockets (ZeroMQ) and the user
+(commands from a front end) - and go through the pure core (wire codec, election, relay,
+friendship, reliability). Effects leave as socket sends, store writes and *events*: plain
+dicts in the vocabulary of the headless JSON-lines contract (docs/headless.md), which every
+front end consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from lanchat import identity as ident
+from lanchat.core import election, wire
+from lanchat.core import friendship as fs
+from lanchat.core.advert import Advert
+from lanchat.core.handles import HandleError, handle_key, validate_handle
+from lanchat.core.relay import BEAT_INTERVAL_S, BrokerRelay, Publish, ToClient
+from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
+from lanchat.core.text import TextError, check_text, safe_label
+from lanchat.discovery import Discovery, PeerGone, PeerSeen
+from lanchat.store import HistoryRecord, OutboxItem, Profile
+from lanchat.transport import BrokerLink, Transport
+
+__all__ = ["Node", "NodeConfig", "NodeExit"]
+
+log = logging.getLogger("lanchat.node")
+
+TICK_S = 0.1
+HEARTBEAT_S = 0.4
+BROKER_TIMEOUT_S = 2.0  # no Beat for this long: the broker is gone
+CONNECT_TIMEOUT_S = 2.0  # no Welcome for this long: try the next candidate
+ELECTION_WAIT_S = 0.3  # listen this long for an existing broker before electing
+REANNOUNCE_S = 2.0  # brokers repeat their mDNS announcement (healed partitions)
+BACKLOG_REQUEST = 200  # a newcomer asks for this many recent public messages
+PRIVATE_RESEND_S = 2.0
+RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
+PUBLIC = "public"
+
+
+class NodeExit(Exception):
+    """The node cannot run: ``code`` is the error code, ``status`` the exit status."""
+
+    def __init__(self, code: str, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    handle: str
+    room: str
+    address: str
+    mentor: bool = False
+    priority: int = 0
+    connect: tuple[str, int] | None = None
+    info_port: int = 47100
+
+
+@dataclass(slots=True)
+class _Target:
+    key: bytes
+    curve_key: bytes
+    address: str
+    router_port: int
+    handle: str = ""
+
+
+@dataclass(slots=True)
+class _Peer:
+    entry: wire.PeerEntry
+
+    @property
+    def key(self) -> bytes:
+        return self.entry.id_key
+
+
+@dataclass(slots=True)
+class _Link:
+    target: _Target
+    sockets: BrokerLink
+    started: float
+    welcome: wire.Welcome | None = None
+    last_beat: float = 0.0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    refused_not_broker: int = 0
+
+
+def _conv(key: bytes) -> str:
+    return f"peer:{key.hex()}"
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        profile: Profile,
+        identity: ident.Identity,
+        emit: Callable[[dict[str, Any]], None],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = config
+        self.profile = profile
+        self.me = identity
+        self._emit_raw = emit
+        self.clock = clock
+        self.wall = wall
+        self.transport = Transport(config.address, identity.curve_public, identity.curve_secret)
+        self.discovery = Discovery(config.address, self._on_discovery)
+        self.started_at = wall()
+        self.relay: BrokerRelay | None = None
+        self.link: _Link | None = None
+        self.roster: list[wire.PeerEntry] = []
+        self.roster_version = -1
+        self.online: dict[bytes, wire.PeerEntry] = {}
+        self.gone: set[bytes] = set()
+        self.outbox = PublicOutbox(next_seq=profile.history.max_seq("public") + 1)
+        self.gap = GapTracker()
+        self.inbound: dict[bytes, InboundChannel] = {}
+        self.recent_relays: deque[tuple[wire.Public, bytes]] = deque(maxlen=RECENT_RELAYS)
+        self.counters: dict[str, int] = {}
+        self.hello_ok: dict[bytes, bool] = {}
+        self.last_epoch = 0
+        self.announced_broker: tuple[bytes, int] | None = None
+        self._advert: Advert | None = None
+        self._stop = asyncio.Event()
+        self._exit: NodeExit | None = None
+        self._election_from = 0.0
+        self._last_heartbeat = 0.0
+        self._last_reannounce = 0.0
+        self._last_private_resend = 0.0
+        self._tg: asyncio.TaskGroup | None = None
+        self.status = "starting"
+
+    # ================================================================ life cycle
+
+    async def run(self, commands: asyncio.Queue[dict[str, Any] | None]) -> int:
+        """Run until quit; returns the process exit status."""
+        try:
+            self.transport.start(self.cfg.info_port)
+        except zmq.ZMQError as exc:
+            self._error("network", f"cannot open sockets on {self.cfg.address}: {exc}")
+            return 1
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._startup(commands))
+                await self._stop.wait()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        except* NodeExit as group:
+            exc = group.exceptions[0]
+            assert isinstance(exc, NodeExit)
+            self._exit = exc
+        finally:
+            await self._shutdown()
+        if self._exit is not None:
+            self._error(self._exit.code, str(self._exit))
+            return self._exit.status
+        return 0
+
+    async def _startup(self, commands: asyncio.Queue[dict[str, Any] | None]) -> None:
+        assert self._tg is not None
+        self._set_status("discovering", "looking for other lanchat users on the network")
+        await self.discovery.start()
+        conflict = await self.discovery.find_conflict(self.cfg.handle, self.me.key)
+        if conflict is not None:
+            raise NodeExit(
+                "handle_taken",
+                f"the handle {self.cfg.handle!r} is already used on this network by "
+                f"another person ({conflict.address}, key {ident.fingerprint(conflict.id_key)}); "
+                "choose another with --handle",
+            )
+        self._advert = self._make_advert()
+        await self.discovery.register(self._advert)
+        self._emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
+        self._election_from = self.clock()
+        self._set_status("electing", "finding the broker")
+        self._tg.create_task(self._router_loop())
+        self._tg.create_task(self.transport.serve_info(self._info))
+        self._tg.create_task(self._tick_loop())
+        self._tg.create_task(self._command_loop(commands))
+        if self.cfg.connect is not None:
+            self._tg.create_task(self._connect_direct())
+
+    async def _shutdown(self) -> None:
+        # Say goodbye first so nobody waits for a heartbeat timeout.
+        with contextlib.suppress(Exception):
+            if self.link is not None and self.link.welcome is not None:
+                await asyncio.wait_for(self.link.sockets.send(wire.encode(wire.Goodbye(reason="quit"))), 0.2)
+            if self.relay is not None:
+                for eff in self.relay.close():
+                    await self._apply(eff)
+                # Give the goodbye a moment to leave the socket before it is closed.
+                await asyncio.sleep(0.05)
+        self._drop_link()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.discovery.close(), 2.0)
+        self.transport.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ================================================================ adverts
+
+    def _make_advert(self) -> Advert:
+        epoch = self.relay.epoch if self.relay else 0
+        since = self.relay.since if self.relay else 0.0
+        return Advert(
+            handle=self.cfg.handle,
+            room=self.cfg.room,
+            address=self.cfg.address,
+            id_key=self.me.key,
+            curve_key=self.me.curve_public,
+            router_port=self.transport.router_port,
+            pub_port=self.transport.pub_port,
+            mentor=self.cfg.mentor,
+            priority=self.cfg.priority,
+            started_at=round(self.started_at, 3),
+            broker_epoch=epoch,
+            broker_since=round(since, 3),
+        )
+
+    def _info(self) -> dict[str, Any]:
+        broker: dict[str, Any] | None = None
+        link = self.link
+        if link is not None and link.welcome is not None:
+            broker = {
+                "key": link.target.key.hex(),
+                "curve": link.target.curve_key.hex(),
+                "address": link.target.address,
+                "router_port": link.target.router_port,
+            }
+        return {
+            "app": "lanchat",
+            "handle": self.cfg.handle,
+            "room": self.cfg.room,
+            "key": self.me.key.hex(),
+            "curve": self.me.curve_public.hex(),
+            "address": self.cfg.address,
+            "router_port": self.transport.router_port,
+            "broker": broker,
+        }
+
+    def _hello(self) -> tuple[wire.Hello, bytes]:
+        hello = wire.Hello(
+            handle=self.cfg.handle,
+            room=self.cfg.room,
+            mentor=self.cfg.mentor,
+            id_key=self.me.key,
+            curve_key=self.me.curve_public,
+            started_at=round(self.started_at, 3),
+            priority=self.cfg.priority,
+            address=self.cfg.address,
+            router_port=self.transport.router_port,
+            info_port=self.transport.info_port,
+        )
+        return hello, self.me.sign(wire.signed_bytes(hello))
+
+    # ================================================================ discovery
+
+    def _on_discovery(self, event: PeerSeen | PeerGone) -> None:
+        if isinstance(event, PeerSeen):
+            adv = event.advert
+            if adv.id_key == self.me.key:
+                return
+            # A fresh advert is a sign of life: give that node another chance.
+            self.gone.discard(adv.id_key)
+
+    def _room_adverts(self) -> list[Advert]:
+        return [
+            a
+            for a in self.discovery.peers().values()
+            if a.room == self.cfg.room and a.id_key != self.me.key
+        ]
+
+    # ================================================================ election
+
+    def _choose_target(self, now: float) -> None:
+        """No broker link: join a running broker, the successor, or elect one."""
+        if self.relay is not None:
+            self._open_link(self._self_target(), now)
+            return
+        brokers = [a for a in self._room_adverts() if a.broker_epoch > 0 and a.id_key not in self.gone]
+        if brokers:
+            best = min(brokers, key=lambda a: _claim(a).rank())
+            self._open_link(_target_of_advert(best), now)
+            return
+        alive = [e for e in self.roster if e.id_key not in self.gone]
+        if alive:
+            succ = alive[0]
+            if succ.id_key == self.me.key:
+                self._become_broker(now)
+            else:
+                self._open_link(_target_of_entry(succ), now)
+            return
+        if now - self._election_from < ELECTION_WAIT_S:
+            return
+        cands = [_candidate_of_advert(a) for a in self._room_adverts() if a.id_key not in self.gone]
+        mine = election.Candidate(self.me.key, self.cfg.mentor, self.cfg.priority, round(self.started_at, 3))
+        best = election.best_candidate([*cands, mine])
+        if best is None or best.key == self.me.key:
+            self._become_broker(now)
+            return
+        adv = next(a for a in self._room_adverts() if a.id_key == best.key)
+        self._open_link(_target_of_advert(adv), now)
+
+    def _self_target(self) -> _Target:
+        return _Target(
+            key=self.me.key,
+            curve_key=self.me.curve_public,
+            address=self.cfg.address,
+            router_port=self.transport.router_port,
+            handle=self.cfg.handle,
+        )
+
+    def _become_broker(self, now: float) -> None:
+        epoch = self.last_epoch + 1
+        self.relay = BrokerRelay(
+            key=self.me.key,
+            handle=self.cfg.handle,
+            room=self.cfg.room,
+            epoch=epoch,
+            since=round(self.wall(), 3),
+            pub_port=self.transport.pub_port,
+            verify=ident.verify,
+        )
+        self.relay.seed(self.recent_relays)
+        self._set_status("broker", "you are the broker for this room")
+        self._advert_changed()
+        self._open_link(self._self_target(), now)
+
+    def _stop_broker(self) -> None:
+        self.relay = None
+        self._advert_changed()
+
+    def _advert_changed(self) -> None:
+        if self._tg is None:
+            return
+        self._advert = self._make_advert()
+        self._tg.create_task(self._update_advert(self._advert))
+
+    async def _update_advert(self, advert: Advert) -> None:
+        try:
+            await self.discovery.update(advert)
+        except Exception:  # the advert is best-effort; the broker works without it
+            log.exception("could not update the mDNS advert")
+
+    def _check_merge(self) -> None:
+        """Two brokers in one room (a healed partition): move to the better one."""
+        link = self.link
+        if link is None or link.welcome is None:
+            return
+        current = election.BrokerClaim(
+            key=link.target.key,
+            mentor=self._is_mentor(link.target.key),
+            since=link.welcome.since,
+            epoch=link.welcome.epoch,
+        )
+        for adv in self._room_adverts():
+            if adv.broker_epoch <= 0 or adv.id_key == current.key or adv.id_key in self.gone:
+                continue
+            if election.better_broker(current, _claim(adv)) is current:
+                continue
+            now = self.clock()
+            if self.relay is not None:
+                redirect = wire.Redirect(
+                    broker_key=adv.id_key,
+                    curve_key=adv.curve_key,
+                    address=adv.address,
+                    router_port=adv.router_port,
+                    epoch=adv.broker_epoch,
+                )
+                for eff in self.relay.redirect(redirect):
+                    self._spawn(self._apply(eff))
+                self._stop_broker()
+            self.last_epoch = max(self.last_epoch, adv.broker_epoch)
+            self._drop_link()
+            self._open_link(_target_of_advert(adv), now)
+            return
+
+    def _is_mentor(self, key: bytes) -> bool:
+        if key == self.me.key:
+            return self.cfg.mentor
+        entry = self.online.get(key)
+        return bool(entry and entry.mentor)
+
+    # ================================================================ broker link
+
+    def _open_link(self, target: _Target, now: float) -> None:
+        self._drop_link()
+        sockets = self.transport.link(target.address, target.router_port, target.curve_key)
+        link = _Link(target=target, sockets=sockets, started=now)
+        self.link = link
+        self.roster_version = -1  # versions are per broker
+        if target.key != self.me.key:
+            self._set_status("connecting", f"connecting to broker {target.handle or target.address}")
+        link.tasks.append(self._spawn(self._dealer_loop(link)))
+        link.tasks.append(self._spawn(self._monitor_loop(link)))
+        hello, sig = self._hello()
+        self._spawn(sockets.send(wire.encode(hello, sig)))
+
+    def _drop_link(self) -> None:
+        link, self.link = self.link, None
+        if link is None:
+            return
+        for task in link.tasks:
+            task.cancel()
+        link.sockets.close()
+
+    def _broker_lost(self, why: str) -> None:
+        link = self.link
+        if link is None:
+            return
+        log.info("broker %s lost: %s", link.target.handle, why)
+        if link.target.key != self.me.key:
+            self.gone.add(link.target.key)
+        if link.welcome is not None:
+            self.last_epoch = max(self.last_epoch, link.welcome.epoch)
+        self._drop_link()
+        self._set_status("electing", f"broker lost ({why}); finding the next one")
+        self._choose_target(self.clock())
+
+    async def _dealer_loop(self, link: _Link) -> None:
+        while True:
+            frames = await link.sockets.dealer.recv_multipart()
+            if link is not self.link:
+                return
+            self._handle_safely(link, frames, via_pub=False)
+
+    async def _sub_loop(self, link: _Link) -> None:
+        assert link.sockets.sub is not None
+        while True:
+            frames = await link.sockets.sub.recv_multipart()
+            if link is not self.link:
+                return
+            self._handle_safely(link, frames, via_pub=True)
+
+    async def _monitor_loop(self, link: _Link) -> None:
+        while True:
+            event = await link.sockets.next_event()
+            if event == zmq.EVENT_DISCONNECTED and link is self.link and link.welcome is not None:
+                if link.target.key == self.me.key:
+                    continue  # our own relay: a disconnect here is a local hiccup
+                self._broker_lost("connection closed")
+                return
+
+    def _handle_safely(self, link: _Link, frames: list[bytes], via_pub: bool) -> None:
+        # One bad frame (or one bug) must not stop the receive loop.
+        try:
+            self._on_from_broker(link, frames, via_pub)
+        except Exception:
+            self._count("handler_error")
+            log.exception("error handling a frame from the broker")
+
+    def _on_from_broker(self, link: _Link, frames: list[bytes], via_pub: bool) -> None:
+        try:
+            msg, _sig = wire.decode(frames)
+        except wire.DecodeError:
+            self._count("malformed_from_broker")
+            return
+        now = self.clock()
+        if isinstance(msg, wire.Welcome):
+            self._on_welcome(link, msg, now)
+            return
+        if isinstance(msg, wire.Refused):
+            self._on_refused(link, msg, now)
+            return
+        if link.welcome is None:
+            if isinstance(msg, wire.Roster):
+                self._on_roster(msg)
+            return
+        if isinstance(msg, wire.Relay):
+            link.last_beat = now
+            self._on_relay(msg, now)
+        elif isinstance(msg, wire.Beat):
+            link.last_beat = now
+            gap = self.gap.tail_gap(msg.epoch, msg.bseq)
+            if gap:
+                self._send_to_broker(wire.encode(wire.Resend(epoch=msg.epoch, first=gap[0], last=gap[1])))
+            if msg.roster_version != self.roster_version:
+                self._send_to_broker(wire.encode(wire.Sync(roster_version=self.roster_version)))
+        elif isinstance(msg, wire.Roster):
+            self._on_roster(msg)
+        elif isinstance(msg, wire.Ack):
+            if self.outbox.ack(msg.seq, now):
+                self._emit("sent", id=f"{self.me.key.hex()[:16]}:{msg.seq}")
+        elif isinstance(msg, wire.Direct):
+            self._on_direct(msg, _sig)
+        elif isinstance(msg, wire.Goodbye):
+            if via_pub:
+                self._broker_lost("broker left")
+        elif isinstance(msg, wire.Redirect):
+            self.last_epoch = max(self.last_epoch, msg.epoch)
+            target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port)
+            self._drop_link()
+            self._open_link(target, now)
+        else:
+            self._count("unexpected_from_broker")
+
+    def _on_welcome(self, link: _Link, msg: wire.Welcome, now: float) -> None:
+        if msg.broker_key != link.target.key:
+            self._count("welcome_wrong_key")
+            return
+        link.welcome = msg
+        link.last_beat = now
+        link.sockets.subscribe(msg.pub_port)
+        link.tasks.append(self._spawn(self._sub_loop(link)))
+        self.last_epoch = max(self.last_epoch, msg.epoch)
+        self.gap.reset(msg.epoch, msg.bseq)
+        if msg.bseq > 0:
+            first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
+            self._send_to_broker(wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq)))
+        for frames in self.outbox.for_new_broker(now):
+            self._send_to_broker(frames)
+        is_self = link.target.key == self.me.key
+        handle = self.cfg.handle if is_self else (link.target.handle or msg.broker_handle)
+        if self.announced_broker != (msg.broker_key, msg.epoch):
+            self.announced_broker = (msg.broker_key, msg.epoch)
+            self._emit("broker", handle=handle, self=is_self, epoch=msg.epoch)
+        if is_self:
+            self._set_status("broker", "you are the broker for this room")
+        else:
+            via = f" (via --connect {self.cfg.connect[0]})" if self.cfg.connect else ""
+            self._set_status("connected", f"connected to broker {handle}{via}")
+        self._flush_private_all()
+
+    def _on_refused(self, link: _Link, msg: wire.Refused, now: float) -> None:
+        if msg.code == "handle_taken":
+            self._fatal(NodeExit("handle_taken", msg.message))
+        elif msg.code == "hello_first":
+            hello, sig = self._hello()
+            self._send_to_broker(wire.encode(hello, sig))
+        elif msg.code == "not_broker":
+            # The successor has not noticed yet that it is its turn: ask again shortly.
+            link.refused_not_broker += 1
+            self._spawn(self._hello_again(link))
+        else:
+            self._error(msg.code, f"broker refused us: {msg.message}")
+
+    async def _hello_again(self, link: _Link) -> None:
+        await asyncio.sleep(0.15)
+        if link is self.link and link.welcome is None:
+            hello, sig = self._hello()
+            await link.sockets.send(wire.encode(hello, sig))
+
+    def _send_to_broker(self, frames: list[bytes]) -> None:
+        link = self.link
+        if link is None or link.welcome is None:
+            return
+        self._spawn(link.sockets.send(frames))
+
+    # ================================================================ relay (broker role)
+
+    async def _router_loop(self) -> None:
+        while True:
+            incoming = await self.transport.router.recv_multipart(copy=False)
+            if len(incoming) < 2:
+                continue
+            rid = incoming[0].bytes
+            user = incoming[1].get("User-Id")
+            try:
+                key = ident.z85_decode(user) if user else b""
+            except ValueError:
+                key = b""
+            frames = [f.bytes for f in incoming[1:]]
+            relay = self.relay
+            if relay is None:
+                await self.transport.send_router(
+                    rid, wire.encode(wire.Refused(code="not_broker", message="not the broker"))
+                )
+                continue
+            try:
+                effects = relay.receive(rid, key, frames, self.clock())
+            except Exception:  # a bug must not take the room's relay down
+                self._count("relay_error")
+                log.exception("relay failed on a frame")
+                continue
+            for eff in effects:
+                await self._apply(eff)
+
+    async def _apply(self, eff: ToClient | Publish) -> None:
+        if isinstance(eff, ToClient):
+            await self.transport.send_router(eff.rid, eff.frames)
+        else:
+            await self.transport.publish(eff.frames)
+
+    # ================================================================ public room
+
+    def _on_relay(self, msg: wire.Relay, now: float) -> None:
+        _is_new, missing = self.gap.observe(msg.epoch, msg.bseq)
+        if missing:
+            self._send_to_broker(
+                wire.encode(wire.Resend(epoch=msg.epoch, first=missing[0], last=missing[1]))
+            )
+        pub = msg.inner
+        if pub.room != self.cfg.room:
+            self._count("wrong_room")
+            return
+        if not ident.verify(pub.author, wire.signed_bytes(pub), msg.inner_sig):
+            self._count("bad_signature")
+            return
+        if pub.author == self.me.key:
+            return
+        if self._blocked(pub.author):
+            self._count("blocked")
+            return
+        handle = self._display_handle(pub.author, pub.handle)
+        record = HistoryRecord(
+            id=pub.msg_id,
+            conversation=PUBLIC,
+            sender=handle,
+            sender_key=pub.author.hex(),
+            text=pub.text,
+            sent_t=pub.sent_t,
+            received_t=self.wall(),
+            outgoing=False,
+        )
+        self.recent_relays.append((pub, msg.inner_sig))
+        if not self.profile.history.append(record):
+            return  # seen before: at-least-once below, exactly-once here
+        self._emit("public", id=pub.msg_id, **{"from": handle}, text=safe_text(pub.text), sent_t=pub.sent_t)
+
+    def say(self, text: str) -> str:
+        text = check_text(text)
+        now = self.clock()
+        seq = self.outbox.allocate()
+        self.profile.history.set_seq("public", seq)
+        msg = wire.Public(
+            author=self.me.key,
+            handle=self.cfg.handle,
+            room=self.cfg.room,
+            seq=seq,
+            text=text,
+            sent_t=round(self.wall(), 3),
+        )
+        sig = self.me.sign(wire.signed_bytes(msg))
+        frames = wire.encode(msg, sig)
+        self.outbox.add(seq, frames, now)
+        self.recent_relays.append((msg, sig))
+        self.profile.history.append(
+            HistoryRecord(
+                id=msg.msg_id,
+                conversation=PUBLIC,
+                sender=self.cfg.handle,
+                sender_key=self.me.key_hex,
+                text=text,
+                sent_t=msg.sent_t,
+                received_t=msg.sent_t,
+                outgoing=True,
+            )
+        )
+        self._send_to_broker(frames)
+        return msg.msg_id
+
+    # ================================================================ roster & peers
+
+    def _on_roster(self, roster: wire.Roster) -> None:
+        link = self.link
+        if link is None or roster.broker_key != link.target.key:
+            return
+        if roster.version <= self.roster_version and link.welcome is not None:
+            return
+        peers = [e for e in roster.peers if self._entry_ok(e)]
+        self.roster = peers
+        self.roster_version = roster.version
+        now_online = {e.id_key: e for e in peers if e.id_key != self.me.key}
+        for key, entry in now_online.items():
+            if key not in self.online:
+                self._peer_up(entry)
+        for key, entry in list(self.online.items()):
+            if key not in now_online:
+                self._emit("peer_down", handle=entry.handle)
+        self.online = now_online
+
+    def _entry_ok(self, entry: wire.PeerEntry) -> bool:
+        ok = self.hello_ok.get(entry.hello_sig)
+        if ok is None:
+            ok = entry.room == self.cfg.room and ident.verify(
+                entry.id_key, wire.signed_bytes(wire.hello_of(entry)), entry.hello_sig
+            )
+            if len(self.hello_ok) > 10_000:
+                self.hello_ok.clear()
+            self.hello_ok[entry.hello_sig] = ok
+        if not ok:
+            self._count("roster_bad_entry")
+        return ok
+
+    def _peer_up(self, entry: wire.PeerEntry) -> None:
+        self.gone.discard(entry.id_key)
+        state = self.profile.state
+        pin = state.pin_for_handle(entry.handle)
+        if pin is not None and pin.key != entry.id_key.hex():
+            self._emit(
+                "warning",
+                code="key_changed",
+                handle=entry.handle,
+                message=(
+                    f"{entry.handle!r} is now using a different key "
+                    f"({ident.fingerprint(entry.id_key)}, pinned {ident.fingerprint(bytes.fromhex(pin.key))}). "
+                    "It may be someone else: private messages to this handle are held back."
+                ),
+            )
+        elif pin is None:
+            state.set_pin(entry.handle, entry.id_key.hex(), self.wall())
+        self._emit("peer_up", handle=entry.handle, mentor=entry.mentor)
+        self._flush_private(entry.id_key)
+
+    def _display_handle(self, key: bytes, claimed: str) -> str:
+        entry = self.online.get(key)
+        if entry is not None:
+            return entry.handle
+        pin = self.profile.state.pin_for_key(key.hex())
+        return pin.handle if pin is not None else safe_label(claimed)
+
+    def who(self) -> list[dict[str, Any]]:
+        out = []
+        for entry in sorted(self.online.values(), key=lambda e: (not e.mentor, handle_key(e.handle))):
+            state = self.profile.state.friendship(entry.id_key.hex())
+            out.append(
+                {
+                    "handle": entry.handle,
+                    "mentor": entry.mentor,
+                    "friend": state == fs.Friendship.FRIEND,
+                    "state": state,
+                    "status": entry.status,
+                    "fingerprint": ident.fingerprint(entry.id_key),
+                }
+            )
+        return out
+
+    # ================================================================ private chat
+
+    def _key_for_handle(self, handle: str) -> bytes:
+        """The identity key a handle stands for: the pinned one (trust on first use)."""
+        try:
+            validate_handle(handle)
+        except HandleError as exc:
+            raise CommandError("bad_command", str(exc)) from None
+        if handle_key(handle) == handle_key(self.cfg.handle):
+            raise CommandError("bad_command", "that is your own handle")
+        pin = self.profile.state.pin_for_handle(handle)
+        if pin is not None:
+            return bytes.fromhex(pin.key)
+        for entry in self.online.values():
+            if handle_key(entry.handle) == handle_key(handle):
+                return entry.id_key
+        raise CommandError("unknown_handle", f"nobody called {handle!r} has been seen on this network")
+
+    def _friendship(self, key: bytes) -> fs.Friendship:
+        return fs.Friendship(self.profile.state.friendship(key.hex()))
+
+    def _blocked(self, key: bytes) -> bool:
+        return fs.is_silenced(self._friendship(key))
+
+    def _set_friendship(self, key: bytes, handle: str, state: fs.Friendship) -> None:
+        self.profile.state.set_friendship(key.hex(), handle, state.value)
+
+    def _handle_of(self, key: bytes) -> str:
+        entry = self.online.get(key)
+        if entry is not None:
+            return entry.handle
+        pin = self.profile.state.pin_for_key(key.hex())
+        if pin is not None:
+            return pin.handle
+        friends = self.profile.state.friendships()
+        return friends.get(key.hex(), ("?", ""))[0]
+
+    def friend_move(self, handle: str, move: fs.Move) -> None:
+        key = self._key_for_handle(handle)
+        name = self._handle_of(key) if self._handle_of(key) != "?" else handle
+        try:
+            outcome = fs.apply(self._friendship(key), move)
+        except fs.IllegalTransition as exc:
+            raise CommandError("bad_command", f"{name}: {exc}") from None
+        self._set_friendship(key, name, outcome.state)
+        if outcome.send is not None:
+            self._queue_private(key, outcome.send.value, "")
+        if outcome.state == fs.Friendship.FRIEND and move in (fs.Move.ACCEPT, fs.Move.REQUEST):
+            self._emit("accepted", by=self.cfg.handle, **{"with": name})
+
+    def send_private(self, handle: str, text: str) -> str:
+        key = self._key_for_handle(handle)
+        text = check_text(text)
+        if not fs.can_message(self._friendship(key)):
+            raise CommandError(
+                "not_friends", f"you and {handle} are not friends: send a request first"
+            )
+        return self._queue_private(key, "text", text)
+
+    def _queue_private(self, key: bytes, item: str, text: str) -> str:
+        hist = self.profile.history
+        counter = f"out:{key.hex()}"
+        cseq = hist.max_seq(counter) + 1
+        hist.set_seq(counter, cseq)
+        sent_t = round(self.wall(), 3)
+        payload = wire.encode_inner(
+            wire.Private(item=item, cseq=cseq, base=0, handle=self.cfg.handle, text=text, sent_t=sent_t)
+        )
+        hist.outbox_add(OutboxItem(peer_key=key.hex(), cseq=cseq, payload=payload, created_t=sent_t))
+        msg_id = f"{self.me.key.hex()[:16]}>{key.hex()[:16]}:{cseq}"
+        if item == "text":
+            hist.append(
+                HistoryRecord(
+                    id=msg_id,
+                    conversation=_conv(key),
+                    sender=self.cfg.handle,
+                    sender_key=self.me.key_hex,
+                    text=text,
+                    sent_t=sent_t,
+                    received_t=sent_t,
+                    outgoing=True,
+                )
+            )
+        self._flush_private(key)
+        return msg_id
+
+    def _flush_private(self, key: bytes) -> None:
+        """Send everything queued for ``key`` (in order) if it is online now."""
+        if key not in self.online or self.link is None or self.link.welcome is None:
+            return
+        pin = self.profile.state.pin_for_key(key.hex())
+        entry = self.online[key]
+        held = self.profile.state.pin_for_handle(entry.handle)
+        if held is not None and held.key != key.hex():
+            return  # impersonation suspected: hold everything back
+        del pin
+        items = self.profile.history.outbox_for(key.hex())
+        if not items:
+            return
+        base = items[0].cseq
+        for item in items:
+            inner = wire.decode_inner(item.payload)
+            assert isinstance(inner, wire.Private)
+            self._send_direct(key, wire.encode_inner(replace(inner, base=base)))
+
+    def _flush_private_all(self) -> None:
+        for peer in self.profile.history.outbox_peers():
+            self._flush_private(bytes.fromhex(peer))
+
+    def _send_direct(self, key: bytes, plaintext: bytes) -> None:
+        box = self.me.seal_to(key, plaintext)
+        direct = wire.Direct(sender=self.me.key, recipient=key, box=box)
+        self._send_to_broker(wire.encode(direct, self.me.sign(wire.signed_bytes(direct))))
+
+    def _on_direct(self, msg: wire.Direct, sig: bytes) -> None:
+        if msg.recipient != self.me.key:
+            self._count("direct_not_for_me")
+            return
+        if not ident.verify(msg.sender, wire.signed_bytes(msg), sig):
+            self._count("bad_signature")
+            return
+        try:
+            inner = wire.decode_inner(self.me.open_from(msg.sender, msg.box))
+        except (ident.CryptoError, wire.DecodeError):
+            self._count("bad_box")
+            return
+        if isinstance(inner, wire.PrivateAck):
+            removed = self.profile.history.outbox_remove_upto(msg.sender.hex(), inner.upto)
+            if removed:
+                self._emit("delivered", to=self._handle_of(msg.sender), upto=inner.upto)
+            return
+        chan = self.inbound.get(msg.sender)
+        if chan is None:
+            upto = self.profile.history.max_seq(f"in:{msg.sender.hex()}")
+            chan = self.inbound[msg.sender] = InboundChannel(delivered_upto=upto)
+        for ready in chan.receive(inner.cseq, inner.base, inner):
+            assert isinstance(ready, wire.Private)
+            self._deliver_private(msg.sender, ready)
+        self.profile.history.set_seq(f"in:{msg.sender.hex()}", chan.delivered_upto)
+        ack = wire.encode_inner(wire.PrivateAck(upto=chan.delivered_upto))
+        self._send_direct(msg.sender, ack)
+
+    def _deliver_private(self, sender: bytes, item: wire.Private) -> None:
+        handle = self._handle_of(sender)
+        if handle == "?":
+            handle = safe_label(item.handle)
+        state = self._friendship(sender)
+        if item.item == "text":
+            if not fs.can_message(state):
+                self._count("private_from_non_friend")
+                return
+            msg_id = f"{sender.hex()[:16]}>{self.me.key.hex()[:16]}:{item.cseq}"
+            rec = HistoryRecord(
+                id=msg_id,
+                conversation=_conv(sender),
+                sender=handle,
+                sender_key=sender.hex(),
+                text=item.text,
+                sent_t=item.sent_t,
+                received_t=self.wall(),
+                outgoing=False,
+            )
+            if self.profile.history.append(rec):
+                self._emit("private", id=msg_id, **{"from": handle}, text=safe_text(item.text), sent_t=item.sent_t)
+            return
+        move = fs.arrives_as(fs.Notice(item.item))
+        try:
+            outcome = fs.apply(state, move)
+        except fs.IllegalTransition:
+            self._count("friendship_out_of_step")
+            return
+        if outcome.silenced:
+            self._count("blocked")
+            return
+        self._set_friendship(sender, handle, outcome.state)
+        if outcome.send is not None:
+            self._queue_private(sender, outcome.send.value, "")
+        if move is fs.Move.GOT_REQUEST:
+            if outcome.state == fs.Friendship.FRIEND and state != fs.Friendship.FRIEND:
+                self._emit("accepted", by=handle)
+            elif outcome.state == fs.Friendship.PENDING_IN:
+                self._emit("request", **{"from": handle}, fingerprint=ident.fingerprint(sender))
+        elif move is fs.Move.GOT_ACCEPT and state != fs.Friendship.FRIEND:
+            self._emit("accepted", by=handle)
+        elif move is fs.Move.GOT_REJECT:
+            self._emit("rejected", by=handle)
+
+    def history(self, with_handle: str | None, limit: int) -> list[dict[str, Any]]:
+        conv = PUBLIC if with_handle is None else _conv(self._key_for_handle(with_handle))
+        return [
+            {
+                "id": r.id,
+                "from": r.sender,
+                "text": safe_text(r.text),
+                "sent_t": r.sent_t,
+                "outgoing": r.outgoing,
+            }
+            for r in self.profile.history.recent(conv, limit)
+        ]
+
+    def friends(self) -> list[dict[str, Any]]:
+        out = []
+        for key_hex, (handle, state) in sorted(self.profile.state.friendships().items(), key=lambda kv: kv[1][0].lower()):
+            key = bytes.fromhex(key_hex)
+            out.append(
+                {
+                    "handle": handle,
+                    "state": state,
+                    "online": key in self.online,
+                    "fingerprint": ident.fingerprint(key),
+                    "safety_code": ident.safety_code(self.me.key, key),
+                }
+            )
+        return out
+
+    # ================================================================ loops
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self.clock()
+            self._tick(now)
+            await asyncio.sleep(TICK_S)
+
+    def _tick(self, now: float) -> None:
+        if self.relay is not None:
+            for eff in self.relay.tick(now):
+                self._spawn(self._apply(eff))
+            if now - self._last_reannounce >= REANNOUNCE_S:
+                self._last_reannounce = now
+                self._spawn(self._reannounce())
+        link = self.link
+        if link is None:
+            if self.cfg.connect is None or self.roster:
+                self._choose_target(now)
+            return
+        if link.welcome is None:
+            if now - link.started > CONNECT_TIMEOUT_S:
+                self._broker_lost("no answer")
+            return
+        if now - link.last_beat > BROKER_TIMEOUT_S:
+            self._broker_lost("heartbeat timeout")
+            return
+        if now - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = now
+            self._send_to_broker(wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status="online")))
+        for frames in self.outbox.overdue(now):
+            self._send_to_broker(frames)
+        self.outbox.expire(now)
+        if now - self._last_private_resend >= PRIVATE_RESEND_S:
+            self._last_private_resend = now
+            self._flush_private_all()
+        self._check_merge()
+
+    async def _reannounce(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.discovery.reannounce()
+
+    async def _connect_direct(self) -> None:
+        """``--connect HOST[:PORT]``: ask that node which broker it uses, and go there."""
+        assert self.cfg.connect is not None
+        host, port = self.cfg.connect
+        while not self._stop.is_set():
+            if self.link is not None and self.link.welcome is not None:
+                await asyncio.sleep(1.0)
+                continue
+            if self.roster:
+                await asyncio.sleep(0.5)
+                if self.link is not None:
+                    continue
+            try:
+                info = await self.transport.ask_info(host, port, timeout_s=2.0)
+                broker = info.get("broker") or {
+                    "key": info["key"],
+                    "curve": info["curve"],
+                    "address": info["address"],
+                    "router_port": info["router_port"],
+                }
+                if info.get("room") != self.cfg.room:
+                    self._error("wrong_room", f"{host} is in room {info.get('room')!r}, not {self.cfg.room!r}")
+                target = _Target(
+                    key=bytes.fromhex(broker["key"]),
+                    curve_key=bytes.fromhex(broker["curve"]),
+                    address=str(broker["address"]),
+                    router_port=int(broker["router_port"]),
+                )
+                if self.link is None or self.link.welcome is None:
+                    self._open_link(target, self.clock())
+            except (TimeoutError, KeyError, ValueError, TypeError):
+                self._set_status("connecting", f"no answer from {host}:{port}; retrying")
+            await asyncio.sleep(2.0)
+
+    async def _command_loop(self, commands: asyncio.Queue[dict[str, Any] | None]) -> None:
+        while True:
+            cmd = await commands.get()
+            if cmd is None:
+                self.stop()
+                return
+            try:
+                self.execute(cmd)
+            except CommandError as exc:
+                self._error(exc.code, str(exc))
+            except (TextError, HandleError) as exc:
+                self._error("bad_command", str(exc))
+
+    def execute(self, cmd: dict[str, Any]) -> None:
+        name = cmd.get("cmd")
+
+        def arg(key: str) -> str:
+            value = cmd.get(key)
+            if not isinstance(value, str):
+                raise CommandError("bad_command", f"{name!r} needs {key!r} (a string)")
+            return value
+
+        if name == "say":
+            self.say(arg("text"))
+        elif name == "msg":
+            self.send_private(arg("to"), arg("text"))
+        elif name == "request":
+            self.friend_move(arg("to"), fs.Move.REQUEST)
+        elif name == "accept":
+            self.friend_move(arg("from"), fs.Move.ACCEPT)
+        elif name == "reject":
+            self.friend_move(arg("from"), fs.Move.REJECT)
+        elif name == "block":
+            self.friend_move(arg("handle"), fs.Move.BLOCK)
+        elif name == "unblock":
+            self.friend_move(arg("handle"), fs.Move.UNBLOCK)
+        elif name == "who":
+            self._emit("who", peers=self.who())
+        elif name == "friends":
+            self._emit("friends", friends=self.friends())
+        elif name == "history":
+            with_handle = cmd.get("with")
+            limit = cmd.get("limit", 50)
+            if with_handle is not None and not isinstance(with_handle, str):
+                raise CommandError("bad_command", "'with' must be a handle or null")
+            if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+                raise CommandError("bad_command", "'limit' must be an integer from 1 to 10000")
+            self._emit("history", **{"with": with_handle}, messages=self.history(with_handle, limit))
+        elif name == "status":
+            self._emit("status", state=self.status, text=self._status_text, online=len(self.online), counters=dict(self.counters))
+        elif name == "quit":
+            self.stop()
+        else:
+            raise CommandError("bad_command", f"unknown command {name!r}")
+
+    # ================================================================ helpers
+
+    _status_text = ""
+
+    def _set_status(self, state: str, text: str) -> None:
+        if state == self.status and text == self._status_text:
+            return
+        self.status = state
+        self._status_text = text
+        self._emit("status", state=state, text=text)
+
+    def _emit(self, ev: str, /, **fields: Any) -> None:
+        self._emit_raw({"ev": ev, "t": round(self.wall(), 6), **fields})
+
+    def _error(self, code: str, message: str) -> None:
+        self._emit("error", code=code, message=message)
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def _fatal(self, exc: NodeExit) -> None:
+        self._exit = exc
+        self._stop.set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        assert self._tg is not None
+        return self._tg.create_task(_guard(coro))
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Stopped(Exception):
+    pass
+
+
+async def _guard(coro: Any) -> None:
+    """Run a background step; a failed send must not bring the node down."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except zmq.ZMQError as exc:
+        log.debug("socket error: %s", exc)
+    except Exception:
+        log.exception("background task failed")
+
+
+def safe_text(text: str) -> str:
+    from lanchat.core.text import clean_text
+
+    return clean_text(text)
+
+
+def _claim(adv: Advert) -> election.BrokerClaim:
+    return election.BrokerClaim(
+        key=adv.id_key, mentor=adv.mentor, since=adv.broker_since, epoch=adv.broker_epoch
+    )
+
+
+def _candidate_of_advert(adv: Advert) -> election.Candidate:
+    return election.Candidate(adv.id_key, adv.mentor, adv.priority, adv.started_at)
+
+
+def _target_of_advert(adv: Advert) -> _Target:
+    return _Target(adv.id_key, adv.curve_key, adv.address, adv.router_port, adv.handle)
+
+
+def _target_of_entry(entry: wire.PeerEntry) -> _Target:
+    return _Target(entry.id_key, entry.curve_key, entry.address, entry.router_port, entry.handle)
+
+
+_ = (BEAT_INTERVAL_S, Path)

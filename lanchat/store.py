@@ -1,0 +1,611 @@
+"""Per-user profile: a locked directory holding small state (TinyDB) and message history (SQLite).
+
+Layout of a profile directory (mode 0700):
+
+- ``lock``             flock held while a lanchat runs with this profile; holds the PID.
+- ``state.json``       TinyDB: settings, friendships, handle->key pins. Rewritten atomically.
+- ``history.sqlite3``  SQLite (WAL): messages, sequence counters, per-peer outbox.
+
+Neither store ever deletes or overwrites a file it cannot read; it raises ``ProfileCorrupt``
+with the path and what to do instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+    from tinydb.table import Table
+
+__all__ = [
+    "AtomicJSONStorage",
+    "HistoryRecord",
+    "HistoryStore",
+    "OutboxItem",
+    "Pin",
+    "Profile",
+    "ProfileCorrupt",
+    "ProfileError",
+    "ProfileLocked",
+    "StateStore",
+    "default_profile_dir",
+]
+
+LOCK_NAME = "lock"
+STATE_NAME = "state.json"
+HISTORY_NAME = "history.sqlite3"
+
+STATE_FORMAT = "lanchat-state"
+STATE_VERSION = 1
+META_TABLE = "_meta"
+
+# Marks the SQLite file as ours ("LNCH"), so a foreign database is refused, not migrated.
+HISTORY_APPLICATION_ID = 0x4C4E4348
+HISTORY_SCHEMA_VERSION = 1
+
+_HISTORY_SCHEMA = """
+CREATE TABLE messages (
+    n INTEGER PRIMARY KEY,          -- arrival order: recent() sorts by it, not by peer clocks
+    id TEXT NOT NULL UNIQUE,        -- the UNIQUE index is the dedupe
+    conversation TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    sender_key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    sent_t REAL NOT NULL,
+    received_t REAL NOT NULL,
+    outgoing INTEGER NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    peer_key TEXT NOT NULL,
+    cseq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    created_t REAL NOT NULL,
+    PRIMARY KEY (peer_key, cseq)
+) WITHOUT ROWID;
+"""
+
+_LOCKED_ADVICE = (
+    "another lanchat is already running with this profile; close it or use --profile DIR"
+)
+
+
+class ProfileError(Exception):
+    """A profile cannot be opened or used."""
+
+
+class ProfileLocked(ProfileError):
+    """Another process (or another Profile in this process) holds the profile lock."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        holder = f"PID {pid}" if pid is not None else "an unknown PID"
+        super().__init__(f"profile {path} is locked by {holder}: {_LOCKED_ADVICE}")
+        self.path = path
+        self.pid = pid
+
+
+class ProfileCorrupt(ProfileError):
+    """A profile file exists but is unreadable or not ours; it was left untouched."""
+
+    def __init__(self, path: Path, reason: str, extra_advice: str = "") -> None:
+        super().__init__(
+            f"{path}: {reason}. Move it aside (e.g. mv {path} {path}.bad{extra_advice}) "
+            "to start fresh; nothing was overwritten"
+        )
+        self.path = path
+        self.reason = reason
+
+
+def default_profile_dir() -> Path:
+    """The profile used when no --profile is given."""
+    return platformdirs.user_data_path("lanchat") / "default"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One stored chat message."""
+
+    id: str  # globally unique message id
+    conversation: str  # "public" for the room, else "peer:<hex identity key>"
+    sender: str  # handle of the author as shown when stored
+    sender_key: str  # hex identity key of the author
+    text: str
+    sent_t: float  # author's clock (Unix s)
+    received_t: float  # our clock
+    outgoing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A handle bound to an identity key on first sight (trust on first use)."""
+
+    handle: str  # as the peer spells it
+    key: str  # hex identity key
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A private item not yet acknowledged by its recipient."""
+
+    peer_key: str  # hex identity key of the recipient
+    cseq: int  # per-recipient sequence, 1,2,3...
+    payload: bytes  # opaque (already encoded) item
+    created_t: float
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; without it a power cut can bring back the old file.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_tinydb_layout(data: object) -> bool:
+    """True if data looks like ``{table: {doc_id: {..}}}`` with integer doc ids."""
+    if not isinstance(data, dict):
+        return False
+    for table in data.values():
+        if not isinstance(table, dict):
+            return False
+        for doc_id, doc in table.items():
+            if not (isinstance(doc_id, str) and doc_id.isdigit() and isinstance(doc, dict)):
+                return False
+    return True
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces the whole file atomically on every write.
+
+    TinyDB's own JSONStorage rewrites the file in place, so a crash mid-write leaves
+    truncated JSON. Here a write goes to a temp file that is fsynced and renamed over the
+    original: a reader sees either the old or the new file, never a mix.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._tmp_prefix = f".{path.name}."
+
+    def remove_stale_temp_files(self) -> None:
+        """Delete temp files left by a writer that was killed; call only under the lock."""
+        for tmp in self.path.parent.glob(f"{self._tmp_prefix}*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProfileCorrupt(self.path, f"not valid JSON ({exc})") from exc
+        if not _is_tinydb_layout(data):
+            raise ProfileCorrupt(
+                self.path, "valid JSON but not a lanchat state file ({table: {id: document}})"
+            )
+        result: dict[str, dict[str, Any]] = data
+        return result
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        # Serialise first: an unserialisable value must fail before any file is touched.
+        payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+        fd, tmp_name = tempfile.mkstemp(
+            dir=self.path.parent, prefix=self._tmp_prefix, suffix=".tmp"
+        )  # mkstemp creates the file 0600, which os.replace carries over
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(payload)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp_name, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_directory(self.path.parent)
+
+
+class StateStore:
+    """Small, rarely written state in TinyDB; each setter is exactly one atomic file write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._storage = AtomicJSONStorage(path)
+        self._storage.remove_stale_temp_files()
+        self._check_or_init_meta()
+        self._db = TinyDB(storage=_StorageFactory(self._storage))
+        self._settings: Table = self._db.table("settings")
+        self._friends: Table = self._db.table("friendships")
+        self._pins: Table = self._db.table("pins")
+
+    def _check_or_init_meta(self) -> None:
+        data = self._storage.read()  # raises ProfileCorrupt on unreadable files
+        meta_docs = (data or {}).get(META_TABLE, {})
+        meta = meta_docs.get("1") if isinstance(meta_docs, dict) else None
+        if meta is None:
+            if data and any(data.values()):
+                # Valid TinyDB JSON with documents but no marker: someone else's file.
+                raise ProfileCorrupt(
+                    self.path, "a TinyDB file that lanchat did not write (no _meta table)"
+                )
+            self._storage.write({META_TABLE: {"1": _meta_doc()}})
+            return
+        if meta.get("format") != STATE_FORMAT:
+            raise ProfileCorrupt(self.path, f"not a lanchat state file (format {meta!r})")
+        version = meta.get("version")
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise ProfileCorrupt(
+                self.path, f"written by a newer lanchat (state version {version!r})"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    # settings
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        doc = self._settings.get(Query().key == key)
+        if doc is None:
+            return default
+        return _one(doc)["value"]
+
+    def set_setting(self, key: str, value: Any) -> None:
+        _put(self._settings, Query().key == key, {"key": key, "value": value})
+
+    # friendships
+
+    def friendship(self, key: str) -> str:
+        doc = self._friends.get(Query().key == key)
+        if doc is None:
+            return "none"
+        return str(_one(doc)["state"])
+
+    def set_friendship(self, key: str, handle: str, state: str) -> None:
+        cond = Query().key == key
+        if state == "none":
+            doc = self._friends.get(cond)
+            if doc is not None:
+                self._friends.remove(doc_ids=[_one(doc).doc_id])
+            return
+        _put(self._friends, cond, {"key": key, "handle": handle, "state": state})
+
+    def friendships(self) -> dict[str, tuple[str, str]]:
+        return {d["key"]: (d["handle"], d["state"]) for d in self._friends.all()}
+
+    # pins
+
+    def pin_for_handle(self, handle: str) -> Pin | None:
+        """The pin for this handle (case-insensitive); if several keys used it, the first one."""
+        wanted = handle.casefold()
+        matches = [p for p in self.pins() if p.handle.casefold() == wanted]
+        # Trust on first use: a later key claiming the same handle must not displace it.
+        return min(matches, key=lambda p: p.first_seen, default=None)
+
+    def pin_for_key(self, key: str) -> Pin | None:
+        doc = self._pins.get(Query().key == key)
+        return None if doc is None else _pin(_one(doc))
+
+    def set_pin(self, handle: str, key: str, now: float) -> None:
+        doc = self._pins.get(Query().key == key)
+        if doc is None:
+            self._pins.insert({"handle": handle, "key": key, "first_seen": now, "last_seen": now})
+        else:
+            self._pins.update({"handle": handle, "last_seen": now}, doc_ids=[_one(doc).doc_id])
+
+    def remove_pin(self, key: str) -> None:
+        """Forget the pin of this key (e.g. the user accepted a peer's new key)."""
+        self._pins.remove(Query().key == key)
+
+    def pins(self) -> list[Pin]:
+        return [_pin(d) for d in self._pins.all()]
+
+
+class _StorageFactory:
+    """TinyDB insists on constructing its storage; hand it the one we already validated."""
+
+    def __init__(self, storage: AtomicJSONStorage) -> None:
+        self._storage = storage
+
+    def __call__(self) -> AtomicJSONStorage:
+        return self._storage
+
+
+def _meta_doc() -> dict[str, Any]:
+    return {"format": STATE_FORMAT, "version": STATE_VERSION}
+
+
+def _one(doc: Document | list[Document]) -> Document:
+    # Table.get() is typed as possibly returning a list (only when called with doc_ids).
+    assert isinstance(doc, Document)
+    return doc
+
+
+def _put(table: Table, cond: Any, fields: dict[str, Any]) -> None:
+    """Insert or update one document with a single write (TinyDB's upsert may write twice)."""
+    doc = table.get(cond)
+    if doc is None:
+        table.insert(fields)
+    else:
+        table.update(fields, doc_ids=[_one(doc).doc_id])
+
+
+def _pin(doc: dict[str, Any]) -> Pin:
+    return Pin(
+        handle=doc["handle"],
+        key=doc["key"],
+        first_seen=doc["first_seen"],
+        last_seen=doc["last_seen"],
+    )
+
+
+class HistoryStore:
+    """Message history, sequence counters and the outbox in SQLite.
+
+    WAL mode: a commit appends pages to the log instead of rewriting the file, so the cost
+    of one message does not grow with the history, and a crash never leaves a torn file.
+    synchronous=NORMAL: in WAL mode it never corrupts the database; a power loss can at
+    worst drop the last few commits (a killed process loses nothing committed), and it
+    saves an fsync per message.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with contextlib.suppress(FileExistsError):
+            # Create it 0600 ourselves; SQLite would use 0644, and gives -wal/-shm our mode.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        # Autocommit mode: we issue BEGIN/COMMIT ourselves so each call is one transaction.
+        self._db = sqlite3.connect(path, isolation_level=None)
+        try:
+            self._open_checked()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_checked(self) -> None:
+        # Only read until we know the file is ours: even setting WAL would modify it.
+        try:
+            app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(f"not a readable SQLite database ({exc})") from exc
+        fresh = app_id == 0 and version == 0 and has_tables == 0
+        if not fresh:
+            if app_id != HISTORY_APPLICATION_ID:
+                raise self._corrupt("an SQLite database that lanchat did not write")
+            if version > HISTORY_SCHEMA_VERSION:
+                raise self._corrupt(f"written by a newer lanchat (schema version {version})")
+            if version != HISTORY_SCHEMA_VERSION:
+                raise self._corrupt(f"unknown lanchat schema version {version}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            # One transaction: a crash leaves either no schema or all of it, marker included.
+            with self._transaction():
+                for statement in _HISTORY_SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA application_id={HISTORY_APPLICATION_ID}")
+                self._db.execute(f"PRAGMA user_version={HISTORY_SCHEMA_VERSION}")
+
+    def _corrupt(self, reason: str) -> ProfileCorrupt:
+        return ProfileCorrupt(self.path, reason, " and any -wal/-shm files beside it")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # messages
+
+    def append(self, rec: HistoryRecord) -> bool:
+        """Store rec; False (and no change) if a message with this id is already stored."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO messages"
+            " (id, conversation, sender, sender_key, text, sent_t, received_t, outgoing)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.id,
+                rec.conversation,
+                rec.sender,
+                rec.sender_key,
+                rec.text,
+                rec.sent_t,
+                rec.received_t,
+                int(rec.outgoing),
+            ),
+        )  # autocommit: the INSERT is its own committed transaction
+        return cur.rowcount == 1
+
+    def has(self, msg_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        return row is not None
+
+    def recent(self, conversation: str | None, limit: int) -> list[HistoryRecord]:
+        """The last ``limit`` messages in arrival order, oldest first; None = all conversations."""
+        if limit <= 0:
+            return []
+        columns = "id, conversation, sender, sender_key, text, sent_t, received_t, outgoing"
+        if conversation is None:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM messages ORDER BY n DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM messages WHERE conversation = ? ORDER BY n DESC LIMIT ?",
+                (conversation, limit),
+            ).fetchall()
+        return [
+            HistoryRecord(
+                id=r[0],
+                conversation=r[1],
+                sender=r[2],
+                sender_key=r[3],
+                text=r[4],
+                sent_t=r[5],
+                received_t=r[6],
+                outgoing=bool(r[7]),
+            )
+            for r in reversed(rows)
+        ]
+
+    def count(self) -> int:
+        """Number of stored messages."""
+        return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    # counters
+
+    def max_seq(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_seq(self, name: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    # outbox
+
+    def outbox_add(self, item: OutboxItem) -> None:
+        """Queue item; ValueError if (peer_key, cseq) is already queued."""
+        try:
+            self._db.execute(
+                "INSERT INTO outbox (peer_key, cseq, payload, created_t) VALUES (?, ?, ?, ?)",
+                (item.peer_key, item.cseq, item.payload, item.created_t),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                f"outbox already holds cseq {item.cseq} for peer {item.peer_key}"
+            ) from exc
+
+    def outbox_for(self, peer_key: str) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT cseq, payload, created_t FROM outbox WHERE peer_key = ? ORDER BY cseq",
+            (peer_key,),
+        ).fetchall()
+        return [OutboxItem(peer_key, cseq, bytes(payload), t) for cseq, payload, t in rows]
+
+    def outbox_remove_upto(self, peer_key: str, cseq: int) -> int:
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE peer_key = ? AND cseq <= ?", (peer_key, cseq)
+        )
+        return cur.rowcount
+
+    def outbox_peers(self) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT peer_key FROM outbox ORDER BY peer_key")
+        return [r[0] for r in rows]
+
+
+def _acquire_lock(directory: Path) -> int:
+    """Lock the profile and record our PID; returns the fd that holds the lock."""
+    path = directory / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        # flock, not lockf: flock locks belong to the open file, so a second open in the
+        # same process conflicts too (POSIX record locks would silently succeed there).
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ProfileLocked(directory, int(holder) if holder.isdigit() else None) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _release_lock(fd: int) -> None:
+    # The file stays: unlinking a lock file lets two processes lock different inodes.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    os.close(fd)  # closing the only descriptor drops the flock
+
+
+class Profile:
+    """An open, locked profile directory with its two stores."""
+
+    def __init__(
+        self, directory: Path, lock_fd: int, state: StateStore, history: HistoryStore
+    ) -> None:
+        self.directory = directory
+        self.state = state
+        self.history = history
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def open(cls, directory: Path) -> Profile:
+        """Create (0700) and lock the directory, then open both stores."""
+        directory = Path(directory)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = _acquire_lock(directory)
+        state: StateStore | None = None
+        try:
+            state = StateStore(directory / STATE_NAME)
+            history = HistoryStore(directory / HISTORY_NAME)
+        except BaseException:
+            if state is not None:
+                state.close()
+            _release_lock(lock_fd)
+            raise
+        return cls(directory, lock_fd, state, history)
+
+    def close(self) -> None:
+        """Close both stores and release the lock; safe to call twice."""
+        if self._lock_fd is None:
+            return
+        try:
+            self.history.close()
+            self.state.close()
+        finally:
+            _release_lock(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Profile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""ZeroMQ adapter: the sockets of one node, and nothing else.
+
+Every node binds, on its LAN address only:
+- ``router`` (CURVE server): clients' DEALERs send Hello/Public/Direct here while this node
+  is the broker; the authenticated CURVE key of the sender comes with every frame;
+- ``pub`` (CURVE server): relays, beats and rosters fan out here while this node is broker;
+- ``info`` (no encryption): answers anyone with this node's public advert, so
+  ``--connect HOST`` can learn a broker's keys where mDNS cannot reach.
+
+Each node also keeps one client pair (DEALER + SUB, CURVE clients) connected to the current
+broker - itself included, so the broker's own user goes through the same path as everyone.
+Sockets are bound before the node could ever become broker, so a failover never waits for
+a bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
+
+__all__ = ["DEFAULT_INFO_PORT", "BrokerLink", "Transport"]
+
+DEFAULT_INFO_PORT = 47100  # --connect HOST uses this when no port is given
+_ZAP_DOMAIN = b"lanchat"
+# PUB drops silently at its high-water mark; our gap repair recovers, but a larger queue
+# means fewer repairs during bursts.
+_HWM = 100_000
+
+
+def _z85(key: bytes) -> bytes:
+    return z85.encode(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    rid: bytes
+    transport_key: bytes
+    frames: list[bytes]
+
+
+class BrokerLink:
+    """This node's client sockets towards one broker."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        address: str,
+        router_port: int,
+        server_key: bytes,
+        public: bytes,
+        secret: bytes,
+    ) -> None:
+        self.address = address
+        self.server_key = server_key
+        self._ctx = ctx
+        self._public = public
+        self._secret = secret
+        self.dealer = self._client_socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.SNDHWM, _HWM)
+        self.dealer.setsockopt(zmq.RCVHWM, _HWM)
+        self.monitor = self.dealer.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
+        self.dealer.connect(f"tcp://{address}:{router_port}")
+        self.sub: zmq.asyncio.Socket | None = None
+
+    def _client_socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.curve_serverkey = _z85(self.server_key)
+        sock.curve_publickey = _z85(self._public)
+        sock.curve_secretkey = _z85(self._secret)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # ZMTP heartbeats drop a dead connection even when no data is flowing.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+        return sock
+
+    def subscribe(self, pub_port: int) -> None:
+        if self.sub is not None:
+            return
+        self.sub = self._client_socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, _HWM)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(f"tcp://{self.address}:{pub_port}")
+
+    async def send(self, frames: list[bytes]) -> None:
+        await self.dealer.send_multipart(frames)
+
+    async def next_event(self) -> int:
+        msg = parse_monitor_message(await self.monitor.recv_multipart())
+        return int(msg["event"])
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.dealer.disable_monitor()
+        for sock in (self.dealer, self.sub, self.monitor):
+            if sock is not None:
+                sock.close(linger=0)
+
+
+class Transport:
+    """The zmq context, the ZAP authenticator and this node's bound sockets."""
+
+    def __init__(self, address: str, curve_public: bytes, curve_secret: bytes) -> None:
+        self.address = address
+        self.curve_public = curve_public
+        self._curve_secret = curve_secret
+        self.ctx = zmq.asyncio.Context()
+        self._auth = AsyncioAuthenticator(self.ctx)
+        self.router: zmq.asyncio.Socket
+        self.pub: zmq.asyncio.Socket
+        self.info: zmq.asyncio.Socket
+        self.router_port = 0
+        self.pub_port = 0
+        self.info_port = 0
+
+    def start(self, info_port: int = DEFAULT_INFO_PORT) -> None:
+        self._auth.start()
+        # Any CURVE key may connect: who may *speak* is decided per Hello by the relay,
+        # which checks that the Hello's keys match the key authenticated here.
+        self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        self.router = self._server_socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.RCVHWM, _HWM)
+        self.router.setsockopt(zmq.SNDHWM, _HWM)
+        self.pub = self._server_socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, _HWM)
+        self.info = self.ctx.socket(zmq.ROUTER)
+        self.info.setsockopt(zmq.LINGER, 0)
+        self.info_port = self._bind(self.info, info_port)
+        self.router_port = self._bind(self.router, self.info_port + 1 if info_port else 0)
+        self.pub_port = self._bind(self.pub, self.router_port + 1 if info_port else 0)
+
+    def _server_socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.curve_server = True
+        sock.curve_publickey = _z85(self.curve_public)
+        sock.curve_secretkey = _z85(self._curve_secret)
+        sock.zap_domain = _ZAP_DOMAIN
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+        return sock
+
+    def _bind(self, sock: zmq.asyncio.Socket, preferred: int) -> int:
+        """Bind on the LAN address only (never 0.0.0.0); the preferred port if it is free."""
+        if preferred:
+            try:
+                sock.bind(f"tcp://{self.address}:{preferred}")
+                return preferred
+            except zmq.ZMQError:
+                pass
+        return int(sock.bind_to_random_port(f"tcp://{self.address}"))
+
+    def link(self, address: str, router_port: int, server_key: bytes) -> BrokerLink:
+        return BrokerLink(
+            self.ctx, address, router_port, server_key, self.curve_public, self._curve_secret
+        )
+
+    async def recv_router(self) -> Incoming:
+        frames = await self.router.recv_multipart(copy=False)
+        user = frames[0].get("User-Id") if len(frames) > 1 else ""
+        try:
+            key = z85.decode(user) if user else b""
+        except ValueError:
+            key = b""
+        return Incoming(
+            rid=frames[0].bytes, transport_key=key, frames=[f.bytes for f in frames[1:]]
+        )
+
+    async def send_router(self, rid: bytes, frames: list[bytes]) -> None:
+        # ROUTER drops frames for unknown or full peers instead of blocking: the relay's
+        # senders recover by their own resend rules.
+        await self.router.send_multipart([rid, *frames])
+
+    async def publish(self, frames: list[bytes]) -> None:
+        await self.pub.send_multipart(frames)
+
+    async def serve_info(self, advert: Any) -> None:
+        """Answer every info request with ``advert()`` (a JSON-able dict)."""
+        while True:
+            frames = await self.info.recv_multipart()
+            if len(frames) < 2:
+                continue
+            reply = json.dumps(advert()).encode()
+            await self.info.send_multipart([frames[0], reply])
+
+    async def ask_info(self, address: str, port: int, timeout_s: float) -> dict[str, Any]:
+        """The advert of the node at address:port (raises TimeoutError)."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(f"tcp://{address}:{port}")
+            await sock.send(b"info?")
+            reply = await asyncio.wait_for(sock.recv(), timeout_s)
+            data = json.loads(reply)
+            if not isinstance(data, dict):
+                raise ValueError("info reply is not an object")
+            return data
+        finally:
+            sock.close(linger=0)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._auth.stop()
+        self.ctx.destroy(linger=0)

@@ -1,0 +1,41 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from vlan import VirtualLan, make_prefix, missing_requirements, remove_stale_labs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+# ---- virtual LANs (tests/vlan.py) -------------------------------------------
+
+
+@pytest.fixture
+def vlan() -> Iterator[Callable[..., VirtualLan]]:
+    """A factory `make(hosts, subnet=...) -> VirtualLan`; every lab is torn down after the test."""
+    why_not = missing_requirements()
+    if why_not:
+        pytest.skip(f"virtual LAN tests need root and iproute2 (ip netns): {why_not}")
+    remove_stale_labs()  # once per process: labs of crashed earlier runs
+    labs: list[VirtualLan] = []
+
+    def make(hosts: int, subnet: str = "10.77.0.0/24") -> VirtualLan:
+        lab = VirtualLan(make_prefix(), hosts, subnet)
+        labs.append(lab)
+        return lab.up()
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for lab in reversed(labs):
+            try:
+                lab.down()
+            except Exception as exc:  # tear the others down anyway
+                errors.append(exc)
+        if errors:
+            raise errors[0]
