@@ -127,9 +127,15 @@ def _fail(emit: Any, code: str, message: str, status: int = EXIT_USAGE) -> int:
 
 def prepare(args: argparse.Namespace, emit: Any, handle: str | None) -> Any:
     """Open the profile and identity and build the Node; an int is an exit status."""
-    from lanchat.core.handles import DEFAULT_ROOM, HandleError, RoomError, validate_handle, validate_room
+    from lanchat.core.handles import (
+        DEFAULT_ROOM,
+        HandleError,
+        RoomError,
+        validate_handle,
+        validate_room,
+    )
     from lanchat.identity import Identity, IdentityError
-    from lanchat.netif import NetifError, choose_address
+    from lanchat.netif import NetifError
     from lanchat.node import Node, NodeConfig
     from lanchat.store import Profile, ProfileError, ProfileLocked, default_profile_dir
 

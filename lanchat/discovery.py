@@ -37,9 +37,10 @@ RESOLVE_TIMEOUT_MS = 1000
 # the same record, so without it a receiver ignores a flip back to an earlier
 # TXT and never hears a re-announcement of a record it still caches.
 SERIAL_KEY = "n"
-# Two digits fit the TXT budget (RESERVED_TXT_BYTES); a serial is only
-# reused long after the record carrying it was flushed from every cache.
-SERIAL_MODULO = 100
+# One digit fits the TXT budget (RESERVED_TXT_BYTES). A serial comes back
+# only ten announcements later, long after receivers flushed the record that
+# carried it (a superseded TXT expires one second after its successor).
+SERIAL_MODULO = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,17 @@ This is the interface for bots, scripts and tests; docs/headless.md is its contr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
-from typing import IO, Any
+import time
+from typing import IO, TYPE_CHECKING, Any
 
-from lanchat.node import Node
+if TYPE_CHECKING:
+    from lanchat.node import Node
 
 __all__ = ["EventWriter", "run_headless"]
 
@@ -53,31 +57,51 @@ def _read_stdin(
     loop: asyncio.AbstractEventLoop,
     queue: asyncio.Queue[dict[str, Any] | None],
     emit: EventWriter,
-    stream: IO[bytes],
+    fd: int,
 ) -> None:
     # A thread, not loop.connect_read_pipe: it works the same for pipes, files and ttys.
+    # Raw os.read, not sys.stdin: a daemon thread blocked inside a buffered reader would
+    # abort the interpreter at exit.
+    pending = b""
     try:
-        for raw in stream:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            parsed = parse_command(text)
-            if isinstance(parsed, str):
-                loop.call_soon_threadsafe(_emit_error, emit, parsed)
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, parsed)
-    except (OSError, ValueError):
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_LINE_BYTES:
+                pending = b""
+                loop.call_soon_threadsafe(_emit_error, emit, "command line too long")
+            for raw in lines:
+                _dispatch(raw, loop, queue, emit)
+        if pending:
+            _dispatch(pending, loop, queue, emit)
+    except (OSError, ValueError, RuntimeError):
         pass
     finally:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, None)  # EOF = quit cleanly
-        except RuntimeError:
-            pass  # the loop is already closed
+        # EOF = quit cleanly (the loop may already be closed).
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+def _dispatch(
+    raw: bytes,
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[dict[str, Any] | None],
+    emit: EventWriter,
+) -> None:
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return
+    parsed = parse_command(text)
+    if isinstance(parsed, str):
+        loop.call_soon_threadsafe(_emit_error, emit, parsed)
+    else:
+        loop.call_soon_threadsafe(queue.put_nowait, parsed)
 
 
 def _emit_error(emit: EventWriter, message: str) -> None:
-    import time
-
     emit({"ev": "error", "t": round(time.time(), 6), "code": "bad_command", "message": message})
 
 
@@ -87,7 +111,7 @@ async def run_headless(node: Node, emit: EventWriter) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)
     reader = threading.Thread(
-        target=_read_stdin, args=(loop, queue, emit, sys.stdin.buffer), daemon=True
+        target=_read_stdin, args=(loop, queue, emit, sys.stdin.fileno()), daemon=True
     )
     reader.start()
     return await node.run(queue)

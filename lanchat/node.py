@@ -14,10 +14,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -28,10 +27,13 @@ from lanchat.core.advert import Advert
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.relay import BEAT_INTERVAL_S, BrokerRelay, Publish, ToClient
 from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
-from lanchat.core.text import TextError, check_text, safe_label
+from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, PeerGone, PeerSeen
 from lanchat.store import HistoryRecord, OutboxItem, Profile
 from lanchat.transport import BrokerLink, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Node", "NodeConfig", "NodeExit"]
 
@@ -94,7 +96,7 @@ class _Link:
     started: float
     welcome: wire.Welcome | None = None
     last_beat: float = 0.0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     refused_not_broker: int = 0
 
 
@@ -163,9 +165,9 @@ class Node:
         except* _Stopped:
             pass
         except* NodeExit as group:
-            exc = group.exceptions[0]
-            assert isinstance(exc, NodeExit)
-            self._exit = exc
+            first = group.exceptions[0]
+            assert isinstance(first, NodeExit)
+            self._exit = first
         finally:
             await self._shutdown()
         if self._exit is not None:
@@ -201,7 +203,9 @@ class Node:
         # Say goodbye first so nobody waits for a heartbeat timeout.
         with contextlib.suppress(Exception):
             if self.link is not None and self.link.welcome is not None:
-                await asyncio.wait_for(self.link.sockets.send(wire.encode(wire.Goodbye(reason="quit"))), 0.2)
+                await asyncio.wait_for(
+                    self.link.sockets.send(wire.encode(wire.Goodbye(reason="quit"))), 0.2
+                )
             if self.relay is not None:
                 for eff in self.relay.close():
                     await self._apply(eff)
@@ -295,7 +299,9 @@ class Node:
         if self.relay is not None:
             self._open_link(self._self_target(), now)
             return
-        brokers = [a for a in self._room_adverts() if a.broker_epoch > 0 and a.id_key not in self.gone]
+        brokers = [
+            a for a in self._room_adverts() if a.broker_epoch > 0 and a.id_key not in self.gone
+        ]
         if brokers:
             best = min(brokers, key=lambda a: _claim(a).rank())
             self._open_link(_target_of_advert(best), now)
@@ -311,12 +317,14 @@ class Node:
         if now - self._election_from < ELECTION_WAIT_S:
             return
         cands = [_candidate_of_advert(a) for a in self._room_adverts() if a.id_key not in self.gone]
-        mine = election.Candidate(self.me.key, self.cfg.mentor, self.cfg.priority, round(self.started_at, 3))
-        best = election.best_candidate([*cands, mine])
-        if best is None or best.key == self.me.key:
+        mine = election.Candidate(
+            self.me.key, self.cfg.mentor, self.cfg.priority, round(self.started_at, 3)
+        )
+        winner = election.best_candidate([*cands, mine])
+        if winner is None or winner.key == self.me.key:
             self._become_broker(now)
             return
-        adv = next(a for a in self._room_adverts() if a.id_key == best.key)
+        adv = next(a for a in self._room_adverts() if a.id_key == winner.key)
         self._open_link(_target_of_advert(adv), now)
 
     def _self_target(self) -> _Target:
@@ -408,9 +416,12 @@ class Node:
         self.link = link
         self.roster_version = -1  # versions are per broker
         if target.key != self.me.key:
-            self._set_status("connecting", f"connecting to broker {target.handle or target.address}")
-        link.tasks.append(self._spawn(self._dealer_loop(link)))
-        link.tasks.append(self._spawn(self._monitor_loop(link)))
+            self._set_status(
+                "connecting", f"connecting to broker {target.handle or target.address}"
+            )
+        for task in (self._spawn(self._dealer_loop(link)), self._spawn(self._monitor_loop(link))):
+            if task is not None:
+                link.tasks.append(task)
         hello, sig = self._hello()
         self._spawn(sockets.send(wire.encode(hello, sig)))
 
@@ -431,6 +442,7 @@ class Node:
             self.gone.add(link.target.key)
         if link.welcome is not None:
             self.last_epoch = max(self.last_epoch, link.welcome.epoch)
+        self.announced_broker = None  # reconnecting, even to the same broker, is news
         self._drop_link()
         self._set_status("electing", f"broker lost ({why}); finding the next one")
         self._choose_target(self.clock())
@@ -491,7 +503,9 @@ class Node:
             link.last_beat = now
             gap = self.gap.tail_gap(msg.epoch, msg.bseq)
             if gap:
-                self._send_to_broker(wire.encode(wire.Resend(epoch=msg.epoch, first=gap[0], last=gap[1])))
+                self._send_to_broker(
+                    wire.encode(wire.Resend(epoch=msg.epoch, first=gap[0], last=gap[1]))
+                )
             if msg.roster_version != self.roster_version:
                 self._send_to_broker(wire.encode(wire.Sync(roster_version=self.roster_version)))
         elif isinstance(msg, wire.Roster):
@@ -519,12 +533,16 @@ class Node:
         link.welcome = msg
         link.last_beat = now
         link.sockets.subscribe(msg.pub_port)
-        link.tasks.append(self._spawn(self._sub_loop(link)))
+        task = self._spawn(self._sub_loop(link))
+        if task is not None:
+            link.tasks.append(task)
         self.last_epoch = max(self.last_epoch, msg.epoch)
         self.gap.reset(msg.epoch, msg.bseq)
         if msg.bseq > 0:
             first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
-            self._send_to_broker(wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq)))
+            self._send_to_broker(
+                wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq))
+            )
         for frames in self.outbox.for_new_broker(now):
             self._send_to_broker(frames)
         is_self = link.target.key == self.me.key
@@ -568,24 +586,16 @@ class Node:
 
     async def _router_loop(self) -> None:
         while True:
-            incoming = await self.transport.router.recv_multipart(copy=False)
-            if len(incoming) < 2:
-                continue
-            rid = incoming[0].bytes
-            user = incoming[1].get("User-Id")
-            try:
-                key = ident.z85_decode(user) if user else b""
-            except ValueError:
-                key = b""
-            frames = [f.bytes for f in incoming[1:]]
+            incoming = await self.transport.recv_router()
             relay = self.relay
             if relay is None:
-                await self.transport.send_router(
-                    rid, wire.encode(wire.Refused(code="not_broker", message="not the broker"))
-                )
+                refused = wire.Refused(code="not_broker", message="not the broker")
+                await self.transport.send_router(incoming.rid, wire.encode(refused))
                 continue
             try:
-                effects = relay.receive(rid, key, frames, self.clock())
+                effects = relay.receive(
+                    incoming.rid, incoming.transport_key, incoming.frames, self.clock()
+                )
             except Exception:  # a bug must not take the room's relay down
                 self._count("relay_error")
                 log.exception("relay failed on a frame")
@@ -633,7 +643,9 @@ class Node:
         self.recent_relays.append((pub, msg.inner_sig))
         if not self.profile.history.append(record):
             return  # seen before: at-least-once below, exactly-once here
-        self._emit("public", id=pub.msg_id, **{"from": handle}, text=safe_text(pub.text), sent_t=pub.sent_t)
+        self._emit(
+            "public", id=pub.msg_id, **{"from": handle}, text=safe_text(pub.text), sent_t=pub.sent_t
+        )
 
     def say(self, text: str) -> str:
         text = check_text(text)
@@ -711,7 +723,8 @@ class Node:
                 handle=entry.handle,
                 message=(
                     f"{entry.handle!r} is now using a different key "
-                    f"({ident.fingerprint(entry.id_key)}, pinned {ident.fingerprint(bytes.fromhex(pin.key))}). "
+                    f"({ident.fingerprint(entry.id_key)}, pinned "
+                    f"{ident.fingerprint(bytes.fromhex(pin.key))}). "
                     "It may be someone else: private messages to this handle are held back."
                 ),
             )
@@ -729,7 +742,9 @@ class Node:
 
     def who(self) -> list[dict[str, Any]]:
         out = []
-        for entry in sorted(self.online.values(), key=lambda e: (not e.mentor, handle_key(e.handle))):
+        for entry in sorted(
+            self.online.values(), key=lambda e: (not e.mentor, handle_key(e.handle))
+        ):
             state = self.profile.state.friendship(entry.id_key.hex())
             out.append(
                 {
@@ -759,7 +774,9 @@ class Node:
         for entry in self.online.values():
             if handle_key(entry.handle) == handle_key(handle):
                 return entry.id_key
-        raise CommandError("unknown_handle", f"nobody called {handle!r} has been seen on this network")
+        raise CommandError(
+            "unknown_handle", f"nobody called {handle!r} has been seen on this network"
+        )
 
     def _friendship(self, key: bytes) -> fs.Friendship:
         return fs.Friendship(self.profile.state.friendship(key.hex()))
@@ -809,9 +826,13 @@ class Node:
         hist.set_seq(counter, cseq)
         sent_t = round(self.wall(), 3)
         payload = wire.encode_inner(
-            wire.Private(item=item, cseq=cseq, base=0, handle=self.cfg.handle, text=text, sent_t=sent_t)
+            wire.Private(
+                item=item, cseq=cseq, base=0, handle=self.cfg.handle, text=text, sent_t=sent_t
+            )
         )
-        hist.outbox_add(OutboxItem(peer_key=key.hex(), cseq=cseq, payload=payload, created_t=sent_t))
+        hist.outbox_add(
+            OutboxItem(peer_key=key.hex(), cseq=cseq, payload=payload, created_t=sent_t)
+        )
         msg_id = f"{self.me.key.hex()[:16]}>{key.hex()[:16]}:{cseq}"
         if item == "text":
             hist.append(
@@ -906,7 +927,13 @@ class Node:
                 outgoing=False,
             )
             if self.profile.history.append(rec):
-                self._emit("private", id=msg_id, **{"from": handle}, text=safe_text(item.text), sent_t=item.sent_t)
+                self._emit(
+                    "private",
+                    id=msg_id,
+                    **{"from": handle},
+                    text=safe_text(item.text),
+                    sent_t=item.sent_t,
+                )
             return
         move = fs.arrives_as(fs.Notice(item.item))
         try:
@@ -945,7 +972,9 @@ class Node:
 
     def friends(self) -> list[dict[str, Any]]:
         out = []
-        for key_hex, (handle, state) in sorted(self.profile.state.friendships().items(), key=lambda kv: kv[1][0].lower()):
+        for key_hex, (handle, state) in sorted(
+            self.profile.state.friendships().items(), key=lambda kv: kv[1][0].lower()
+        ):
             key = bytes.fromhex(key_hex)
             out.append(
                 {
@@ -987,7 +1016,9 @@ class Node:
             return
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
-            self._send_to_broker(wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status="online")))
+            self._send_to_broker(
+                wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status="online"))
+            )
         for frames in self.outbox.overdue(now):
             self._send_to_broker(frames)
         self.outbox.expire(now)
@@ -1021,7 +1052,10 @@ class Node:
                     "router_port": info["router_port"],
                 }
                 if info.get("room") != self.cfg.room:
-                    self._error("wrong_room", f"{host} is in room {info.get('room')!r}, not {self.cfg.room!r}")
+                    self._error(
+                        "wrong_room",
+                        f"{host} is in room {info.get('room')!r}, not {self.cfg.room!r}",
+                    )
                 target = _Target(
                     key=bytes.fromhex(broker["key"]),
                     curve_key=bytes.fromhex(broker["curve"]),
@@ -1081,9 +1115,17 @@ class Node:
                 raise CommandError("bad_command", "'with' must be a handle or null")
             if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
                 raise CommandError("bad_command", "'limit' must be an integer from 1 to 10000")
-            self._emit("history", **{"with": with_handle}, messages=self.history(with_handle, limit))
+            self._emit(
+                "history", **{"with": with_handle}, messages=self.history(with_handle, limit)
+            )
         elif name == "status":
-            self._emit("status", state=self.status, text=self._status_text, online=len(self.online), counters=dict(self.counters))
+            self._emit(
+                "status",
+                state=self.status,
+                text=self._status_text,
+                online=len(self.online),
+                counters=dict(self.counters),
+            )
         elif name == "quit":
             self.stop()
         else:
@@ -1113,9 +1155,18 @@ class Node:
         self._exit = exc
         self._stop.set()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        assert self._tg is not None
-        return self._tg.create_task(_guard(coro))
+    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
+        guarded = _guard(coro)
+        if self._tg is None or self._stop.is_set():
+            guarded.close()
+            coro.close()
+            return None
+        try:
+            return self._tg.create_task(guarded)
+        except RuntimeError:  # the task group is already shutting down
+            guarded.close()
+            coro.close()
+            return None
 
 
 class CommandError(Exception):
@@ -1141,8 +1192,6 @@ async def _guard(coro: Any) -> None:
 
 
 def safe_text(text: str) -> str:
-    from lanchat.core.text import clean_text
-
     return clean_text(text)
 
 

@@ -170,9 +170,10 @@ class Transport:
 
     async def recv_router(self) -> Incoming:
         frames = await self.router.recv_multipart(copy=False)
-        user = frames[0].get("User-Id") if len(frames) > 1 else ""
+        # Set by the ZAP handler: the CURVE key this peer authenticated with.
+        user = frames[1].get("User-Id") if len(frames) > 1 else ""
         try:
-            key = z85.decode(user) if user else b""
+            key = z85.decode(str(user)) if user else b""
         except ValueError:
             key = b""
         return Incoming(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 def vlan() -> Iterator[Callable[..., VirtualLan]]:
     """A factory `make(hosts, subnet=...) -> VirtualLan`; every lab is torn down after the test."""
     why_not = missing_requirements()
+    if why_not and os.environ.get("LANCHAT_REQUIRE_LAN") == "1":
+        pytest.fail(f"LANCHAT_REQUIRE_LAN=1 but virtual LANs are unavailable: {why_not}")
     if why_not:
         pytest.skip(f"virtual LAN tests need root and iproute2 (ip netns): {why_not}")
     remove_stale_labs()  # once per process: labs of crashed earlier runs

@@ -7,7 +7,7 @@ stdin commands (one JSON object per line), each answered on stdout:
     {"cmd": "update", "changes": {...}}      -> {"ev": "updated", ...}
     {"cmd": "reannounce"}                    -> {"ev": "reannounced"}
     {"cmd": "find_conflict", "handle": h, "key": hex, "wait_s": s}
-                                             -> {"ev": "conflict", "advert": {...} | null, "elapsed": s}
+                                -> {"ev": "conflict", "advert": {...} | null, "elapsed": s}
     {"cmd": "peers"}                         -> {"ev": "peers", "peers": {handle: advert}}
     {"cmd": "close"}                         -> {"ev": "closing", "t": ..} then {"ev": "closed", ..}
 Events: {"ev": "seen", "advert": {...}, "t": ..} and {"ev": "gone", "handle": h, "t": ..}.

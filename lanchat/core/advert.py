@@ -30,17 +30,21 @@ __all__ = [
 SERVICE_TYPE = "_lanchat._tcp.local."
 PROTOCOL_VERSION = "1"
 KEY_BYTES = 32
-# The whole TXT record (length bytes included) stays small enough that an
-# announcement with PTR+SRV+TXT+A fits comfortably in one packet on any LAN.
+# Target size of the whole TXT record (length bytes included): an announcement
+# with PTR+SRV+TXT+A then fits comfortably in one packet on any LAN.
+# Guaranteed for every non-broker advert, and for brokers whose room name is
+# at most 16 bytes; the absolute worst case (a broker in a 32-byte room with a
+# 6-digit epoch) is 215 bytes, still one packet and far from the 255-byte
+# limit of a single TXT string.
 MAX_TXT_BYTES = 200
 # Room left for keys the transport adds next to the advert (discovery's
-# update serial), so a worst-case advert plus those keys still fits.
-RESERVED_TXT_BYTES = 5
+# one-digit update serial, "n=0".."n=9").
+RESERVED_TXT_BYTES = 4
 # A DNS label is at most 63 bytes, and the handle is the instance label.
 MAX_HANDLE_BYTES = 63
-# These bounds are what makes the worst case fit in MAX_TXT_BYTES: every other
-# field has a fixed maximum width (keys 43 chars, ports 5, times 10.3 digits).
-MAX_ROOM_BYTES = 16
+# The room rule of lanchat.core.handles (32 characters); the bounds of the
+# numbers keep every other field at a fixed maximum width.
+MAX_ROOM_BYTES = 32
 MAX_PRIORITY = 99
 MAX_BROKER_EPOCH = 999_999
 # Ten integer digits covers Unix time until the year 2286.
@@ -145,8 +149,12 @@ class Advert:
         return self.broker_epoch > 0
 
     def to_txt(self) -> dict[str, str]:
-        """The TXT properties; at most MAX_TXT_BYTES - RESERVED_TXT_BYTES on the wire."""
-        return {
+        """The TXT properties (see MAX_TXT_BYTES for the size they stay within).
+
+        `be` and `bs` are left out while both are zero: most nodes never run a
+        broker, and the 28 bytes keep their adverts small.
+        """
+        txt = {
             "v": PROTOCOL_VERSION,
             "id": _encode_key(self.id_key),
             "ck": _encode_key(self.curve_key),
@@ -156,9 +164,11 @@ class Advert:
             "room": self.room,
             "pri": str(self.priority),
             "st": _format_time(self.started_at),
-            "be": str(self.broker_epoch),
-            "bs": _format_time(self.broker_since),
         }
+        if self.broker_epoch or self.broker_since:
+            txt["be"] = str(self.broker_epoch)
+            txt["bs"] = _format_time(self.broker_since)
+        return txt
 
     @classmethod
     def from_txt(cls, handle: str, address: str, txt: Mapping[bytes, bytes | None]) -> Advert:
@@ -167,30 +177,30 @@ class Advert:
         Unknown keys are ignored so later versions can add fields without
         breaking version-1 readers.
         """
-        fields: dict[str, str] = {}
+        fields: dict[str, str | None] = {}
         for raw_key, raw_value in txt.items():
             try:
                 key = raw_key.decode("ascii")
-                if raw_value is None:
-                    raise AdvertError(f"TXT key {key!r} has no value")
-                fields[key] = raw_value.decode("utf-8")
+                fields[key] = None if raw_value is None else raw_value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise AdvertError(f"TXT entry {raw_key!r} is not valid text") from exc
 
-        def need(key: str) -> str:
-            try:
-                return fields[key]
-            except KeyError:
-                raise AdvertError(f"TXT lacks {key!r}") from None
+        def need(key: str, default: str | None = None) -> str:
+            if key not in fields and default is not None:
+                return default
+            value = fields.get(key)
+            if value is None:
+                raise AdvertError(f"TXT lacks a value for {key!r}")
+            return value
 
-        def integer(key: str) -> int:
-            text = need(key)
+        def integer(key: str, default: str | None = None) -> int:
+            text = need(key, default)
             if not _INT_RE.fullmatch(text):
                 raise AdvertError(f"{key}={text!r} is not a decimal integer")
             return int(text)
 
-        def timestamp(key: str) -> float:
-            text = need(key)
+        def timestamp(key: str, default: str | None = None) -> float:
+            text = need(key, default)
             if not _TIME_RE.fullmatch(text):
                 raise AdvertError(f"{key}={text!r} is not a time")
             return float(text)
@@ -212,8 +222,8 @@ class Advert:
             mentor=mentor == "1",
             priority=integer("pri"),
             started_at=timestamp("st"),
-            broker_epoch=integer("be"),
-            broker_since=timestamp("bs"),
+            broker_epoch=integer("be", default="0"),
+            broker_since=timestamp("bs", default="0"),
         )
 
 

@@ -14,16 +14,19 @@ Rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "BrokerClaim",
     "Candidate",
     "best_candidate",
-    "successor",
     "better_broker",
     "succession",
+    "successor",
 ]
 
 

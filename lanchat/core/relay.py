@@ -70,9 +70,7 @@ class _Client:
     refilled: float = 0.0
 
     def take_token(self, now: float) -> bool:
-        self.tokens = min(
-            RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT
-        )
+        self.tokens = min(RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT)
         self.refilled = now
         if self.tokens < 1.0:
             return False
@@ -176,7 +174,9 @@ class BrokerRelay:
         }
         by_key = {c.hello.id_key: c for c in self._clients.values()}
         order = succession(cands.values(), self.key)
-        peers = tuple(by_key[c.key].hello.entry(by_key[c.key].sig, by_key[c.key].status) for c in order)
+        peers = tuple(
+            by_key[c.key].hello.entry(by_key[c.key].sig, by_key[c.key].status) for c in order
+        )
         return wire.Roster(
             epoch=self.epoch, version=self.roster_version, broker_key=self.key, peers=peers
         )
@@ -270,7 +270,9 @@ class BrokerRelay:
         if msg.epoch != self.epoch or msg.last < msg.first:
             return self._drop("bad_resend")
         last = min(msg.last, msg.first + RESEND_MAX - 1)
-        return [ToClient(rid, frames) for bseq, frames in self._backlog if msg.first <= bseq <= last]
+        return [
+            ToClient(rid, frames) for bseq, frames in self._backlog if msg.first <= bseq <= last
+        ]
 
     # ------------------------------------------------------------ helpers
 

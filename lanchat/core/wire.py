@@ -461,7 +461,7 @@ def _from_json(tp: Any, meta: typing.Mapping[str, Any], raw: Any, name: str) -> 
         if len(data) > meta.get("max", 1 << 20):
             raise DecodeError(f"field {name!r} is too long")
         return data
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _object(tp, raw)
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -513,7 +513,7 @@ def encode(msg: Message, sig: bytes = b"") -> list[bytes]:
     """Frames for ``msg``; ``sig`` is required exactly for signed kinds."""
     if msg.KIND in _INNER:
         raise ValueError(f"{type(msg).__name__} travels only sealed inside a Direct")
-    if msg.SIGNED != bool(sig) or (sig and len(sig) != SIGNATURE_BYTES):
+    if bool(sig) != msg.SIGNED or (sig and len(sig) != SIGNATURE_BYTES):
         raise ValueError(f"{type(msg).__name__} needs {'a' if msg.SIGNED else 'no'} signature")
     if isinstance(msg, Relay):
         relay_body = json.dumps(
@@ -584,7 +584,7 @@ def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
     if len(frames) != 3:
         raise DecodeError(f"expected 3 frames, got {len(frames)}")
     msg, sig = _decode_one(frames, _OUTER)
-    return typing.cast(Message, msg), sig
+    return typing.cast("Message", msg), sig
 
 
 def decode_inner(plaintext: bytes) -> Private | PrivateAck:
@@ -594,4 +594,4 @@ def decode_inner(plaintext: bytes) -> Private | PrivateAck:
     msg, _ = _decode_one([plaintext[:4], plaintext[4:], b""], _INNER)
     if isinstance(msg, Private) and msg.item not in PRIVATE_ITEMS:
         raise DecodeError(f"unknown private item {msg.item!r}")
-    return typing.cast(Private | PrivateAck, msg)
+    return typing.cast("Private | PrivateAck", msg)

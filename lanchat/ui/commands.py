@@ -1,0 +1,253 @@
+"""What a line typed into the input box means: a node command, a local action or an error.
+
+Pure: no prompt_toolkit, no node. The table below is the single source for parsing, the
+help screen and completion, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from lanchat.core.handles import HandleError, validate_handle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_HISTORY",
+    "MAX_HISTORY",
+    "PUBLIC_NAMES",
+    "Action",
+    "Command",
+    "CommandSpec",
+    "InputContext",
+    "InputError",
+    "LocalAction",
+    "parse_input",
+]
+
+DEFAULT_HISTORY: Final = 50
+MAX_HISTORY: Final = 10_000
+# Names that mean "the public room" wherever a handle or conversation is expected.
+PUBLIC_NAMES: Final = frozenset({"", "#", "#public", "public"})
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    usage: str
+    summary: str
+    handle_arg: bool = False  # the first argument is a handle (for completion)
+
+
+COMMANDS: Final[tuple[CommandSpec, ...]] = (
+    CommandSpec("/msg", "/msg H text", "private message to friend H", handle_arg=True),
+    CommandSpec("/say", "/say text", "public message (also from a private chat)"),
+    CommandSpec("/join", "/join H | public", "switch to the chat with H or the room", True),
+    CommandSpec("/request", "/request H", "ask H for a private chat", handle_arg=True),
+    CommandSpec("/accept", "/accept [H]", "accept a request (default: the first)", True),
+    CommandSpec("/reject", "/reject [H]", "decline a request (default: the first)", True),
+    CommandSpec("/block", "/block H", "ignore H everywhere", handle_arg=True),
+    CommandSpec("/unblock", "/unblock H", "stop ignoring H", handle_arg=True),
+    CommandSpec("/who", "/who", "list who is online"),
+    CommandSpec("/friends", "/friends", "list friends with their safety codes"),
+    CommandSpec("/history", "/history [H] [N]", "load the last N messages", handle_arg=True),
+    CommandSpec("/help", "/help", "this screen"),
+    CommandSpec("/quit", "/quit", "leave (the others are told at once)"),
+)
+_ALIASES: Final = {"/m": "/msg", "/j": "/join", "/q": "/quit", "/h": "/help", "/?": "/help"}
+_SPECS: Final = {spec.name: spec for spec in COMMANDS}
+
+
+class Action(StrEnum):
+    NOTHING = "nothing"
+    HELP = "help"
+    JOIN = "join"  # target: a handle, or None for the public room
+    QUIT = "quit"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command for ``Node.execute``."""
+
+    payload: dict[str, Any] = field(hash=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.payload["cmd"])
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAction:
+    action: Action
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputError:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputContext:
+    """What a line's meaning depends on."""
+
+    conversation: str | None = None  # the handle of the private chat on screen; None: public
+    first_request: str | None = None  # the oldest unanswered private-chat request
+
+
+def parse_input(
+    line: str, context: InputContext | None = None
+) -> Command | LocalAction | InputError:
+    """The meaning of one submitted line.
+
+    Plain text goes to the conversation on screen; ``//text`` sends text that starts with "/".
+    """
+    ctx = context or InputContext()
+    text = line.strip("\r\n")
+    if not text.strip():
+        return LocalAction(Action.NOTHING)
+    if text.startswith("//"):
+        return _plain(text[1:], ctx)
+    if not text.startswith("/"):
+        return _plain(text, ctx)
+    head, _, rest = text.partition(" ")
+    name = _ALIASES.get(head.lower(), head.lower())
+    spec = _SPECS.get(name)
+    if spec is None:
+        return InputError(f"unknown command {_shown(head)}: type /help for the list")
+    words = rest.split()
+    try:
+        return _PARSERS[name](rest, words, ctx)
+    except _UsageError as exc:
+        return InputError(str(exc) or f"usage: {spec.usage}")
+
+
+def _plain(text: str, ctx: InputContext) -> Command:
+    if ctx.conversation is None:
+        return Command({"cmd": "say", "text": text})
+    return Command({"cmd": "msg", "to": ctx.conversation, "text": text})
+
+
+class _UsageError(Exception):
+    """The arguments do not fit; an empty message means "show the usage line"."""
+
+
+_Parser: TypeAlias = "Callable[[str, list[str], InputContext], Command | LocalAction]"
+
+
+def _shown(word: str) -> str:
+    """A word from the input, safe and short enough to quote in an error."""
+    return repr(word[:40])
+
+
+def _handle(word: str) -> str:
+    try:
+        return validate_handle(word)
+    except HandleError as exc:
+        raise _UsageError(f"{_shown(word)} is not a handle: {exc}") from None
+
+
+def _no_args(words: list[str]) -> None:
+    if words:
+        raise _UsageError()
+
+
+def _one_handle(words: list[str]) -> str:
+    if len(words) != 1:
+        raise _UsageError()
+    return _handle(words[0])
+
+
+def _msg(rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) < 2:
+        raise _UsageError()
+    to = _handle(words[0])
+    body = rest.lstrip()[len(words[0]) :].lstrip()
+    return Command({"cmd": "msg", "to": to, "text": body})
+
+
+def _say(rest: str, _words: list[str], _ctx: InputContext) -> Command:
+    if not rest.strip():
+        raise _UsageError()
+    return Command({"cmd": "say", "text": rest})
+
+
+def _join(_rest: str, words: list[str], _ctx: InputContext) -> LocalAction:
+    if len(words) > 1:
+        raise _UsageError()
+    target = words[0] if words else ""
+    if target.lower() in PUBLIC_NAMES:
+        return LocalAction(Action.JOIN, None)
+    return LocalAction(Action.JOIN, _handle(target.removeprefix("@")))
+
+
+def _answer(key: str) -> _Parser:
+    def parse(_rest: str, words: list[str], ctx: InputContext) -> Command:
+        if not words:
+            if ctx.first_request is None:
+                raise _UsageError(f"no private-chat request is waiting (usage: /{key} H)")
+            return Command({"cmd": key, "from": ctx.first_request})
+        return Command({"cmd": key, "from": _one_handle(words)})
+
+    return parse
+
+
+def _with_handle(cmd: str, key: str) -> _Parser:
+    def parse(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+        return Command({"cmd": cmd, key: _one_handle(words)})
+
+    return parse
+
+
+def _bare(cmd: str) -> _Parser:
+    def parse(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+        _no_args(words)
+        return Command({"cmd": cmd})
+
+    return parse
+
+
+def _local(action: Action) -> _Parser:
+    def parse(_rest: str, words: list[str], _ctx: InputContext) -> LocalAction:
+        _no_args(words)
+        return LocalAction(action)
+
+    return parse
+
+
+def _history(_rest: str, words: list[str], ctx: InputContext) -> Command:
+    if len(words) > 2:
+        raise _UsageError()
+    who: str | None = ctx.conversation
+    limit = DEFAULT_HISTORY
+    if words and words[-1].isdigit():
+        limit = int(words.pop())
+        if not 1 <= limit <= MAX_HISTORY:
+            raise _UsageError(f"N must be from 1 to {MAX_HISTORY}")
+    if len(words) > 1:
+        raise _UsageError()
+    if words:
+        who = None if words[0].lower() in PUBLIC_NAMES else _handle(words[0])
+    return Command({"cmd": "history", "with": who, "limit": limit})
+
+
+_PARSERS: Final[dict[str, _Parser]] = {
+    "/msg": _msg,
+    "/say": _say,
+    "/join": _join,
+    "/request": _with_handle("request", "to"),
+    "/accept": _answer("accept"),
+    "/reject": _answer("reject"),
+    "/block": _with_handle("block", "handle"),
+    "/unblock": _with_handle("unblock", "handle"),
+    "/who": _bare("who"),
+    "/friends": _bare("friends"),
+    "/history": _history,
+    "/help": _local(Action.HELP),
+    "/quit": _local(Action.QUIT),
+}
+assert set(_PARSERS) == set(_SPECS), "every command in COMMANDS needs a parser"
