@@ -78,6 +78,9 @@ class Discovery:
 
     `on_event` is called on the event loop for every PeerSeen / PeerGone;
     PeerSeen may repeat for an unchanged advert, so consumers are idempotent.
+    Once registered, everything under our own instance name is ignored (our
+    own announcements come back to us); a rival claiming it after us is the
+    broker roster's business, not mDNS's.
     """
 
     def __init__(self, address: str, on_event: Callable[[DiscoveryEvent], None]) -> None:
@@ -179,6 +182,10 @@ class Discovery:
             raise HandleTaken(advert.handle) from exc
         self._info = info
         self._advert = advert
+        # From now on our own name is ignored; drop what we may have heard
+        # under it before (a stale advert of our previous run, same key).
+        if self._by_name.pop(info.key, None) is not None:
+            self._notify_waiters()
 
     async def update(self, advert: Advert) -> None:
         """Re-advertise with changed fields (e.g. the broker flag); the handle must not change."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ from discovery_driver import advert_to_json
 from vlan import reader_for, wait_for_line
 
 from lanchat.core.advert import SERVICE_TYPE, Advert
+from lanchat.discovery import Discovery
+from lanchat.netif import NetifError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -275,3 +278,24 @@ def test_timing_figures(
 def _seen_lines(node: Node) -> list[dict[str, Any]]:
     assert node.proc.stdout is not None
     return [line for line in reader_for(node.proc.stdout).seen if line["ev"] == "seen"]
+
+
+def test_close_is_idempotent_and_safe_when_start_failed() -> None:
+    """No sockets are opened: the address is not on this machine (TEST-NET-3)."""
+
+    async def scenario() -> None:
+        never_started = Discovery("203.0.113.9", lambda event: None)
+        await never_started.close()
+        failed = Discovery("203.0.113.9", lambda event: None)
+        with pytest.raises(NetifError, match=r"203\.0\.113\.9"):
+            await failed.start()
+        await failed.close()
+        await failed.close()
+        with pytest.raises(RuntimeError):
+            await failed.register(make_advert_for("203.0.113.9"))
+
+    asyncio.run(scenario())
+
+
+def make_advert_for(address: str) -> Advert:
+    return Advert("ann", "lobby", address, key("a"), key("b"), 1, 2, False, 0, STARTED_AT)

@@ -1,0 +1,262 @@
+"""`lanchat doctor`: explain in plain words why a user sees nobody, and what to do.
+
+Checks, in the order a helper at the next desk would go through them:
+1. which interfaces lanchat would use, which it skips and why, and whether the link is up;
+2. whether multicast works on the chosen interface (a second mDNS responder on this machine
+   must hear an announcement of ours: that proves send and receive through the interface);
+3. which lanchat nodes and brokers are visible, per room;
+4. whether the brokers' ports answer (TCP), which a firewall may block.
+The exit status is 0 when everything needed to chat works, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
+from lanchat.netif import Candidate, NetifError, choose_address, list_interfaces
+
+__all__ = ["Report", "diagnose", "main"]
+
+PROBE_TYPE = "_lanchat-doctor._udp.local."
+LISTEN_S = 2.0
+
+
+@dataclass(slots=True)
+class Report:
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def good(self, text: str) -> None:
+        self.lines.append(f"  ok   {text}")
+
+    def info(self, text: str) -> None:
+        self.lines.append(f"  ..   {text}")
+
+    def bad(self, text: str, advice: str) -> None:
+        self.ok = False
+        self.lines.append(f"  FAIL {text}")
+        if advice not in self.advice:
+            self.advice.append(advice)
+
+
+def link_state(name: str) -> str | None:
+    """'up', 'down', ... from the kernel on Linux; None where it cannot be read."""
+    try:
+        return Path(f"/sys/class/net/{name}/operstate").read_text().strip()
+    except OSError:
+        return None
+
+
+async def _multicast_roundtrip(address: str, timeout_s: float) -> bool:
+    """Register a throw-away service on one responder and browse for it from another."""
+    name = f"doctor-{secrets.token_hex(4)}.{PROBE_TYPE}"
+    speaker = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+    listener = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+    heard = asyncio.Event()
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is ServiceStateChange.Added and name == probe_name:
+            heard.set()
+
+    probe_name = name
+    browser = AsyncServiceBrowser(listener.zeroconf, PROBE_TYPE, handlers=[on_change])
+    info = AsyncServiceInfo(
+        PROBE_TYPE,
+        name,
+        addresses=[socket.inet_aton(address)],
+        port=9,
+        properties={"doctor": "1"},
+        server=f"doctor-{secrets.token_hex(4)}.local.",
+    )
+    try:
+        await speaker.async_register_service(info, cooperating_responders=True)
+        try:
+            await asyncio.wait_for(heard.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+    finally:
+        await browser.async_cancel()
+        await speaker.async_unregister_all_services()
+        await speaker.async_close()
+        await listener.async_close()
+
+
+async def _browse(address: str, listen_s: float) -> list[Advert]:
+    azc = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+    names: set[str] = set()
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is not ServiceStateChange.Removed:
+            names.add(name)
+
+    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    try:
+        await asyncio.sleep(listen_s)  # a survey: listen for a fixed window
+        adverts = []
+        for name in sorted(names):
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            if not await info.async_request(azc.zeroconf, 1000):
+                continue
+            addrs = info.parsed_addresses(IPVersion.V4Only)
+            handle = name[: -len(SERVICE_TYPE) - 1]
+            try:
+                adverts.append(Advert.from_txt(handle, addrs[0] if addrs else "", info.properties))
+            except (AdvertError, IndexError):
+                continue
+        return adverts
+    finally:
+        await browser.async_cancel()
+        await azc.async_close()
+
+
+async def _port_open(address: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port), timeout_s
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True
+
+
+async def diagnose(interface: str | None, room: str | None, listen_s: float = LISTEN_S) -> Report:
+    report = Report()
+    report.lines.append("Network interfaces:")
+    candidates = list_interfaces()
+    for cand in candidates:
+        if cand.usable:
+            report.info(f"{cand.describe()} (usable)")
+        else:
+            report.info(f"skipped {cand.describe()}")
+    try:
+        chosen: Candidate = choose_address(interface)
+    except NetifError as exc:
+        report.bad(
+            str(exc),
+            "Connect this laptop to the room's Wi-Fi or cable, or name the interface with "
+            "--interface.",
+        )
+        return report
+    report.facts["address"] = chosen.address
+    report.good(f"lanchat would use {chosen.name} {chosen.address}/{chosen.prefixlen}")
+    state = link_state(chosen.name)
+    if state is not None and state not in ("up", "unknown"):
+        report.bad(
+            f"the link of {chosen.name} is {state}",
+            "Your network connection is off: reconnect to the Wi-Fi or plug the cable in.",
+        )
+        return report
+
+    report.lines.append("Multicast (mDNS) on this interface:")
+    try:
+        works = await _multicast_roundtrip(chosen.address, timeout_s=min(2.0, listen_s + 0.5))
+    except OSError as exc:
+        works = False
+        report.facts["multicast_error"] = str(exc)
+    report.facts["multicast"] = works
+    if works:
+        report.good("our own mDNS announcement came back: multicast send and receive work")
+    else:
+        report.bad(
+            "our own mDNS announcement never came back",
+            "Multicast is blocked on this machine (firewall, VPN). Allow UDP port 5353 "
+            "(e.g. the 'private network' firewall profile) or use --connect HOST.",
+        )
+
+    report.lines.append(f"Other lanchat users (listening {listen_s:.1f} s):")
+    try:
+        adverts = await _browse(chosen.address, listen_s)
+    except OSError as exc:
+        adverts = []
+        report.facts["browse_error"] = str(exc)
+    report.facts["nodes"] = [a.handle for a in adverts]
+    if not adverts:
+        report.bad(
+            "no other lanchat node is visible",
+            "If others are running lanchat on this network, the access point may isolate "
+            "clients (guest Wi-Fi) or a firewall drops mDNS: ask someone for their address "
+            "and start with  lanchat --connect THEIR_IP",
+        )
+        return report
+    rooms: dict[str, list[Advert]] = {}
+    for adv in adverts:
+        rooms.setdefault(adv.room, []).append(adv)
+    for name, members in sorted(rooms.items()):
+        brokers = [a for a in members if a.broker_epoch > 0]
+        marks = ", ".join(
+            a.handle + (" (broker)" if a.broker_epoch else "") + (" (mentor)" if a.mentor else "")
+            for a in members
+        )
+        report.good(f"room {name!r}: {len(members)} node(s): {marks}")
+        if not brokers:
+            report.info(f"room {name!r}: no broker advertised yet")
+    if room is not None and room not in rooms:
+        report.info(f"nobody is in room {room!r} yet (you would be its first)")
+
+    report.lines.append("Reaching the brokers:")
+    brokers = [a for a in adverts if a.broker_epoch > 0]
+    reach = await asyncio.gather(*(_port_open(a.address, a.router_port) for a in brokers))
+    for adv, ok in zip(brokers, reach, strict=True):
+        where = f"{adv.handle} at {adv.address}:{adv.router_port}"
+        if ok:
+            report.good(f"broker {where} accepts connections")
+        else:
+            report.bad(
+                f"broker {where} does not accept connections",
+                "A firewall on the broker's laptop (or between) blocks its TCP ports: allow "
+                "lanchat in the firewall, or ask the broker to.",
+            )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lanchat doctor", description="Explain why you see nobody on the LAN, and what to do."
+    )
+    parser.add_argument("--interface", metavar="IP", help="check this address or interface")
+    parser.add_argument("--room", metavar="ROOM", help="the room you want to join")
+    parser.add_argument("--listen", type=float, default=LISTEN_S, metavar="S", help="how long to listen")
+    parser.add_argument("--json", action="store_true", help="machine-readable verdict")
+    args = parser.parse_args(argv)
+    report = asyncio.run(diagnose(args.interface, args.room, args.listen))
+    if args.json:
+        print(json.dumps({"ok": report.ok, "advice": report.advice, **report.facts}))
+    else:
+        print("lanchat doctor")
+        print("\n".join(report.lines))
+        print()
+        if report.ok:
+            print("Verdict: everything lanchat needs works here.")
+        else:
+            print("Verdict: something is wrong. What to do:")
+            for advice in report.advice:
+                print(f"  - {advice}")
+    sys.stdout.flush()
+    return 0 if report.ok else 1
+
+
+

@@ -1,0 +1,534 @@
+"""The broker relay machine, driven with real identities and signatures (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lanchat.core import relay as relay_mod
+from lanchat.core import wire
+from lanchat.core.relay import (
+    BEAT_INTERVAL_S,
+    CLIENT_TIMEOUT_S,
+    BrokerRelay,
+    Effect,
+    Publish,
+    ToClient,
+)
+from lanchat.identity import Identity, verify
+
+ROOM = "lobby"
+EPOCH = 3
+T0 = 1000.0
+
+
+def signed_hello(
+    ident: Identity,
+    handle: str,
+    *,
+    room: str = ROOM,
+    mentor: bool = False,
+    priority: int = 0,
+    started_at: float = 100.0,
+) -> tuple[wire.Hello, bytes]:
+    hello = wire.Hello(
+        handle=handle,
+        room=room,
+        mentor=mentor,
+        id_key=ident.key,
+        curve_key=ident.curve_public,
+        started_at=started_at,
+        priority=priority,
+        address="10.0.0.2",
+        router_port=47001,
+        info_port=47100,
+    )
+    return hello, ident.sign(wire.signed_bytes(hello))
+
+
+def join(
+    relay: BrokerRelay, rid: bytes, ident: Identity, handle: str, now: float = T0, **kw: Any
+) -> list[Effect]:
+    """Send a signed Hello over a connection authenticated with the Hello's curve key."""
+    hello, sig = signed_hello(ident, handle, **kw)
+    return relay.receive(rid, hello.curve_key, wire.encode(hello, sig), now)
+
+
+def signed_public(
+    ident: Identity, seq: int, text: str = "hi", *, room: str = ROOM
+) -> tuple[wire.Public, bytes]:
+    pub = wire.Public(author=ident.key, handle="x", room=room, seq=seq, text=text, sent_t=5.0)
+    return pub, ident.sign(wire.signed_bytes(pub))
+
+
+def send(
+    relay: BrokerRelay, rid: bytes, msg: Any, sig: bytes = b"", now: float = T0
+) -> list[Effect]:
+    return relay.receive(rid, b"", wire.encode(msg, sig), now)
+
+
+def post(
+    relay: BrokerRelay, rid: bytes, ident: Identity, seq: int, now: float = T0
+) -> list[Effect]:
+    pub, sig = signed_public(ident, seq)
+    return send(relay, rid, pub, sig, now)
+
+
+def opened(effects: list[Effect]) -> list[tuple[bytes | None, Any]]:
+    """``(rid or None for Publish, decoded message)`` per effect."""
+    out: list[tuple[bytes | None, Any]] = []
+    for eff in effects:
+        msg, _ = wire.decode(eff.frames)
+        out.append((eff.rid if isinstance(eff, ToClient) else None, msg))
+    return out
+
+
+def handles(roster: wire.Roster) -> list[str]:
+    return [p.handle for p in roster.peers]
+
+
+@pytest.fixture
+def broker() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture
+def alice() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture
+def bob() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture
+def relay(broker: Identity) -> BrokerRelay:
+    return BrokerRelay(
+        key=broker.key,
+        handle="boss",
+        room=ROOM,
+        epoch=EPOCH,
+        since=50.0,
+        pub_port=47002,
+        verify=verify,
+    )
+
+
+# ---------------------------------------------------------------- hello
+
+
+def test_hello_gets_welcome_and_roster_and_roster_is_published(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    hello, sig = signed_hello(alice, "alice")
+    effects = relay.receive(b"r-a", alice.curve_public, wire.encode(hello, sig), T0)
+    (to1, welcome), (to2, roster), (to3, published) = opened(effects)
+    assert (to1, to2, to3) == (b"r-a", b"r-a", None)
+    assert welcome == wire.Welcome(
+        epoch=EPOCH, broker_handle="boss", broker_key=relay.key, pub_port=47002, bseq=0, since=50.0
+    )
+    assert roster == published
+    assert roster.epoch == EPOCH
+    assert roster.broker_key == relay.key
+    assert roster.peers == (hello.entry(sig, "online"),)
+    entry = roster.peers[0]
+    assert verify(entry.id_key, wire.signed_bytes(wire.hello_of(entry)), entry.hello_sig)
+    assert relay.client_count() == 1
+
+
+def test_each_roster_change_has_a_new_version(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    v1 = opened(join(relay, b"r-a", alice, "alice"))[2][1].version
+    v2 = opened(join(relay, b"r-b", bob, "bob"))[2][1].version
+    assert v2 > v1
+    assert relay.roster().version == v2
+
+
+def test_hello_over_a_connection_with_another_key_is_refused(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    hello, sig = signed_hello(alice, "alice")
+    effects = relay.receive(b"r-a", bob.curve_public, wire.encode(hello, sig), T0)
+    [(rid, refused)] = opened(effects)
+    assert rid == b"r-a"
+    assert refused.code == "bad_hello"
+    assert relay.counters == {"hello_key_mismatch": 1}
+    assert relay.client_count() == 0
+
+
+def test_hello_with_a_bad_signature_is_refused_and_counted(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    hello, _ = signed_hello(alice, "alice")
+    forged = bob.sign(wire.signed_bytes(hello))
+    [(_, refused)] = opened(relay.receive(b"r-a", hello.curve_key, wire.encode(hello, forged), T0))
+    assert refused.code == "bad_hello"
+    # A signature of another Hello by the right key does not verify either.
+    _, other_sig = signed_hello(alice, "alice2")
+    [(_, refused2)] = opened(
+        relay.receive(b"r-a", hello.curve_key, wire.encode(hello, other_sig), T0)
+    )
+    assert refused2.code == "bad_hello"
+    assert relay.counters == {"bad_signature": 2}
+    assert relay.client_count() == 0
+
+
+def test_hello_for_another_room_is_refused(relay: BrokerRelay, alice: Identity) -> None:
+    [(_, refused)] = opened(join(relay, b"r-a", alice, "alice", room="attic"))
+    assert refused.code == "wrong_room"
+    assert ROOM in refused.message
+    assert relay.client_count() == 0
+
+
+@pytest.mark.parametrize("handle", ["", "al ice", "jos\u00e9", "bob\x1b[31m"])
+def test_hello_with_an_invalid_handle_is_refused(
+    relay: BrokerRelay, alice: Identity, handle: str
+) -> None:
+    [(_, refused)] = opened(join(relay, b"r-a", alice, handle))
+    assert refused.code == "bad_handle"
+    assert relay.client_count() == 0
+
+
+def test_handle_of_another_key_is_refused_case_insensitively(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "Alice")
+    [(rid, refused)] = opened(join(relay, b"r-b", bob, "aLICE"))
+    assert rid == b"r-b"
+    assert refused.code == "handle_taken"
+    assert relay.counters == {"handle_taken": 1}
+    assert handles(relay.roster()) == ["Alice"]
+
+
+def test_same_key_may_hello_again_on_the_same_connection(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    effects = join(relay, b"r-a", alice, "alice", now=T0 + 1)
+    assert isinstance(opened(effects)[0][1], wire.Welcome)
+    assert relay.client_count() == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="relay._hello calls _forget() while iterating self._clients (relay.py:205-218)",
+)
+def test_same_key_reconnecting_on_a_new_connection_replaces_the_old(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-b", bob, "bob")
+    join(relay, b"r-a1", alice, "alice")
+    effects = join(relay, b"r-a2", alice, "alice", now=T0 + 1)
+    assert isinstance(opened(effects)[0][1], wire.Welcome)
+    assert relay.client_count() == 2
+    assert sorted(handles(relay.roster())) == ["alice", "bob"]
+    # Directs now go to the new connection, and the old one must introduce itself again.
+    direct = wire.Direct(sender=bob.key, recipient=alice.key, box=b"sealed")
+    [routed] = send(relay, b"r-b", direct, bob.sign(wire.signed_bytes(direct)), T0 + 1)
+    assert isinstance(routed, ToClient)
+    assert routed.rid == b"r-a2"
+    [(_, refused)] = opened(post(relay, b"r-a1", alice, 1, T0 + 1))
+    assert refused.code == "hello_first"
+
+
+# ---------------------------------------------------------------- before hello, malformed
+
+
+def test_frames_before_hello_are_refused_with_hello_first(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    [(rid, refused)] = opened(post(relay, b"r-a", alice, 1))
+    assert rid == b"r-a"
+    assert refused.code == "hello_first"
+    [(_, refused2)] = opened(send(relay, b"r-a", wire.Heartbeat(t=1.0)))
+    assert refused2.code == "hello_first"
+    assert relay.bseq == 0
+    assert send(relay, b"r-a", wire.Goodbye()) == []  # nothing to refuse on the way out
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [[], [b"garbage"], [b"LC\x01\x09", b"{", b""], [b"LC\x02\x09", b'{"seq":1}', b""]],
+    ids=["empty", "one", "bad-json", "other-version"],
+)
+def test_malformed_frames_are_counted_without_effects(
+    relay: BrokerRelay, alice: Identity, frames: list[bytes]
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    version = relay.roster_version
+    assert relay.receive(b"r-a", alice.curve_public, frames, T0) == []
+    assert relay.receive(b"r-x", b"", frames, T0) == []
+    assert relay.counters == {"malformed": 2}
+    assert relay.roster_version == version
+    assert relay.client_count() == 1
+
+
+def test_unexpected_kind_from_a_client_is_dropped(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    assert send(relay, b"r-a", wire.Ack(seq=1)) == []
+    assert send(relay, b"r-a", wire.Beat(epoch=EPOCH)) == []
+    assert relay.counters == {"unexpected_kind": 2}
+
+
+# ---------------------------------------------------------------- public
+
+
+def test_public_is_relayed_with_increasing_bseq_and_acked(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    for seq in (1, 2, 3):
+        pub, sig = signed_public(alice, seq)
+        [(to_all, relayed), (to_author, ack)] = opened(send(relay, b"r-a", pub, sig))
+        assert to_all is None
+        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig)
+        assert (to_author, ack) == (b"r-a", wire.Ack(seq=seq))
+    assert relay.bseq == 3
+
+
+def test_replayed_public_is_acked_but_not_relayed_again(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    post(relay, b"r-a", alice, 1)
+    assert opened(post(relay, b"r-a", alice, 1, T0 + 5)) == [(b"r-a", wire.Ack(seq=1))]
+    assert relay.bseq == 1
+    assert relay.counters == {"duplicate": 1}
+
+
+def test_public_signed_by_someone_else_or_forged_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    # Bob's own, validly signed message sent over Alice's connection.
+    pub_b, sig_b = signed_public(bob, 1)
+    assert send(relay, b"r-a", pub_b, sig_b) == []
+    # Alice's message for another room.
+    pub_room, sig_room = signed_public(alice, 1, room="attic")
+    assert send(relay, b"r-a", pub_room, sig_room) == []
+    # Alice's message with a signature by Bob, and a signature of another text.
+    pub_a, _ = signed_public(alice, 1)
+    _, other_sig = signed_public(alice, 1, "other text")
+    assert send(relay, b"r-a", pub_a, bob.sign(wire.signed_bytes(pub_a))) == []
+    assert send(relay, b"r-a", pub_a, other_sig) == []
+    assert relay.bseq == 0
+    assert relay.counters == {"public_not_own": 2, "bad_signature": 2}
+
+
+def test_rate_limit_drops_without_ack_and_refills_with_time(
+    relay: BrokerRelay, alice: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_mod, "RATE_PER_CLIENT", 2.0)
+    join(relay, b"r-a", alice, "alice")
+    assert len(post(relay, b"r-a", alice, 1)) == 2
+    assert len(post(relay, b"r-a", alice, 2)) == 2
+    assert post(relay, b"r-a", alice, 3) == []
+    assert relay.counters == {"rate_limited": 1}
+    assert relay.bseq == 2
+    # Half a second later one token is back: the author's re-send of seq 3 goes through.
+    [(_, relayed), (_, ack)] = opened(post(relay, b"r-a", alice, 3, T0 + 0.5))
+    assert (relayed.bseq, relayed.inner.seq, ack) == (3, 3, wire.Ack(seq=3))
+
+
+def test_rate_limit_applies_per_client(
+    relay: BrokerRelay, alice: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_mod, "RATE_PER_CLIENT", 1.0)
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    assert post(relay, b"r-a", alice, 1) != []
+    assert post(relay, b"r-a", alice, 2) == []
+    assert post(relay, b"r-b", bob, 1) != []
+
+
+# ---------------------------------------------------------------- direct
+
+
+def _direct(sender: Identity, recipient: bytes) -> tuple[wire.Direct, bytes]:
+    msg = wire.Direct(sender=sender.key, recipient=recipient, box=b"\x01sealed")
+    return msg, sender.sign(wire.signed_bytes(msg))
+
+
+def test_direct_is_routed_only_to_the_recipient(
+    relay: BrokerRelay, alice: Identity, bob: Identity, broker: Identity
+) -> None:
+    join(relay, b"r-boss", broker, "boss")
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    msg, sig = _direct(alice, bob.key)
+    frames = wire.encode(msg, sig)
+    assert relay.receive(b"r-a", b"", frames, T0) == [ToClient(b"r-b", frames)]
+
+
+def test_direct_with_another_sender_or_forged_signature_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    as_bob, bob_sig = _direct(bob, alice.key)
+    assert send(relay, b"r-a", as_bob, bob_sig) == []  # Alice's connection, Bob's Direct
+    msg, _ = _direct(alice, bob.key)
+    assert send(relay, b"r-a", msg, bob.sign(wire.signed_bytes(msg))) == []
+    assert relay.counters == {"direct_not_own": 1, "bad_signature": 1}
+
+
+def test_direct_to_an_offline_recipient_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    msg, sig = _direct(alice, bob.key)
+    assert send(relay, b"r-a", msg, sig) == []
+    join(relay, b"r-b", bob, "bob")
+    send(relay, b"r-b", wire.Goodbye())
+    assert send(relay, b"r-a", msg, sig) == []
+    assert relay.counters == {"recipient_offline": 2}
+
+
+# ---------------------------------------------------------------- resend, seed
+
+
+def _bseqs(effects: list[Effect]) -> list[int]:
+    return [msg.bseq for _, msg in opened(effects)]
+
+
+def test_resend_returns_the_requested_backlog_range(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relayed = [post(relay, b"r-a", alice, seq)[0].frames for seq in range(1, 6)]
+    effects = send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=2, last=4))
+    assert effects == [ToClient(b"r-a", f) for f in relayed[1:4]]
+    assert _bseqs(send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=4, last=99))) == [4, 5]
+
+
+def test_resend_of_another_epoch_or_reversed_range_is_dropped(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    post(relay, b"r-a", alice, 1)
+    assert send(relay, b"r-a", wire.Resend(epoch=EPOCH - 1, first=1, last=1)) == []
+    assert send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=2, last=1)) == []
+    assert relay.counters == {"bad_resend": 2}
+
+
+def test_resend_is_capped_and_the_backlog_bounded(
+    relay: BrokerRelay, alice: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_mod, "RESEND_MAX", 3)
+    monkeypatch.setattr(relay_mod, "BACKLOG_SIZE", 4)
+    bounded = BrokerRelay(
+        key=relay.key, handle="boss", room=ROOM, epoch=EPOCH, since=0.0, pub_port=1, verify=verify
+    )
+    join(bounded, b"r-a", alice, "alice")
+    for seq in range(1, 7):
+        post(bounded, b"r-a", alice, seq)
+    assert _bseqs(send(bounded, b"r-a", wire.Resend(epoch=EPOCH, first=1, last=6))) == [3]
+    assert _bseqs(send(bounded, b"r-a", wire.Resend(epoch=EPOCH, first=3, last=6))) == [3, 4, 5]
+
+
+def test_seed_makes_earlier_messages_resendable_and_dedups_them(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    history = [signed_public(alice, 1), signed_public(bob, 1), signed_public(alice, 2)]
+    relay.seed([*history, history[0], signed_public(bob, 2, room="attic")])
+    assert relay.bseq == 3  # the repeat and the other room's message are not kept
+    join(relay, b"r-a", alice, "alice")
+    resent = opened(send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=1, last=3)))
+    assert [(m.inner, m.inner_sig) for _, m in resent] == history
+    # Alice's outbox re-sends her message to the new broker: acked, not relayed twice.
+    assert opened(post(relay, b"r-a", alice, 2)) == [(b"r-a", wire.Ack(seq=2))]
+    assert relay.bseq == 3
+
+
+# ---------------------------------------------------------------- tick, roster, goodbye
+
+
+def test_tick_publishes_a_beat_every_interval(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    post(relay, b"r-a", alice, 1)
+    [(to, beat)] = opened(relay.tick(T0))
+    assert to is None
+    assert beat == wire.Beat(epoch=EPOCH, bseq=1, roster_version=relay.roster_version)
+    assert relay.tick(T0 + BEAT_INTERVAL_S / 2) == []
+    assert len(relay.tick(T0 + BEAT_INTERVAL_S)) == 1
+    assert relay.tick(T0 + BEAT_INTERVAL_S * 1.5) == []
+
+
+def test_silent_clients_time_out_and_the_roster_is_republished(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    relay.tick(T0)
+    send(relay, b"r-b", wire.Heartbeat(t=1.0, status="online"), now=T0 + 1.5)
+    # Not yet at the timeout itself (strictly longer), only a Beat.
+    assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
+    effects = relay.tick(T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S)
+    msgs = [m for _, m in opened(effects)]
+    assert [type(m) for m in msgs] == [wire.Roster, wire.Beat]
+    assert handles(msgs[0]) == ["bob"]
+    assert msgs[1].roster_version == msgs[0].version
+    assert relay.counters == {"client_timeout": 1}
+    [(_, refused)] = opened(post(relay, b"r-a", alice, 1, T0 + 3))
+    assert refused.code == "hello_first"
+
+
+def test_any_frame_counts_as_a_sign_of_life(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    post(relay, b"r-a", alice, 1, T0 + 1.9)
+    assert [type(m) for _, m in opened(relay.tick(T0 + 3.0))] == [wire.Beat]
+    assert relay.client_count() == 1
+
+
+def test_roster_lists_the_broker_first_then_mentors(relay: BrokerRelay, broker: Identity) -> None:
+    people = [Identity.generate() for _ in range(4)]
+    join(relay, b"r-0", people[0], "oldest", started_at=1.0)
+    join(relay, b"r-1", people[1], "mentor", mentor=True, started_at=300.0)
+    join(relay, b"r-boss", broker, "boss", started_at=500.0)
+    join(relay, b"r-2", people[2], "keen", priority=5, started_at=200.0)
+    join(relay, b"r-3", people[3], "young", started_at=400.0)
+    assert handles(relay.roster()) == ["boss", "mentor", "keen", "oldest", "young"]
+
+
+def test_heartbeat_with_a_new_status_republishes_the_roster(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    [(to, roster)] = opened(send(relay, b"r-a", wire.Heartbeat(t=1.0, status="away")))
+    assert to is None
+    assert roster.peers[0].status == "away"
+    assert send(relay, b"r-a", wire.Heartbeat(t=2.0, status="away")) == []
+    # A later Hello on the same connection keeps the status.
+    join(relay, b"r-a", alice, "alice")
+    assert relay.roster().peers[0].status == "away"
+
+
+def test_sync_sends_the_roster_to_the_asker(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    [(to, roster)] = opened(send(relay, b"r-a", wire.Sync(roster_version=-1)))
+    assert to == b"r-a"
+    assert roster == relay.roster()
+
+
+def test_goodbye_removes_the_client(relay: BrokerRelay, alice: Identity, bob: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    [(to, roster)] = opened(send(relay, b"r-a", wire.Goodbye(reason="bye")))
+    assert to is None
+    assert handles(roster) == ["bob"]
+    assert relay.client_count() == 1
+    # The handle is free again, for anyone.
+    carol = Identity.generate()
+    assert isinstance(opened(join(relay, b"r-c", carol, "alice"))[0][1], wire.Welcome)
+
+
+def test_close_and_redirect_publish_to_everyone(relay: BrokerRelay) -> None:
+    assert opened(relay.close("bye")) == [(None, wire.Goodbye(reason="bye"))]
+    to = wire.Redirect(broker_key=b"k" * 32, curve_key=b"c" * 32, address="10.0.0.9", epoch=7)
+    [eff] = relay.redirect(to)
+    assert isinstance(eff, Publish)
+    assert wire.decode(eff.frames) == (to, b"")
