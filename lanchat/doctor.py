@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import contextlib
 import json
 import secrets
 import socket
@@ -130,16 +132,12 @@ async def _browse(address: str, listen_s: float) -> list[Advert]:
 
 async def _port_open(address: str, port: int, timeout_s: float = 1.0) -> bool:
     try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port), timeout_s
-        )
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
     except (OSError, TimeoutError):
         return False
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return True
 
 
@@ -239,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--interface", metavar="IP", help="check this address or interface")
     parser.add_argument("--room", metavar="ROOM", help="the room you want to join")
-    parser.add_argument("--listen", type=float, default=LISTEN_S, metavar="S", help="how long to listen")
+    parser.add_argument(
+        "--listen", type=float, default=LISTEN_S, metavar="S", help="how long to listen"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable verdict")
     args = parser.parse_args(argv)
     report = asyncio.run(diagnose(args.interface, args.room, args.listen))
@@ -257,6 +257,3 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  - {advice}")
     sys.stdout.flush()
     return 0 if report.ok else 1
-
-
-

@@ -49,6 +49,8 @@ BACKLOG_REQUEST = 200  # a newcomer asks for this many recent public messages
 PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
+REQUEST_GAP_S = 3.0
+REQUESTS_PER_MIN = 20
 
 
 class NodeExit(Exception):
@@ -145,6 +147,8 @@ class Node:
         self._last_reannounce = 0.0
         self._last_private_resend = 0.0
         self._tg: asyncio.TaskGroup | None = None
+        self._last_request: dict[bytes, float] = {}
+        self._request_times: list[float] = []
         self.status = "starting"
 
     # ================================================================ life cycle
@@ -800,6 +804,8 @@ class Node:
     def friend_move(self, handle: str, move: fs.Move) -> None:
         key = self._key_for_handle(handle)
         name = self._handle_of(key) if self._handle_of(key) != "?" else handle
+        if move is fs.Move.REQUEST:
+            self._limit_requests(key, name)
         try:
             outcome = fs.apply(self._friendship(key), move)
         except fs.IllegalTransition as exc:
@@ -809,6 +815,22 @@ class Node:
             self._queue_private(key, outcome.send.value, "")
         if outcome.state == fs.Friendship.FRIEND and move in (fs.Move.ACCEPT, fs.Move.REQUEST):
             self._emit("accepted", by=self.cfg.handle, **{"with": name})
+
+    def _limit_requests(self, key: bytes, name: str) -> None:
+        """A pending request is re-sent at most every REQUEST_GAP_S; REQUESTS_PER_MIN in all."""
+        now = self.clock()
+        recent = [t for t in self._request_times if now - t < 60.0]
+        self._request_times = recent
+        last = self._last_request.get(key)
+        pending = self._friendship(key) is fs.Friendship.PENDING_OUT
+        if pending and last is not None and now - last < REQUEST_GAP_S:
+            raise CommandError(
+                "rate_limited", f"you asked {name} {now - last:.0f} s ago; wait a little"
+            )
+        if len(recent) >= REQUESTS_PER_MIN:
+            raise CommandError("rate_limited", "too many chat requests; wait a minute")
+        self._last_request[key] = now
+        self._request_times.append(now)
 
     def send_private(self, handle: str, text: str) -> str:
         key = self._key_for_handle(handle)
@@ -914,6 +936,10 @@ class Node:
         if item.item == "text":
             if not fs.can_message(state):
                 self._count("private_from_non_friend")
+                if state is fs.Friendship.NONE:
+                    # They still think we are friends (we unblocked or lost state): tell
+                    # them, so their state follows and they can ask again.
+                    self._queue_private(sender, fs.Notice.REJECT.value, "")
                 return
             msg_id = f"{sender.hex()[:16]}>{self.me.key.hex()[:16]}:{item.cseq}"
             rec = HistoryRecord(
@@ -950,7 +976,8 @@ class Node:
         if move is fs.Move.GOT_REQUEST:
             if outcome.state == fs.Friendship.FRIEND and state != fs.Friendship.FRIEND:
                 self._emit("accepted", by=handle)
-            elif outcome.state == fs.Friendship.PENDING_IN:
+            elif outcome.state == fs.Friendship.PENDING_IN and state != fs.Friendship.PENDING_IN:
+                # A repeated request while one is pending is not news (no request floods).
                 self._emit("request", **{"from": handle}, fingerprint=ident.fingerprint(sender))
         elif move is fs.Move.GOT_ACCEPT and state != fs.Friendship.FRIEND:
             self._emit("accepted", by=handle)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -183,11 +182,6 @@ def test_buffer_is_bounded_and_overflow_is_not_taken() -> None:
     assert len(ch._held) == INBOUND_BUFFER_MAX
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the buffer full, the one item that drains it is refused too: stuck forever "
-    "(reliability.py:139)",
-)
 def test_full_buffer_still_takes_the_next_item_in_order() -> None:
     ch = InboundChannel()
     for cseq in range(2, 2 + INBOUND_BUFFER_MAX):
@@ -196,11 +190,6 @@ def test_full_buffer_still_takes_the_next_item_in_order() -> None:
     assert released == list(range(1, 2 + INBOUND_BUFFER_MAX))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a base skip-ahead, a held item that became deliverable is not released "
-    "when it arrives again (reliability.py:132-137)",
-)
 def test_skip_ahead_releases_a_held_item_on_its_resend() -> None:
     ch = InboundChannel()  # fresh state after a restart; we had acked 1..4
     assert ch.receive(5, 3, "e") == []  # sent before the sender saw our ack of 3 and 4

@@ -347,10 +347,6 @@ def test_malformed_relays_raise_decode_error(frames: list[bytes]) -> None:
         decode(frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire.decode compares only frames[0][:4] with the Relay header (wire.py:574)",
-)
 def test_relay_header_with_trailing_bytes_is_rejected() -> None:
     frames = _relay_frames()
     frames[0] += b"junk"
@@ -358,10 +354,6 @@ def test_relay_header_with_trailing_bytes_is_rejected() -> None:
         decode(frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_unb64 accepts non-canonical base64 ('=' padding, '+', nonzero pad bits) (wire.py:404)",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -375,21 +367,12 @@ def test_non_canonical_base64_is_rejected(text: str) -> None:
         decode(_frames_with_body(_public(), SIG, author=text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="float(raw) of a huge JSON integer raises OverflowError (wire.py:444)",
-)
 def test_huge_integer_in_a_float_field_raises_decode_error() -> None:
     frames = _with_raw_body(Heartbeat(), b"", b'{"status":"","t":1' + b"0" * 400 + b"}")
     with pytest.raises(DecodeError):
         decode(frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode accepts a lone surrogate (\\ud800) that signed_bytes/encode cannot encode",
-)
 def test_lone_surrogate_in_a_string_raises_decode_error() -> None:
     frames = encode(_public(), SIG)
     frames[1] = frames[1].replace(b'"text":"', b'"text":"\\ud800')

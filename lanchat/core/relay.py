@@ -202,6 +202,7 @@ class BrokerRelay:
         except HandleError as exc:
             return [self._refuse(rid, "bad_handle", str(exc))]
         wanted = handle_key(hello.handle)
+        replaced = []
         for other_rid, other in self._clients.items():
             same_name = handle_key(other.hello.handle) == wanted
             if same_name and other.hello.id_key != hello.id_key:
@@ -215,7 +216,9 @@ class BrokerRelay:
                     )
                 ]
             if other.hello.id_key == hello.id_key and other_rid != rid:
-                self._forget(other_rid)  # the same person reconnected (new socket)
+                replaced.append(other_rid)  # the same person reconnected (new socket)
+        for old_rid in replaced:
+            self._forget(old_rid)
         known = self._clients.get(rid)
         status = known.status if known else "online"
         self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
@@ -236,7 +239,11 @@ class BrokerRelay:
     def _public(
         self, rid: bytes, client: _Client, msg: wire.Public, sig: bytes, now: float
     ) -> list[Effect]:
-        if msg.author != client.hello.id_key or msg.room != self.room:
+        if (
+            msg.author != client.hello.id_key
+            or msg.room != self.room
+            or msg.handle != client.hello.handle
+        ):
             return self._drop("public_not_own")
         if not self.verify(msg.author, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")

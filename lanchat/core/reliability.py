@@ -134,11 +134,12 @@ class InboundChannel:
             # state) - skip ahead rather than wait forever.
             self.delivered_upto = base - 1
             self._held = {k: v for k, v in self._held.items() if k > self.delivered_upto}
-        if cseq <= self.delivered_upto or cseq in self._held:
+        if cseq <= self.delivered_upto:
             return []
-        if len(self._held) >= INBOUND_BUFFER_MAX:
-            return []  # not acked: the sender will send it again
-        self._held[cseq] = item
+        if cseq not in self._held:
+            if len(self._held) >= INBOUND_BUFFER_MAX and cseq != self.delivered_upto + 1:
+                return []  # not acked: the sender will send it again
+            self._held[cseq] = item
         ready = []
         while self.delivered_upto + 1 in self._held:
             self.delivered_upto += 1

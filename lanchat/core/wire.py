@@ -401,9 +401,12 @@ def _unb64(text: str) -> bytes:
     if not text.isascii():
         raise DecodeError("bytes field is not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise DecodeError("bytes field is not base64url") from exc
+    if _b64(data) != text:  # one spelling per value: unpadded, canonical
+        raise DecodeError("bytes field is not canonical base64url")
+    return data
 
 
 _HINTS: dict[type[Any], dict[str, Any]] = {}
@@ -441,7 +444,10 @@ def _from_json(tp: Any, meta: typing.Mapping[str, Any], raw: Any, name: str) -> 
     if tp is float:
         if not isinstance(raw, int | float) or isinstance(raw, bool):
             raise DecodeError(f"field {name!r} must be a number")
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise DecodeError(f"field {name!r} is out of range") from None
         if not math.isfinite(value):
             raise DecodeError(f"field {name!r} must be finite")
         return value
@@ -450,6 +456,10 @@ def _from_json(tp: Any, meta: typing.Mapping[str, Any], raw: Any, name: str) -> 
             raise DecodeError(f"field {name!r} must be a string")
         if len(raw) > meta.get("max", MAX_TEXT_CHARS):
             raise DecodeError(f"field {name!r} is too long")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: could never be signed or shown
+            raise DecodeError(f"field {name!r} is not valid Unicode") from None
         return raw
     if tp is bytes:
         if not isinstance(raw, str):
@@ -571,7 +581,7 @@ def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
         raise DecodeError("frames must be bytes") from exc
     if sum(len(f) for f in frames) > MAX_FRAMES_BYTES:
         raise DecodeError(f"message is larger than {MAX_FRAMES_BYTES} bytes")
-    if len(frames) == 6 and frames[0][:4] == _header(Kind.RELAY):
+    if len(frames) == 6 and frames[0] == _header(Kind.RELAY):
         if frames[2]:
             raise DecodeError("Relay must not carry a signature")
         meta = _parse_body(frames[1])

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS",
     "DEFAULT_HISTORY",
+    "HELP_ROWS",
     "MAX_HISTORY",
     "PUBLIC_NAMES",
     "Action",
@@ -57,6 +58,18 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/history", "/history [H] [N]", "load the last N messages", handle_arg=True),
     CommandSpec("/help", "/help", "this screen"),
     CommandSpec("/quit", "/quit", "leave (the others are told at once)"),
+)
+# The help screen groups related commands so that all of it fits 80x24.
+HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
+    ("/msg H text", "private message to friend H"),
+    ("/say text", "public message, also from a private chat"),
+    ("/join H | public", "switch to the chat with H, or back to the room"),
+    ("/request H", "ask H for a private, end-to-end encrypted chat"),
+    ("/accept [H], /reject [H]", "answer a request (default: the oldest)"),
+    ("/block H, /unblock H", "ignore H everywhere / stop ignoring H"),
+    ("/who, /friends", "who is online / your friends and safety codes"),
+    ("/history [H] [N]", "load the last N stored messages of a chat"),
+    ("/help, /quit", "this screen / leave (the others are told at once)"),
 )
 _ALIASES: Final = {"/m": "/msg", "/j": "/join", "/q": "/quit", "/h": "/help", "/?": "/help"}
 _SPECS: Final = {spec.name: spec for spec in COMMANDS}

@@ -8,6 +8,7 @@ from the events or is passed in, and every handle or text from the network goes 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from lanchat.core.friendship import Friendship
 from lanchat.core.handles import handle_key
 from lanchat.core.text import clean_text, safe_label
 from lanchat.ui.commands import (
-    Action,
     Command,
     InputContext,
     InputError,
@@ -97,6 +97,7 @@ class Status:
     broker: str | None = None
     broker_is_self: bool = False
     last_error: str | None = None  # the code of the latest error event
+    last_error_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ def _text(value: object) -> str:
 
 
 def _number(value: object, default: float) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return default
 
@@ -231,6 +232,20 @@ class ViewModel:
     def parse_input(self, line: str) -> Command | LocalAction | InputError:
         return parse_input(line, self.input_context())
 
+    def handle_candidates(self, command: str) -> list[str]:
+        """Handles worth offering after ``command`` (e.g. "/accept"), best first."""
+        if command in ("/accept", "/reject"):
+            return list(self.requests.values())
+        peers = sorted(self.peers.values(), key=lambda p: (not p.online, not p.mentor, p.handle))
+        if command == "/unblock":
+            return [p.handle for p in peers if p.relation is Friendship.BLOCKED]
+        if command == "/msg":
+            peers.sort(key=lambda p: p.relation is not Friendship.FRIEND)
+        names = [p.handle for p in peers if p.relation is not Friendship.BLOCKED]
+        if command == "/join":
+            names.append("public")
+        return names
+
     # ---------------------------------------------------------------- navigation
 
     def switch(self, step: int) -> str:
@@ -259,8 +274,12 @@ class ViewModel:
         if fresh and peer.relation is not Friendship.FRIEND:
             self._add(
                 conv,
-                Line(now, LineKind.INFO, f"{peer.handle} is not your friend yet: "
-                     f"/request {peer.handle} asks for a private chat"),
+                Line(
+                    now,
+                    LineKind.INFO,
+                    f"{peer.handle} is not your friend yet: "
+                    f"/request {peer.handle} asks for a private chat",
+                ),
             )
         return self.open(key)
 
@@ -272,6 +291,15 @@ class ViewModel:
         self.scroll = max(0, self.scroll - max(1, lines))
 
     # ---------------------------------------------------------------- local input
+    def restart(self, handle: str) -> None:
+        """A new node starts under ``handle`` (the old one's was taken)."""
+        self.status.handle = label(handle)
+        self.status.state = self.status.text = "starting"
+        self.status.broker = None
+        self.status.last_error = None
+        self._mention = _mention_pattern(self.status.handle)
+        for peer in self.peers.values():
+            peer.online = False
 
     def note(self, text: str, now: float, kind: LineKind = LineKind.INFO) -> None:
         """A line from the UI itself in the current conversation."""
@@ -294,7 +322,8 @@ class ViewModel:
         name = cmd.get("cmd")
         me = self.status.handle
         if name == "say":
-            self._add(self.conversations[PUBLIC], Line(now, LineKind.OWN, _text(cmd.get("text")), me))
+            line = Line(now, LineKind.OWN, _text(cmd.get("text")), me)
+            self._add(self.conversations[PUBLIC], line)
         elif name == "msg":
             peer = self._peer(label(cmd.get("to")))
             key = peer_key(peer.handle)
@@ -347,8 +376,11 @@ class ViewModel:
         self._mention = _mention_pattern(self.status.handle)
         self._add(
             self.conversations[PUBLIC],
-            Line(now, LineKind.INFO, f"you are {self.status.handle} "
-                 f"(key fingerprint {self.status.fingerprint})"),
+            Line(
+                now,
+                LineKind.INFO,
+                f"you are {self.status.handle} (key fingerprint {self.status.fingerprint})",
+            ),
         )
 
     def _on_broker(self, ev: Mapping[str, Any], _now: float) -> None:
@@ -408,12 +440,21 @@ class ViewModel:
         peer.relation = Friendship.FRIEND
         key = peer_key(peer.handle)
         conv = self._conversation(key, peer.handle)
-        self._add(conv, Line(now, LineKind.INFO, f"you and {peer.handle} are friends now; "
-                             "private messages are end-to-end encrypted"))
+        self._add(
+            conv,
+            Line(
+                now,
+                LineKind.INFO,
+                f"you and {peer.handle} are friends now; private messages are end-to-end encrypted",
+            ),
+        )
         if key != self.current:
             conv.attention = True
-            self.note(f"{peer.handle} and you are friends now: /join {peer.handle} or "
-                      "Ctrl-N to chat privately", now)
+            self.note(
+                f"{peer.handle} and you are friends now: /join {peer.handle} or "
+                "Ctrl-N to chat privately",
+                now,
+            )
 
     def _on_rejected(self, ev: Mapping[str, Any], now: float) -> None:
         peer = self._peer(label(ev.get("by")))
@@ -439,8 +480,11 @@ class ViewModel:
             if key not in online:
                 peer.online = False
         if self._take("who"):
-            self.note(f"{len(listed)} other{'s' if len(listed) != 1 else ''} online"
-                      + (":" if rows else ""), now)
+            self.note(
+                f"{len(listed)} other{'s' if len(listed) != 1 else ''} online"
+                + (":" if rows else ""),
+                now,
+            )
             for row in rows:
                 self.note(row, now)
 
@@ -459,14 +503,20 @@ class ViewModel:
                 self._conversation(key, peer.handle)
             where = "online" if peer.online else "offline"
             code = label(item.get("safety_code"))
-            rows.append(f"  {peer.handle}  {peer.relation.value.replace('_', ' ')}  {where}  "
-                        f"safety code {code}")
+            rows.append(
+                f"  {peer.handle}  {peer.relation.value.replace('_', ' ')}  {where}  "
+                f"safety code {code}"
+            )
         for key, peer in self.peers.items():
             if key not in seen:
                 peer.relation = Friendship.NONE
         if self._take("friends"):
-            self.note("no friends yet: /request H asks for a private chat" if not rows
-                      else "friends and requests (compare safety codes in person):", now)
+            self.note(
+                "no friends yet: /request H asks for a private chat"
+                if not rows
+                else "friends and requests (compare safety codes in person):",
+                now,
+            )
             for row in rows:
                 self.note(row, now)
 
@@ -492,8 +542,10 @@ class ViewModel:
         return False
 
     def _on_error(self, ev: Mapping[str, Any], now: float) -> None:
-        self.status.last_error = label(ev.get("code"))
-        self.note(_text(ev.get("message")) or self.status.last_error, now, LineKind.ERROR)
+        code = label(ev.get("code"))
+        message = _text(ev.get("message")).replace("\n", " ") or code
+        self.status.last_error, self.status.last_error_message = code, message
+        self.note(message, now, LineKind.ERROR)
 
     # ---------------------------------------------------------------- helpers
 
@@ -553,9 +605,7 @@ class ViewModel:
             t = _number(rec.get("sent_t"), 0.0)
             text = _text(rec.get("text"))
             own = rec.get("outgoing") is True
-            if own and any(
-                e.text == text and abs(e.t - t) < _OWN_ECHO_WINDOW_S for e in echoes
-            ):
+            if own and any(e.text == text and abs(e.t - t) < _OWN_ECHO_WINDOW_S for e in echoes):
                 continue
             kind = LineKind.OWN if own else LineKind.MESSAGE
             fresh.append(Line(t, kind, text, label(rec.get("from")), msg_id))

@@ -1,0 +1,423 @@
+"""The full-screen chat: layout, keys and the glue between the view model and a node.
+
+The screen never talks to the network: it calls ``node.execute(cmd)`` and receives events
+through ``on_event``. Tests drive it with a pipe input, a dummy output and a fake node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from prompt_toolkit.application import Application
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.key_binding.bindings.completion import generate_completions
+from prompt_toolkit.layout import (
+    ConditionalContainer,
+    Float,
+    FloatContainer,
+    FormattedTextControl,
+    HSplit,
+    Layout,
+    VSplit,
+    Window,
+)
+from prompt_toolkit.layout.controls import BufferControl
+from prompt_toolkit.layout.dimension import Dimension
+from prompt_toolkit.layout.menus import CompletionsMenu
+from prompt_toolkit.layout.processors import BeforeInput
+from prompt_toolkit.styles import Style
+
+from lanchat.core.handles import HandleError, validate_handle
+from lanchat.core.text import TextError
+from lanchat.node import CommandError
+from lanchat.ui import render
+from lanchat.ui.commands import DEFAULT_HISTORY, Action, Command, InputError, LocalAction
+from lanchat.ui.completion import ChatCompleter
+from lanchat.ui.model import PUBLIC, LineKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prompt_toolkit.formatted_text import StyleAndTextTuples
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.key_binding import KeyPressEvent
+    from prompt_toolkit.output import Output
+
+    from lanchat.ui.model import ViewModel
+
+__all__ = ["KEYS", "STYLE", "ChatScreen", "CommandSink"]
+
+log = logging.getLogger("lanchat.ui")
+
+SIDEBAR_WIDTH: Final = 22
+MIN_COLUMNS_FOR_SIDEBAR: Final = 60  # narrower: the chat gets the whole width
+INPUT_MAX_ROWS: Final = 3
+
+# Shown by the help screen; the bindings are in ChatScreen._key_bindings.
+KEYS: Final[tuple[tuple[str, str], ...]] = (
+    ("Enter", "send the line · Up/Down: lines sent before"),
+    ("Tab", "complete a command or handle; on an empty line: next chat"),
+    ("Ctrl-N / Ctrl-P", "next / previous chat (also Shift-Tab on an empty line)"),
+    ("PageUp / PageDown", "scroll the chat · Esc: back to the newest line"),
+    ("F1, or ? on empty line", "this help"),
+    ("F2 / F3", "accept / reject the oldest private-chat request"),
+    ("Ctrl-C, Ctrl-D", "quit (Ctrl-D on an empty line)"),
+)
+
+STYLE: Final = Style.from_dict(
+    {
+        "time": "#808080",
+        "sender": "bold #5fafff",
+        "sender.own": "bold #5fd75f",
+        "mention": "bold #ffd700",
+        "info": "#8a8a8a",
+        "warning": "#ffaf00",
+        "error": "bold #ff5f5f",
+        "scrolled": "reverse",
+        "divider": "#585858",
+        "sidebar.heading": "#8a8a8a",
+        "sidebar.offline": "#6c6c6c",
+        "sidebar.unread": "bold",
+        "sidebar.attention": "bold reverse #ffd700",
+        "sidebar.current": "reverse bold",
+        "status": "bg:#303030 #d0d0d0",
+        "status.room": "bg:#005f87 #ffffff bold",
+        "status.me": "bg:#303030 #ffffff bold",
+        "status.scrolled": "bg:#303030 #ffd700",
+        "request": "bg:#875f00 #ffffff",
+        "request.key": "bg:#875f00 #ffffff bold underline",
+        "prompt": "bold",
+        "help.title": "bold",
+        "help.section": "bold underline",
+        "help.key": "#5fafff",
+    }
+)
+
+_QUIET_ERRORS: Final = (CommandError, TextError, HandleError)
+
+
+class CommandSink(Protocol):
+    """What the screen needs of a node."""
+
+    def execute(self, cmd: dict[str, Any]) -> None: ...
+
+
+class ChatScreen:
+    """The prompt_toolkit Application over a ViewModel; commands go to ``node.execute``."""
+
+    def __init__(
+        self,
+        model: ViewModel,
+        node: CommandSink | None = None,
+        *,
+        input: Input | None = None,
+        output: Output | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.node = node
+        self.clock = clock
+        self._handle_wanted: asyncio.Future[str | None] | None = None
+        self.buffer = Buffer(
+            multiline=False,
+            completer=ChatCompleter(model),
+            complete_while_typing=False,
+            history=InMemoryHistory(),
+            accept_handler=self._on_enter,
+        )
+        self.main_window = Window(
+            FormattedTextControl(self._main_text, show_cursor=False),
+            wrap_lines=True,
+            get_line_prefix=_continuation_indent,
+            always_hide_cursor=True,
+        )
+        self.app: Application[None] = Application(
+            layout=self._layout(),
+            key_bindings=self._key_bindings(),
+            style=STYLE,
+            full_screen=True,
+            input=input,
+            output=output,
+        )
+        utf = self.app.output.encoding().lower().replace("-", "") in ("utf8", "utf16")
+        self.markers = render.UNICODE if utf else render.ASCII
+
+    # ---------------------------------------------------------------- wiring
+
+    def attach(self, node: CommandSink | None) -> None:
+        """Send commands to ``node`` from now on (None: no node is running)."""
+        self.node = node
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """A node event: update the model, ring if it asks for attention, redraw."""
+        if self.model.apply(event):
+            self.app.output.bell()
+        if event.get("ev") == "ready":
+            # Fill the sidebar's friend marks and the room with what the profile remembers.
+            self.send({"cmd": "friends"}, user=False)
+            self._load_history(PUBLIC)
+        self.app.invalidate()
+
+    async def ask_handle(self, suggestion: str) -> str | None:
+        """Let the user type a new handle in the input line; None if they quit instead."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._handle_wanted = future
+        self.model.note("type another handle and press Enter (Ctrl-C quits)", self.clock())
+        self.buffer.document = Document(suggestion)
+        self.app.invalidate()
+        try:
+            return await future
+        finally:
+            self._handle_wanted = None
+
+    # ---------------------------------------------------------------- actions
+
+    def submit(self, line: str) -> None:
+        """Act on one line from the input box."""
+        result = self.model.parse_input(line)
+        now = self.clock()
+        if isinstance(result, InputError):
+            self.model.note(result.message, now, LineKind.ERROR)
+        elif isinstance(result, Command):
+            self.send(result.payload)
+        elif isinstance(result, LocalAction):
+            self._local(result, now)
+        self.app.invalidate()
+
+    def send(self, cmd: dict[str, Any], *, user: bool = True) -> bool:
+        """Run ``cmd`` on the node; errors become lines, never exceptions."""
+        now = self.clock()
+        if self.node is None:
+            if user:
+                self.model.failed(cmd, "not connected to the chat right now", now)
+            return False
+        if user:
+            self.model.will_send(cmd)
+        try:
+            self.node.execute(cmd)
+        except _QUIET_ERRORS as exc:
+            if user:
+                self.model.failed(cmd, str(exc), now)
+            else:
+                log.debug("background command %s failed: %s", cmd.get("cmd"), exc)
+            return False
+        except Exception as exc:
+            log.exception("command %s failed", cmd.get("cmd"))
+            self.model.failed(cmd, f"internal error: {exc}", now)
+            return False
+        self.model.sent(cmd, now)
+        return True
+
+    def quit(self) -> None:
+        """Say goodbye through the node and leave the screen."""
+        if self.node is not None:
+            try:
+                self.node.execute({"cmd": "quit"})
+            except Exception:
+                log.exception("quit failed")
+        if self._handle_wanted is not None and not self._handle_wanted.done():
+            self._handle_wanted.set_result(None)
+        if self.app.is_running and not self.app.is_done:
+            self.app.exit()
+
+    def switch(self, step: int) -> None:
+        self._opened(self.model.switch(step))
+
+    def answer_first_request(self, answer: str) -> None:
+        first = self.model.first_request()
+        if first is not None:
+            self.send({"cmd": answer, "from": first[0]})
+
+    def page(self) -> int:
+        info = self.main_window.render_info
+        return max(1, (info.window_height if info else 10) - 2)
+
+    def _local(self, action: LocalAction, now: float) -> None:
+        if action.action is Action.HELP:
+            self.model.show_help = True
+        elif action.action is Action.JOIN:
+            self._opened(self.model.join(action.target, now))
+        elif action.action is Action.QUIT:
+            self.quit()
+
+    def _opened(self, key: str) -> None:
+        if key != PUBLIC:
+            self._load_history(key)
+
+    def _load_history(self, key: str) -> None:
+        conv = self.model.conversations[key]
+        if conv.history_loaded:
+            return
+        conv.history_loaded = True
+        who = self.model.handle_of(key)
+        self.send({"cmd": "history", "with": who, "limit": DEFAULT_HISTORY}, user=False)
+
+    def _on_enter(self, buffer: Buffer) -> bool:
+        if self._handle_wanted is not None:
+            return self._take_handle(buffer.text.strip())
+        self.submit(buffer.text)
+        return False  # clear the line (it stays in the Up/Down history)
+
+    def _take_handle(self, handle: str) -> bool:
+        try:
+            validate_handle(handle)
+        except HandleError as exc:
+            self.model.note(str(exc), self.clock(), LineKind.ERROR)
+            return True  # keep the text to fix it
+        assert self._handle_wanted is not None
+        self._handle_wanted.set_result(handle)
+        return False
+
+    # ---------------------------------------------------------------- layout
+
+    def _layout(self) -> Layout:
+        model = self.model
+        wide = Condition(lambda: self.app.output.get_size().columns >= MIN_COLUMNS_FOR_SIDEBAR)
+        helping = Condition(lambda: model.show_help)
+        sidebar = VSplit(
+            [
+                Window(
+                    FormattedTextControl(self._sidebar_text, show_cursor=False),
+                    width=SIDEBAR_WIDTH,
+                    always_hide_cursor=True,
+                ),
+                Window(width=1, char="│", style="class:divider"),
+            ]
+        )
+        body = VSplit([ConditionalContainer(sidebar, filter=wide & ~helping), self.main_window])
+        request = ConditionalContainer(
+            Window(
+                FormattedTextControl(lambda: _pt(render.request_bar(model))),
+                wrap_lines=True,
+                height=Dimension(min=1, max=3),
+                style="class:request",
+            ),
+            filter=Condition(lambda: bool(model.requests)),
+        )
+        status = VSplit(
+            [
+                Window(FormattedTextControl(lambda: _pt(render.status_left(model)))),
+                Window(
+                    FormattedTextControl(lambda: _pt(render.status_right(model))),
+                    dont_extend_width=True,
+                ),
+            ],
+            height=1,
+            style="class:status",
+        )
+        self.input_window = Window(
+            BufferControl(
+                self.buffer, input_processors=[BeforeInput(self._prompt, style="class:prompt")]
+            ),
+            height=Dimension(min=1, max=INPUT_MAX_ROWS),
+            wrap_lines=True,
+        )
+        root = FloatContainer(
+            HSplit([body, request, status, self.input_window]),
+            floats=[
+                Float(
+                    xcursor=True,
+                    ycursor=True,
+                    content=CompletionsMenu(max_height=8, scroll_offset=1),
+                )
+            ],
+        )
+        return Layout(root, focused_element=self.input_window)
+
+    def _main_text(self) -> StyleAndTextTuples:
+        if self.model.show_help:
+            return _pt(render.help_screen(KEYS))
+        # One line per row is the most that can show; wrapping only makes it fewer.
+        rows = self.app.output.get_size().rows
+        return _pt(render.conversation(self.model, rows))
+
+    def _sidebar_text(self) -> StyleAndTextTuples:
+        return _pt(render.sidebar(self.model, SIDEBAR_WIDTH, self.markers))
+
+    def _prompt(self) -> str:
+        return "new handle> " if self._handle_wanted is not None else render.prompt(self.model)
+
+    # ---------------------------------------------------------------- keys
+
+    def _key_bindings(self) -> KeyBindings:
+        kb = KeyBindings()
+        buffer = self.buffer
+        empty = Condition(lambda: not buffer.text)
+        completing = Condition(lambda: buffer.complete_state is not None)
+
+        @kb.add("c-c")
+        def _quit(_event: KeyPressEvent) -> None:
+            self.quit()
+
+        @kb.add("c-d", filter=empty)
+        def _quit_on_empty(_event: KeyPressEvent) -> None:
+            self.quit()
+
+        @kb.add("tab", filter=~empty | completing)
+        def _complete(event: KeyPressEvent) -> None:
+            generate_completions(event)
+
+        @kb.add("s-tab", filter=completing)
+        def _complete_back(_event: KeyPressEvent) -> None:
+            buffer.complete_previous()
+
+        @kb.add("tab", filter=empty & ~completing)
+        @kb.add("c-n")
+        def _next(_event: KeyPressEvent) -> None:
+            self.switch(1)
+
+        @kb.add("s-tab", filter=empty & ~completing)
+        @kb.add("c-p")
+        def _previous(_event: KeyPressEvent) -> None:
+            self.switch(-1)
+
+        @kb.add("pageup")
+        def _page_up(_event: KeyPressEvent) -> None:
+            self.model.scroll_up(self.page())
+
+        @kb.add("pagedown")
+        def _page_down(_event: KeyPressEvent) -> None:
+            self.model.scroll_down(self.page())
+
+        @kb.add("escape")
+        def _escape(_event: KeyPressEvent) -> None:
+            if buffer.complete_state is not None:
+                buffer.cancel_completion()
+            elif self.model.show_help:
+                self.model.show_help = False
+            else:
+                self.model.scroll = 0
+
+        @kb.add("f1")
+        def _help(_event: KeyPressEvent) -> None:
+            self.model.show_help = not self.model.show_help
+
+        @kb.add("?", filter=empty)
+        def _help_on_empty(_event: KeyPressEvent) -> None:
+            self.model.show_help = True
+
+        @kb.add("f2")
+        def _accept(_event: KeyPressEvent) -> None:
+            self.answer_first_request("accept")
+
+        @kb.add("f3")
+        def _reject(_event: KeyPressEvent) -> None:
+            self.answer_first_request("reject")
+
+        return kb
+
+
+def _continuation_indent(_lineno: int, wrap_count: int) -> str:
+    """Wrapped message lines start under the text, not under the time."""
+    return " " * render.TIME_WIDTH if wrap_count else ""
+
+
+def _pt(fragments: render.Fragments) -> StyleAndTextTuples:
+    return list(fragments)

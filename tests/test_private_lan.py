@@ -1,0 +1,229 @@
+"""Private chat on a real virtual LAN: consent, encryption, pinning, persistence."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+from lannode import LanNode, start_nodes, wait_connected
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from vlan import VirtualLan
+
+pytestmark = pytest.mark.lan
+
+
+def befriend(a: LanNode, b: LanNode) -> None:
+    a.send(cmd="request", to=b.handle)
+    b.wait("request", lambda e: e["from"] == a.handle)
+    b.send(cmd="accept", **{"from": a.handle})
+    a.wait("accepted", lambda e: e["by"] == b.handle)
+
+
+def privates(node: LanNode, sender: str) -> list[str]:
+    return [e["text"] for e in node.seen("private") if e["from"] == sender]
+
+
+def wait_privates(node: LanNode, sender: str, count: int, timeout: float = 15.0) -> list[str]:
+    while len(privates(node, sender)) < count:
+        node.wait("private", timeout=timeout)
+    return privates(node, sender)
+
+
+def test_consent_cycle_request_reject_again_accept_block_unblock(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    ann, ben = start_nodes(lan, tmp_path, ["ann", "ben"])
+    wait_connected([ann, ben])
+    # Not friends yet: a message is refused locally and never sent.
+    ann.send(cmd="msg", to="ben", text="too early")
+    assert ann.wait("error")["code"] == "not_friends"
+    # Request -> both see it pending -> reject -> ann may ask again.
+    ann.send(cmd="request", to="ben")
+    ben.wait("request", lambda e: e["from"] == "ann")
+    ann.send(cmd="friends")
+    assert ann.wait("friends")["friends"][0]["state"] == "pending_out"
+    ben.send(cmd="friends")
+    assert ben.wait("friends")["friends"][0]["state"] == "pending_in"
+    ben.send(cmd="reject", **{"from": "ann"})
+    ann.wait("rejected", lambda e: e["by"] == "ben")
+    ann.send(cmd="request", to="ben")
+    ben.wait("request", lambda e: e["from"] == "ann")
+    ben.send(cmd="accept", **{"from": "ann"})
+    ann.wait("accepted", lambda e: e["by"] == "ben")
+    ann.send(cmd="msg", to="ben", text="hi ben")
+    ben.send(cmd="msg", to="ann", text="hi ann")
+    assert ben.wait("private")["text"] == "hi ben"
+    assert ann.wait("private")["text"] == "hi ann"
+    # Block: nothing from ann reaches ben, silently.
+    ben.send(cmd="block", handle="ann")
+    ben.send(cmd="friends")
+    assert ben.wait("friends")["friends"][0]["state"] == "blocked"
+    ann.send(cmd="msg", to="ben", text="can you hear me")
+    ann.send(cmd="say", text="public while blocked")
+    ann.wait("sent")
+    ann.wait("delivered", lambda e: e["to"] == "ben")  # acked, but dropped by ben's node
+    # Unblock: ben is back to "none" with ann. Ann's next message is refused by ben's
+    # node with a reject, so ann's state follows and she may ask again.
+    ben.send(cmd="unblock", handle="ann")
+    ben.send(cmd="friends")
+    assert ben.wait("friends")["friends"] == []
+    ann.send(cmd="msg", to="ben", text="are we still friends")
+    ann.wait("rejected", lambda e: e["by"] == "ben")
+    ann.send(cmd="request", to="ben")
+    ben.wait("request", lambda e: e["from"] == "ann")
+    texts = [e["text"] for e in ben.seen("private")] + [e["text"] for e in ben.seen("public")]
+    assert "can you hear me" not in texts
+    assert "public while blocked" not in texts
+    assert "are we still friends" not in texts
+
+
+def test_bad_private_commands_get_clear_errors(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    ann, ben = start_nodes(lan, tmp_path, ["ann", "ben"])
+    wait_connected([ann, ben])
+    cases = [
+        ({"cmd": "request", "to": "nobody_here"}, "unknown_handle"),
+        ({"cmd": "request", "to": "ann"}, "bad_command"),
+        ({"cmd": "request", "to": "bad handle!"}, "bad_command"),
+        ({"cmd": "accept", "from": "ben"}, "bad_command"),
+        ({"cmd": "msg", "to": "ben", "text": ""}, "bad_command"),
+    ]
+    for cmd, code in cases:
+        ann.send(**cmd)
+        err = ann.wait("error")
+        assert err["code"] == code, (cmd, err)
+    ann.send(cmd="request", to="ben")
+    ann.send(cmd="request", to="ben")
+    assert ann.wait("error")["code"] == "rate_limited"
+    ben.wait("request")
+    ann.send(cmd="who")
+    assert [p["handle"] for p in ann.wait("who")["peers"]] == ["ben"]
+
+
+def test_no_plaintext_on_the_wire(vlan: Callable[..., VirtualLan], tmp_path: Path) -> None:
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (CI installs it)")
+    lan = vlan(3)
+    pcap = tmp_path / "lan.pcap"
+    cap = subprocess.Popen(
+        # Every switch port ("any"): a capture on the bridge device itself would miss
+        # the unicast frames the bridge forwards between ports.
+        ["ip", "netns", "exec", lan.switch_ns, "tcpdump", "-i", "any", "-U", "-w", str(pcap)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert cap.stderr is not None
+        cap.stderr.readline()  # "listening on br0 ..." once the capture runs
+        nodes = start_nodes(lan, tmp_path, ["alice", "bob", "carol"])
+        wait_connected(nodes)
+        alice, bob, _carol = nodes
+        befriend(alice, bob)
+        alice.send(cmd="msg", to="bob", text="SECRET-PRIVATE-4711")
+        bob.wait("private", lambda e: e["text"] == "SECRET-PRIVATE-4711")
+        bob.send(cmd="msg", to="alice", text="SECRET-REPLY-0815")
+        alice.wait("private", lambda e: e["text"] == "SECRET-REPLY-0815")
+        alice.send(cmd="say", text="PUBLIC-BUT-ENCRYPTED-42")
+        bob.wait("public", lambda e: e["text"] == "PUBLIC-BUT-ENCRYPTED-42")
+    finally:
+        cap.send_signal(signal.SIGINT)
+        cap.wait(timeout=10)
+        if cap.stderr is not None:
+            cap.stderr.close()
+    data = pcap.read_bytes()
+    # The capture did see the LAN: mDNS (plaintext by design) carries the handles, and
+    # the ZeroMQ greetings name their security mechanism in the clear.
+    assert b"alice" in data
+    assert b"CURVE" in data
+    assert len(data) > 10_000
+    for secret in (b"SECRET-PRIVATE-4711", b"SECRET-REPLY-0815", b"PUBLIC-BUT-ENCRYPTED-42"):
+        assert secret not in data
+
+
+def test_changed_key_for_a_known_handle_is_flagged_and_messages_held_back(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    ann, ben = LanNode(lan, 1, "ann", tmp_path / "ann", ["--mentor"]), None
+    ben = LanNode(lan, 2, "ben", tmp_path / "ben")
+    wait_connected([ann, ben])
+    befriend(ann, ben)
+    assert ben.quit() == 0
+    # Someone else takes the handle "ben" with a new key.
+    fake = LanNode(lan, 3, "ben", tmp_path / "fake-ben")
+    warn = ann.wait("warning", lambda e: e["code"] == "key_changed")
+    assert warn["handle"] == "ben"
+    ann.send(cmd="msg", to="ben", text="for the real ben only")
+    fake.wait("broker")
+    ann.send(cmd="friends")
+    friends = ann.wait("friends")["friends"]
+    assert friends[0]["handle"] == "ben"
+    assert friends[0]["online"] is False  # the friend's key is not the one online
+    with pytest.raises(TimeoutError):
+        fake.wait("private", timeout=3)
+    with pytest.raises(TimeoutError):
+        fake.wait("request", timeout=0.1)
+
+
+def test_offline_request_and_message_are_delivered_later_and_survive_restart(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    ann, ben, cat = nodes
+    wait_connected(nodes)
+    befriend(ann, ben)
+    ann.send(cmd="msg", to="ben", text="before restart")
+    ben.wait("private", lambda e: e["text"] == "before restart")
+    assert ben.quit() == 0
+    assert cat.quit() == 0
+    ann.wait("peer_down", lambda e: e["handle"] == "cat")
+    # Both targets offline: the request and the messages wait at ann, durably.
+    ann.send(cmd="request", to="cat")
+    for i in range(5):
+        ann.send(cmd="msg", to="ben", text=f"offline {i}")
+    ann.send(cmd="history", limit=10, **{"with": "ben"})
+    assert len(ann.wait("history")["messages"]) == 6
+    ben2 = LanNode(lan, 2, "ben", tmp_path / "ben")
+    cat2 = LanNode(lan, 3, "cat", tmp_path / "cat")
+    cat2.wait("request", lambda e: e["from"] == "ann")
+    assert wait_privates(ben2, "ann", 5) == [f"offline {i}" for i in range(5)]
+    # Friends and history came back from the profile.
+    ben2.send(cmd="friends")
+    friends = ben2.wait("friends")["friends"]
+    assert [(f["handle"], f["state"]) for f in friends] == [("ann", "friend")]
+    ben2.send(cmd="history", limit=50, **{"with": "ann"})
+    texts = [m["text"] for m in ben2.wait("history")["messages"]]
+    assert texts == ["before restart"] + [f"offline {i}" for i in range(5)]
+
+
+def test_broker_killed_during_a_private_exchange_loses_nothing(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["boss", "ann", "ben"], extra={"boss": ["--mentor"]})
+    boss, ann, ben = nodes
+    assert wait_connected(nodes) == "boss"
+    befriend(ann, ben)
+    for i in range(10):
+        ann.send(cmd="msg", to="ben", text=f"a{i}")
+        ben.send(cmd="msg", to="ann", text=f"b{i}")
+    ben.wait("private")
+    boss.kill()
+    for i in range(10, 25):
+        ann.send(cmd="msg", to="ben", text=f"a{i}")
+        ben.send(cmd="msg", to="ann", text=f"b{i}")
+    assert wait_privates(ben, "ann", 25) == [f"a{i}" for i in range(25)]
+    assert wait_privates(ann, "ben", 25) == [f"b{i}" for i in range(25)]
+    ann.send(cmd="say", text="still here")
+    ben.wait("public", lambda e: e["text"] == "still here")
