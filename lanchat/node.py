@@ -30,7 +30,7 @@ from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, PeerGone, PeerSeen
 from lanchat.store import HistoryRecord, OutboxItem, Profile
-from lanchat.transport import BrokerLink, Transport
+from lanchat.transport import BrokerLink, Incoming, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,6 +148,7 @@ class Node:
         self._last_private_resend = 0.0
         self._tg: asyncio.TaskGroup | None = None
         self._last_request: dict[bytes, float] = {}
+        self._friends: dict[bytes, fs.Friendship] | None = None
         self._request_times: list[float] = []
         self.status = "starting"
 
@@ -212,7 +213,7 @@ class Node:
                 )
             if self.relay is not None:
                 for eff in self.relay.close():
-                    await self._apply(eff)
+                    self._apply(eff)
                 # Give the goodbye a moment to leave the socket before it is closed.
                 await asyncio.sleep(0.05)
         self._drop_link()
@@ -398,12 +399,15 @@ class Node:
                     epoch=adv.broker_epoch,
                 )
                 for eff in self.relay.redirect(redirect):
-                    self._spawn(self._apply(eff))
+                    self._apply(eff)
                 self._stop_broker()
             self.last_epoch = max(self.last_epoch, adv.broker_epoch)
             self._drop_link()
             self._open_link(_target_of_advert(adv), now)
             return
+
+    def _link_is_self(self) -> bool:
+        return self.link is not None and self.link.target.key == self.me.key
 
     def _is_mentor(self, key: bytes) -> bool:
         if key == self.me.key:
@@ -453,18 +457,22 @@ class Node:
 
     async def _dealer_loop(self, link: _Link) -> None:
         while True:
-            frames = await link.sockets.dealer.recv_multipart()
-            if link is not self.link:
-                return
-            self._handle_safely(link, frames, via_pub=False)
+            batch = await link.sockets.recv_dealer_batch()
+            self._handle_batch(link, batch, via_pub=False)
 
     async def _sub_loop(self, link: _Link) -> None:
-        assert link.sockets.sub is not None
         while True:
-            frames = await link.sockets.sub.recv_multipart()
-            if link is not self.link:
-                return
-            self._handle_safely(link, frames, via_pub=True)
+            batch = await link.sockets.recv_sub_batch()
+            self._handle_batch(link, batch, via_pub=True)
+
+    def _handle_batch(self, link: _Link, batch: list[list[bytes]], via_pub: bool) -> None:
+        # One history transaction per burst: the per-message cost of a commit is paid once.
+        with self.profile.history.batch():
+            for frames in batch:
+                if link is not self.link:
+                    return
+                self._handle_safely(link, frames, via_pub)
+        self._pump_public()
 
     async def _monitor_loop(self, link: _Link) -> None:
         while True:
@@ -517,6 +525,7 @@ class Node:
         elif isinstance(msg, wire.Ack):
             if self.outbox.ack(msg.seq, now):
                 self._emit("sent", id=f"{self.me.key.hex()[:16]}:{msg.seq}")
+                self._count("acks")
         elif isinstance(msg, wire.Direct):
             self._on_direct(msg, _sig)
         elif isinstance(msg, wire.Goodbye):
@@ -549,6 +558,7 @@ class Node:
             )
         for frames in self.outbox.for_new_broker(now):
             self._send_to_broker(frames)
+        self._pump_public()
         is_self = link.target.key == self.me.key
         handle = self.cfg.handle if is_self else (link.target.handle or msg.broker_handle)
         if self.announced_broker != (msg.broker_key, msg.epoch):
@@ -580,38 +590,50 @@ class Node:
             hello, sig = self._hello()
             await link.sockets.send(wire.encode(hello, sig))
 
-    def _send_to_broker(self, frames: list[bytes]) -> None:
+    def _send_to_broker(self, frames: list[bytes]) -> bool:
+        link = self.link
+        if link is None or link.welcome is None:
+            return False
+        return link.sockets.send_nowait(frames)
+
+    def _pump_public(self) -> None:
+        """Send queued public messages as far as the outbox window allows."""
         link = self.link
         if link is None or link.welcome is None:
             return
-        self._spawn(link.sockets.send(frames))
+        for frames in self.outbox.sendable(self.clock()):
+            if not link.sockets.send_nowait(frames):
+                break  # the socket queue is full: the stall timer puts them back in line
 
     # ================================================================ relay (broker role)
 
     async def _router_loop(self) -> None:
         while True:
-            incoming = await self.transport.recv_router()
-            relay = self.relay
-            if relay is None:
-                refused = wire.Refused(code="not_broker", message="not the broker")
-                await self.transport.send_router(incoming.rid, wire.encode(refused))
-                continue
-            try:
-                effects = relay.receive(
-                    incoming.rid, incoming.transport_key, incoming.frames, self.clock()
-                )
-            except Exception:  # a bug must not take the room's relay down
-                self._count("relay_error")
-                log.exception("relay failed on a frame")
-                continue
-            for eff in effects:
-                await self._apply(eff)
+            for incoming in await self.transport.recv_router_batch():
+                self._on_router(incoming)
 
-    async def _apply(self, eff: ToClient | Publish) -> None:
+    def _on_router(self, incoming: Incoming) -> None:
+        relay = self.relay
+        if relay is None:
+            refused = wire.Refused(code="not_broker", message="not the broker")
+            self.transport.send_router_nowait(incoming.rid, wire.encode(refused))
+            return
+        try:
+            effects = relay.receive(
+                incoming.rid, incoming.transport_key, incoming.frames, self.clock()
+            )
+        except Exception:  # a bug must not take the room's relay down
+            self._count("relay_error")
+            log.exception("relay failed on a frame")
+            return
+        for eff in effects:
+            self._apply(eff)
+
+    def _apply(self, eff: ToClient | Publish) -> None:
         if isinstance(eff, ToClient):
-            await self.transport.send_router(eff.rid, eff.frames)
+            self.transport.send_router_nowait(eff.rid, eff.frames)
         else:
-            await self.transport.publish(eff.frames)
+            self.transport.publish_nowait(eff.frames)
 
     # ================================================================ public room
 
@@ -622,13 +644,17 @@ class Node:
                 wire.encode(wire.Resend(epoch=msg.epoch, first=missing[0], last=missing[1]))
             )
         pub = msg.inner
+        if pub.author == self.me.key:
+            return  # our own, already in our history
         if pub.room != self.cfg.room:
             self._count("wrong_room")
             return
-        if not ident.verify(pub.author, wire.signed_bytes(pub), msg.inner_sig):
+        # Our own relay verified every signature before relaying it: no need to do it twice.
+        from_own_relay = self.relay is not None and self._link_is_self()
+        if not from_own_relay and not ident.verify(
+            pub.author, wire.signed_bytes(pub), msg.inner_sig
+        ):
             self._count("bad_signature")
-            return
-        if pub.author == self.me.key:
             return
         if self._blocked(pub.author):
             self._count("blocked")
@@ -680,7 +706,7 @@ class Node:
                 outgoing=True,
             )
         )
-        self._send_to_broker(frames)
+        self._pump_public()
         return msg.msg_id
 
     # ================================================================ roster & peers
@@ -783,13 +809,22 @@ class Node:
         )
 
     def _friendship(self, key: bytes) -> fs.Friendship:
-        return fs.Friendship(self.profile.state.friendship(key.hex()))
+        # Read on every incoming message: served from memory (the profile lock makes this
+        # process the file's only writer, so the cache cannot go stale).
+        if self._friends is None:
+            self._friends = {
+                bytes.fromhex(k): fs.Friendship(state)
+                for k, (_handle, state) in self.profile.state.friendships().items()
+            }
+        return self._friends.get(key, fs.Friendship.NONE)
 
     def _blocked(self, key: bytes) -> bool:
         return fs.is_silenced(self._friendship(key))
 
     def _set_friendship(self, key: bytes, handle: str, state: fs.Friendship) -> None:
         self.profile.state.set_friendship(key.hex(), handle, state.value)
+        if self._friends is not None:
+            self._friends[key] = state
 
     def _handle_of(self, key: bytes) -> str:
         entry = self.online.get(key)
@@ -1025,7 +1060,7 @@ class Node:
     def _tick(self, now: float) -> None:
         if self.relay is not None:
             for eff in self.relay.tick(now):
-                self._spawn(self._apply(eff))
+                self._apply(eff)
             if now - self._last_reannounce >= REANNOUNCE_S:
                 self._last_reannounce = now
                 self._spawn(self._reannounce())
@@ -1046,8 +1081,8 @@ class Node:
             self._send_to_broker(
                 wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status="online"))
             )
-        for frames in self.outbox.overdue(now):
-            self._send_to_broker(frames)
+        self.outbox.overdue(now)
+        self._pump_public()
         self.outbox.expire(now)
         if now - self._last_private_resend >= PRIVATE_RESEND_S:
             self._last_private_resend = now

@@ -431,6 +431,18 @@ class HistoryStore:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction: one commit (and WAL frame) per burst.
+
+        Re-entrant: inside an open batch it just runs the body.
+        """
+        if self._db.in_transaction:
+            yield
+            return
+        with self._transaction():
+            yield
+
     # messages
 
     def append(self, rec: HistoryRecord) -> bool:

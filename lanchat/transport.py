@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,55 @@ _HWM = 100_000
 
 def _z85(key: bytes) -> bytes:
     return z85.encode(key)
+
+
+def _incoming(frames: list[zmq.Frame]) -> Incoming:
+    # Set by the ZAP handler: the CURVE key this peer authenticated with.
+    user = frames[1].get("User-Id") if len(frames) > 1 else ""
+    try:
+        key = z85.decode(str(user)) if user else b""
+    except ValueError:
+        key = b""
+    return Incoming(rid=frames[0].bytes, transport_key=key, frames=[f.bytes for f in frames[1:]])
+
+
+# Non-blocking calls on the asyncio sockets themselves (never on a sync shadow: the zmq
+# file descriptor is edge-triggered, and only the asyncio wrapper knows to re-check it).
+
+
+def _drain(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
+    """Whatever else is already queued on ``sock`` (up to ``limit`` messages)."""
+    out: list[list[zmq.Frame]] = []
+    while len(out) < limit:
+        fut = typing.cast(
+            "asyncio.Future[list[zmq.Frame]]", sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        )
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, zmq.Again):
+                break
+            raise exc
+        out.append(fut.result())
+    return out
+
+
+def _send_nowait(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
+    """Queue frames without waiting; False if the socket's queue is full (HWM)."""
+    fut = typing.cast("asyncio.Future[Any]", sock.send_multipart(frames, flags=zmq.NOBLOCK))
+    if not fut.done():  # behind an earlier awaited send: it goes out in turn
+        fut.add_done_callback(_consume)
+        return True
+    exc = fut.exception()
+    if exc is None:
+        return True
+    if isinstance(exc, zmq.Again):
+        return False
+    raise exc
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +147,19 @@ class BrokerLink:
 
     async def send(self, frames: list[bytes]) -> None:
         await self.dealer.send_multipart(frames)
+
+    def send_nowait(self, frames: list[bytes]) -> bool:
+        """Queue frames for the broker without waiting; False if the queue is full."""
+        return _send_nowait(self.dealer, frames)
+
+    async def recv_dealer_batch(self, limit: int = 500) -> list[list[bytes]]:
+        first = await self.dealer.recv_multipart()
+        return [first, *[[f.bytes for f in m] for m in _drain(self.dealer, limit)]]
+
+    async def recv_sub_batch(self, limit: int = 500) -> list[list[bytes]]:
+        assert self.sub is not None
+        first = await self.sub.recv_multipart()
+        return [first, *[[f.bytes for f in m] for m in _drain(self.sub, limit)]]
 
     async def next_event(self) -> int:
         msg = parse_monitor_message(await self.monitor.recv_multipart())
@@ -168,17 +231,24 @@ class Transport:
             self.ctx, address, router_port, server_key, self.curve_public, self._curve_secret
         )
 
+    async def recv_router_batch(self, limit: int = 500) -> list[Incoming]:
+        """The next incoming message, plus whatever else is already queued."""
+        batch = [await self.recv_router()]
+        batch.extend(_incoming(frames) for frames in _drain(self.router, limit))
+        return batch
+
+    def send_router_nowait(self, rid: bytes, frames: list[bytes]) -> None:
+        # ROUTER drops frames for unknown or full peers instead of blocking: the relay's
+        # senders recover by their own resend rules.
+        _send_nowait(self.router, [rid, *frames])
+
+    def publish_nowait(self, frames: list[bytes]) -> None:
+        # PUB never blocks: at its high-water mark it drops, and receivers repair gaps.
+        _send_nowait(self.pub, frames)
+
     async def recv_router(self) -> Incoming:
         frames = await self.router.recv_multipart(copy=False)
-        # Set by the ZAP handler: the CURVE key this peer authenticated with.
-        user = frames[1].get("User-Id") if len(frames) > 1 else ""
-        try:
-            key = z85.decode(str(user)) if user else b""
-        except ValueError:
-            key = b""
-        return Incoming(
-            rid=frames[0].bytes, transport_key=key, frames=[f.bytes for f in frames[1:]]
-        )
+        return _incoming(frames)
 
     async def send_router(self, rid: bytes, frames: list[bytes]) -> None:
         # ROUTER drops frames for unknown or full peers instead of blocking: the relay's

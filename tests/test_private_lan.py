@@ -118,13 +118,29 @@ def test_no_plaintext_on_the_wire(vlan: Callable[..., VirtualLan], tmp_path: Pat
     cap = subprocess.Popen(
         # Every switch port ("any"): a capture on the bridge device itself would miss
         # the unicast frames the bridge forwards between ports.
-        ["ip", "netns", "exec", lan.switch_ns, "tcpdump", "-i", "any", "-U", "-w", str(pcap)],
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.switch_ns,
+            "tcpdump",
+            "-Z",
+            "root",
+            "--immediate-mode",
+            "-i",
+            "any",
+            "-U",
+            "-w",
+            str(pcap),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         assert cap.stderr is not None
-        cap.stderr.readline()  # "listening on br0 ..." once the capture runs
+        for line in cap.stderr:  # "listening on any ..." once the capture runs
+            if b"listening on" in line:
+                break
         nodes = start_nodes(lan, tmp_path, ["alice", "bob", "carol"])
         wait_connected(nodes)
         alice, bob, _carol = nodes

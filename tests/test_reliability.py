@@ -39,6 +39,7 @@ def test_allocate_numbers_from_one() -> None:
 
 def test_ack_is_news_once_and_only_for_known_messages() -> None:
     box = outbox_with(1, 2)
+    box.sendable(T0)
     assert box.pending_count() == 2
     assert box.ack(1, T0 + 0.1) is True
     assert box.ack(1, T0 + 0.2) is False  # duplicate ack
@@ -46,32 +47,50 @@ def test_ack_is_news_once_and_only_for_known_messages() -> None:
     assert box.pending_count() == 1
 
 
-def test_overdue_resends_only_late_pending_messages_and_restarts_their_clock() -> None:
-    box = outbox_with(1, 2)
-    box.add(3, frames(3), T0 + 0.5)
-    box.ack(2, T0 + 0.1)
-    assert box.overdue(T0 + RESEND_AFTER_S - 0.01) == []
-    assert box.overdue(T0 + RESEND_AFTER_S) == [frames(1)]
-    assert box.overdue(T0 + RESEND_AFTER_S + 0.5) == [frames(3)]
-    assert box.overdue(T0 + RESEND_AFTER_S + 0.9) == []
-    assert box.overdue(T0 + 2 * RESEND_AFTER_S) == [frames(1)]
+def test_the_window_bounds_what_is_in_flight() -> None:
+    box = PublicOutbox(window=2)
+    for seq in (1, 2, 3, 4):
+        box.add(box.allocate(), frames(seq), T0)
+    assert box.sendable(T0) == [frames(1), frames(2)]
+    assert box.sendable(T0) == []  # the window is full
+    box.ack(1, T0 + 0.1)
+    assert box.sendable(T0 + 0.1) == [frames(3)]
+    box.ack(2, T0 + 0.2)
+    box.ack(3, T0 + 0.2)
+    assert box.sendable(T0 + 0.2) == [frames(4)]
 
 
-def test_new_broker_gets_pending_and_retained_oldest_first() -> None:
+def test_in_flight_messages_go_again_only_when_acks_stall() -> None:
+    box = outbox_with(1, 2, 3)
+    box.sendable(T0)
+    box.ack(1, T0 + 0.5)
+    # Progress 0.5 s ago: the broker is working through the queue, nothing is resent.
+    assert box.overdue(T0 + RESEND_AFTER_S) == 0
+    assert box.sendable(T0 + RESEND_AFTER_S) == []
+    # No ack for RESEND_AFTER_S: everything in flight goes back in line, oldest first.
+    assert box.overdue(T0 + 0.5 + RESEND_AFTER_S) == 2
+    assert box.sendable(T0 + 0.5 + RESEND_AFTER_S) == [frames(2), frames(3)]
+    assert box.overdue(T0 + 0.5 + RESEND_AFTER_S + 0.1) == 0
+
+
+def test_new_broker_gets_retained_again_and_pending_back_in_line() -> None:
     box = outbox_with(1, 2, 3, 4)
+    box.sendable(T0)
     box.ack(1, T0 + 0.1)
     box.ack(3, T0 + 0.1)
-    assert box.for_new_broker(T0 + 1) == [frames(1), frames(2), frames(3), frames(4)]
-    # Their send time restarted: nothing is overdue right after the failover.
-    assert box.overdue(T0 + 1 + RESEND_AFTER_S / 2) == []
+    assert box.for_new_broker(T0 + 1) == [frames(1), frames(3)]
+    assert box.sendable(T0 + 1) == [frames(2), frames(4)]
+    # Their clock restarted: nothing is overdue right after the failover.
+    assert box.overdue(T0 + 1 + RESEND_AFTER_S / 2) == 0
 
 
 def test_acked_messages_expire_after_retain_time_pending_never() -> None:
     box = outbox_with(1, 2)
+    box.sendable(T0)
     box.ack(1, T0)
     box.expire(T0 + RETAIN_S)
-    assert box.for_new_broker(T0 + RETAIN_S) == [frames(1), frames(2)]
-    assert box.for_new_broker(T0 + RETAIN_S + 0.01) == [frames(2)]
+    assert box.for_new_broker(T0 + RETAIN_S) == [frames(1)]
+    assert box.for_new_broker(T0 + RETAIN_S + 0.01) == []
     box.expire(T0 + 10 * RETAIN_S)
     assert box.pending_count() == 1
     assert box.ack(1, T0 + 10 * RETAIN_S) is False  # forgotten

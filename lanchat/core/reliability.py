@@ -14,7 +14,7 @@ Three small machines, all pure:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -27,8 +27,13 @@ __all__ = [
 # How long an acked public message is kept for re-sending after a failover: longer than
 # the time the broker's death takes to notice (heartbeat timeout) plus a margin.
 RETAIN_S = 10.0
-# Pending messages are re-sent to the same broker if no ack arrived within this time.
+RETAIN_MAX = 2000
+# In-flight messages are sent again when no ack at all arrived for this long (a stalled or
+# lossy link). Progress on any ack means the broker is working through the queue.
 RESEND_AFTER_S = 1.0
+# At most this many messages await an ack at once; the rest wait their turn, so a burst
+# cannot flood the broker (and a slow broker is never sent the same message twice).
+SEND_WINDOW = 500
 INBOUND_BUFFER_MAX = 1000
 
 
@@ -36,14 +41,18 @@ INBOUND_BUFFER_MAX = 1000
 class _Outgoing:
     seq: int
     frames: list[bytes]
-    sent_at: float
+    sent_at: float | None = None
     acked_at: float | None = None
 
 
 @dataclass(slots=True)
 class PublicOutbox:
     next_seq: int = 1
+    window: int = SEND_WINDOW
     _items: OrderedDict[int, _Outgoing] = field(default_factory=OrderedDict)
+    _unsent: deque[int] = field(default_factory=deque)  # in send order
+    _in_flight: int = 0
+    _last_progress: float = 0.0
 
     def allocate(self) -> int:
         seq = self.next_seq
@@ -51,42 +60,71 @@ class PublicOutbox:
         return seq
 
     def add(self, seq: int, frames: list[bytes], now: float) -> None:
-        self._items[seq] = _Outgoing(seq, frames, now)
+        """Queue a message; :meth:`sendable` hands it out when the window has room."""
+        del now
+        self._items[seq] = _Outgoing(seq, frames)
+        self._unsent.append(seq)
 
     def ack(self, seq: int, now: float) -> bool:
         """True if this ack was news (a pending message is now confirmed)."""
         item = self._items.get(seq)
         if item is None or item.acked_at is not None:
             return False
+        if item.sent_at is not None:
+            self._in_flight -= 1
         item.acked_at = now
+        self._last_progress = now
         return True
 
     def pending_count(self) -> int:
         return sum(1 for i in self._items.values() if i.acked_at is None)
 
-    def overdue(self, now: float) -> list[list[bytes]]:
-        """Pending messages whose ack is late (lost on the way): send them again."""
-        out = []
-        for item in self._items.values():
-            if item.acked_at is None and now - item.sent_at >= RESEND_AFTER_S:
-                item.sent_at = now
-                out.append(item.frames)
+    def sendable(self, now: float) -> list[list[bytes]]:
+        """Unsent messages that fit in the window, oldest first; they count as sent now."""
+        out: list[list[bytes]] = []
+        while self._unsent and self._in_flight < self.window:
+            item = self._items.get(self._unsent.popleft())
+            if item is None or item.acked_at is not None or item.sent_at is not None:
+                continue  # acked meanwhile (e.g. by the broker before a failover)
+            if self._in_flight == 0 and not out:
+                self._last_progress = now  # the clock for a stall starts now
+            item.sent_at = now
+            self._in_flight += 1
+            out.append(item.frames)
         return out
 
+    def overdue(self, now: float) -> int:
+        """If nothing was acked for RESEND_AFTER_S, put everything in flight back in line."""
+        if self._in_flight == 0 or now - self._last_progress < RESEND_AFTER_S:
+            return 0
+        return self._requeue_in_flight(now)
+
     def for_new_broker(self, now: float) -> list[list[bytes]]:
-        """Everything a new broker must see again, oldest first."""
+        """Acked messages a new broker must see again (the old one may not have published
+        them to everyone), oldest first. Pending ones go back in line for :meth:`sendable`."""
         self.expire(now)
-        for item in self._items.values():
-            item.sent_at = now
-        return [i.frames for i in self._items.values()]
+        self._requeue_in_flight(now)
+        return [i.frames for i in self._items.values() if i.acked_at is not None]
+
+    def _requeue_in_flight(self, now: float) -> int:
+        again = [i.seq for i in self._items.values() if i.acked_at is None and i.sent_at]
+        for seq in again:
+            self._items[seq].sent_at = None
+        # Back in line ahead of the never-sent ones, keeping the authoring order.
+        self._unsent = deque(sorted({*again, *self._unsent}))
+        self._in_flight = 0
+        self._last_progress = now
+        return len(again)
 
     def expire(self, now: float) -> None:
-        for seq in [
-            s
-            for s, i in self._items.items()
-            if i.acked_at is not None and now - i.acked_at > RETAIN_S
-        ]:
-            del self._items[seq]
+        acked = [s for s, i in self._items.items() if i.acked_at is not None]
+        surplus = len(acked) - RETAIN_MAX
+        for seq in acked:
+            item = self._items[seq]
+            assert item.acked_at is not None
+            if surplus > 0 or now - item.acked_at > RETAIN_S:
+                del self._items[seq]
+                surplus -= 1
 
 
 @dataclass(slots=True)

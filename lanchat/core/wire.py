@@ -421,6 +421,8 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
 
 
 def _to_json(value: Any) -> Any:
+    if isinstance(value, str | int | float):  # the common case first (bool is an int)
+        return value
     if isinstance(value, bytes):
         return _b64(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

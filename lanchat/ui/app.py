@@ -66,6 +66,8 @@ async def run_chat(
             node_task = asyncio.ensure_future(node.run(commands))
             await asyncio.wait({app_task, node_task}, return_when=asyncio.FIRST_COMPLETED)
             if not node_task.done():  # the screen is gone: make sure the node follows
+                with contextlib.suppress(Exception):
+                    node.execute({"cmd": "quit"})  # idempotent; works before the node's loop runs
                 commands.put_nowait(None)
                 return await _finish(node_task)
             screen.attach(None)
@@ -212,7 +214,7 @@ class _HandleValidator(Validator):
 
 def ask_first_handle(suggestion: str) -> str | None:
     """Ask for a handle in a one-line prompt; None if the user gives up (Ctrl-C/Ctrl-D)."""
-    print("Welcome to lanchat. Pick a handle: the name others see (you can change it later).")
+    print("Welcome to lanchat. Choose a handle: the name the others will see.")
     session: PromptSession[str] = PromptSession(validator=_HandleValidator())
     try:
         answer = session.prompt("handle: ", default=suggestion)

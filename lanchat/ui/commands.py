@@ -69,7 +69,7 @@ HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/block H, /unblock H", "ignore H everywhere / stop ignoring H"),
     ("/who, /friends", "who is online / your friends and safety codes"),
     ("/history [H] [N]", "load the last N stored messages of a chat"),
-    ("/help, /quit", "this screen / leave (the others are told at once)"),
+    ("/help, /quit", "this screen / leave (others are told at once)"),
 )
 _ALIASES: Final = {"/m": "/msg", "/j": "/join", "/q": "/quit", "/h": "/help", "/?": "/help"}
 _SPECS: Final = {spec.name: spec for spec in COMMANDS}

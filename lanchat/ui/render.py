@@ -6,6 +6,7 @@ styles name classes of the screen's style sheet (``class:sender``), never raw co
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "sidebar",
     "status_left",
     "status_right",
+    "wrap",
 ]
 
 Fragments = list[tuple[str, str]]
@@ -59,7 +61,7 @@ class Markers:
         }.get(relation, " ")
 
 
-UNICODE: Final = Markers(mentor="★", friend="♥", pending_in="?", pending_out="…", blocked="✕")
+UNICODE: Final = Markers(mentor="★", friend="♥", pending_in="?", pending_out="→", blocked="✕")
 ASCII: Final = Markers(mentor="M", friend="F", pending_in="?", pending_out="~", blocked="x")
 
 
@@ -85,6 +87,47 @@ def fit(text: str, width: int) -> str:
     return out + "…" if width > 0 else ""
 
 
+_TOKEN: Final = re.compile(r"\S+\s*|\s+")
+
+
+def wrap(fragments: Fragments, width: int, indent: int) -> Fragments:
+    """Break styled text at spaces so no row is wider than ``width``; later rows indented.
+
+    Words longer than a row are cut. Too narrow to indent: returned as is (the window wraps).
+    """
+    if width <= indent + 8:
+        return fragments
+    out: Fragments = []
+    pad = " " * indent
+    col = 0
+    for style, text in fragments:
+        for index, part in enumerate(text.split("\n")):
+            if index:
+                out.append(("", "\n"))
+                col = 0
+            for found in _TOKEN.findall(part):
+                token, word = found, found.rstrip()
+                if not word and col + cells(token) > width:
+                    col = width  # spaces at the end of a row are dropped
+                    continue
+                if col + cells(word) > width and col > indent:
+                    out.append(("", "\n" + pad))
+                    col = indent
+                while cells(word) > width - col:  # longer than a whole row
+                    head = fit(word, width - col + 1)[:-1] or word[0]
+                    out += [(style, head), ("", "\n" + pad)]
+                    col = indent
+                    word = word[len(head) :]
+                    token = token[len(head) :]
+                if col + cells(token) > width:
+                    out.append((style, word))
+                    col = width  # the next word starts a new row
+                else:
+                    out.append((style, token))
+                    col += cells(token)
+    return out
+
+
 def clock(t: float) -> str:
     return time.strftime("%H:%M", time.localtime(t)) if t > 0 else "--:--"
 
@@ -92,8 +135,11 @@ def clock(t: float) -> str:
 # ------------------------------------------------------------------ main pane
 
 
-def conversation(model: ViewModel, count: int) -> Fragments:
-    """The last ``count`` lines of the current conversation (fewer fit once wrapped)."""
+def conversation(model: ViewModel, count: int, width: int = 0) -> Fragments:
+    """The last ``count`` lines of the current conversation, word-wrapped to ``width``.
+
+    Fewer than ``count`` may fit once wrapped; the window shows the end. ``width`` 0: no wrap.
+    """
     conv = model.current_conversation
     lines = model.visible_lines(count)
     out: Fragments = []
@@ -102,7 +148,7 @@ def conversation(model: ViewModel, count: int) -> Fragments:
     for index, line in enumerate(lines):
         if index:
             out.append(("", "\n"))
-        out.extend(_line(line))
+        out.extend(wrap(_line(line), width, TIME_WIDTH) if width else _line(line))
     if model.scroll:
         below = min(model.scroll, len(conv.lines))
         out.append(("", "\n"))
@@ -152,7 +198,7 @@ def help_screen(keys: Sequence[tuple[str, str]]) -> Fragments:
         if not usage:
             out.append(("class:help.section", "Keys\n"))
             continue
-        out += [("class:help.key", f"  {usage:<25}"), ("", f"{meaning}\n")]
+        out += [("class:help.key", f"  {usage:<26}"), ("", f"{meaning}\n")]
     out[-1] = (out[-1][0], out[-1][1].rstrip("\n"))
     return out
 
@@ -175,12 +221,13 @@ def sidebar(model: ViewModel, width: int, markers: Markers = UNICODE) -> Fragmen
 
 def _entry(entry: SidebarEntry, width: int, markers: Markers) -> Fragments:
     if entry.is_room:
-        marks = "# "
+        marks = "#"
     else:
         marks = (markers.mentor if entry.mentor else " ") + markers.relation(entry.relation)
     unread = f" {entry.unread}" if entry.unread else ""
     if not entry.is_room and not entry.online:
         unread = unread or " off"
+    marks += " "
     name = fit(entry.label, max(1, width - 2 - cells(marks) - len(unread)))
     pad = max(0, width - 2 - cells(marks) - cells(name) - len(unread))
     row = f" {marks}{name}{' ' * pad}{unread} "

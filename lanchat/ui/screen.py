@@ -18,6 +18,7 @@ from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import (
     ConditionalContainer,
     Float,
@@ -63,8 +64,8 @@ INPUT_MAX_ROWS: Final = 3
 # Shown by the help screen; the bindings are in ChatScreen._key_bindings.
 KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("Enter", "send the line · Up/Down: lines sent before"),
-    ("Tab", "complete a command or handle; on an empty line: next chat"),
-    ("Ctrl-N / Ctrl-P", "next / previous chat (also Shift-Tab on an empty line)"),
+    ("Tab", "complete; on an empty line: next chat"),
+    ("Ctrl-N / Ctrl-P", "next / previous chat (also Shift-Tab, line empty)"),
     ("PageUp / PageDown", "scroll the chat · Esc: back to the newest line"),
     ("F1, or ? on empty line", "this help"),
     ("F2 / F3", "accept / reject the oldest private-chat request"),
@@ -294,9 +295,10 @@ class ChatScreen:
         body = VSplit([ConditionalContainer(sidebar, filter=wide & ~helping), self.main_window])
         request = ConditionalContainer(
             Window(
-                FormattedTextControl(lambda: _pt(render.request_bar(model))),
+                FormattedTextControl(self._request_text),
                 wrap_lines=True,
                 height=Dimension(min=1, max=3),
+                dont_extend_height=True,
                 style="class:request",
             ),
             filter=Condition(lambda: bool(model.requests)),
@@ -317,6 +319,7 @@ class ChatScreen:
                 self.buffer, input_processors=[BeforeInput(self._prompt, style="class:prompt")]
             ),
             height=Dimension(min=1, max=INPUT_MAX_ROWS),
+            dont_extend_height=True,
             wrap_lines=True,
         )
         root = FloatContainer(
@@ -334,9 +337,16 @@ class ChatScreen:
     def _main_text(self) -> StyleAndTextTuples:
         if self.model.show_help:
             return _pt(render.help_screen(KEYS))
+        size = self.app.output.get_size()
+        width = size.columns
+        if width >= MIN_COLUMNS_FOR_SIDEBAR:
+            width -= SIDEBAR_WIDTH + 1
         # One line per row is the most that can show; wrapping only makes it fewer.
-        rows = self.app.output.get_size().rows
-        return _pt(render.conversation(self.model, rows))
+        return _pt(render.conversation(self.model, size.rows, width))
+
+    def _request_text(self) -> StyleAndTextTuples:
+        columns = self.app.output.get_size().columns
+        return _pt(render.wrap(render.request_bar(self.model), columns, 1))
 
     def _sidebar_text(self) -> StyleAndTextTuples:
         return _pt(render.sidebar(self.model, SIDEBAR_WIDTH, self.markers))
@@ -353,6 +363,7 @@ class ChatScreen:
         completing = Condition(lambda: buffer.complete_state is not None)
 
         @kb.add("c-c")
+        @kb.add(Keys.SIGINT)  # kill -INT: prompt_toolkit turns the signal into this key
         def _quit(_event: KeyPressEvent) -> None:
             self.quit()
 
