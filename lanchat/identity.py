@@ -32,10 +32,13 @@ __all__ = [
     "KEY_BYTES",
     "SIGNATURE_BYTES",
     "CryptoError",
+    "EphemeralKey",
     "Identity",
     "IdentityError",
+    "SessionBox",
     "fingerprint",
     "safety_code",
+    "session_with_ephemeral",
     "verify",
     "z85_decode",
     "z85_encode",
@@ -186,6 +189,50 @@ class Identity:
             return bytes(nacl.public.Box(self._box_key, _box_public_of(sender_key)).decrypt(box))
         except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
             raise CryptoError("cannot open box: wrong sender key, or tampered data") from exc
+
+
+class SessionBox:
+    """A NaCl Box between one X25519 secret and one peer public key (either direction).
+
+    Used for help sessions: the student's side is a fresh per-hand key, so an anonymous
+    student's identity never enters the exchange.
+    """
+
+    def __init__(self, secret: nacl.public.PrivateKey, peer_public: nacl.public.PublicKey) -> None:
+        self._box = nacl.public.Box(secret, peer_public)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return bytes(self._box.encrypt(plaintext))
+
+    def open(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._box.decrypt(data))
+        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+            raise CryptoError("cannot open box: wrong key, or tampered data") from exc
+
+
+class EphemeralKey:
+    """A throw-away X25519 key pair (one per raised hand)."""
+
+    def __init__(self) -> None:
+        self._secret = nacl.public.PrivateKey.generate()
+
+    @property
+    def public(self) -> bytes:
+        return bytes(self._secret.public_key)
+
+    def session_with_identity(self, identity_key: bytes) -> SessionBox:
+        """A box with the peer whose Ed25519 identity key is ``identity_key``."""
+        return SessionBox(self._secret, _box_public_of(identity_key))
+
+
+def session_with_ephemeral(me: Identity, ephemeral_public: bytes) -> SessionBox:
+    """Our (identity) side of a box with a peer's ephemeral X25519 key."""
+    try:
+        peer = nacl.public.PublicKey(ephemeral_public)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoError("not a valid X25519 key") from exc
+    return SessionBox(me._box_key, peer)
 
 
 def _box_public_of(key: bytes) -> nacl.public.PublicKey:

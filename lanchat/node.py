@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -102,6 +103,36 @@ class _Link:
     refused_not_broker: int = 0
 
 
+@dataclass(slots=True)
+class _HelpSession:
+    """One side of a hand's conversation: numbered items, acked, re-sent until acked."""
+
+    box: ident.SessionBox | None = None
+    next_cseq: int = 1
+    unacked: dict[int, bytes] = field(default_factory=dict)
+    inbound: InboundChannel = field(default_factory=InboundChannel)
+
+
+@dataclass(slots=True)
+class _MyHand:
+    hand_id: str
+    topic: str
+    anon: bool
+    eph: ident.EphemeralKey
+    raised_at: float
+    state: str = "raised"
+    mentor: str = ""
+    mentor_key: bytes = b""
+    position: int = 0
+    session: _HelpSession = field(default_factory=_HelpSession)
+
+
+@dataclass(slots=True)
+class _Claimed:
+    entry: wire.QueueEntry
+    session: _HelpSession = field(default_factory=_HelpSession)
+
+
 def _conv(key: bytes) -> str:
     return f"peer:{key.hex()}"
 
@@ -149,6 +180,9 @@ class Node:
         self._tg: asyncio.TaskGroup | None = None
         self._last_request: dict[bytes, float] = {}
         self._friends: dict[bytes, fs.Friendship] | None = None
+        self.my_hands: dict[str, _MyHand] = {}  # as a student
+        self.my_claims: dict[str, _Claimed] = {}  # as a mentor
+        self.queue: wire.Queue | None = None
         self._request_times: list[float] = []
         self.status = "starting"
 
@@ -531,6 +565,12 @@ class Node:
         elif isinstance(msg, wire.Goodbye):
             if via_pub:
                 self._broker_lost("broker left")
+        elif isinstance(msg, wire.Queue):
+            self._on_queue(msg)
+        elif isinstance(msg, wire.HandStatus):
+            self._on_hand_status(msg)
+        elif isinstance(msg, wire.HelpMsg):
+            self._on_help_msg(msg)
         elif isinstance(msg, wire.Redirect):
             self.last_epoch = max(self.last_epoch, msg.epoch)
             target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port)
@@ -570,6 +610,10 @@ class Node:
             via = f" (via --connect {self.cfg.connect[0]})" if self.cfg.connect else ""
             self._set_status("connected", f"connected to broker {handle}{via}")
         self._flush_private_all()
+        for hand in self.my_hands.values():
+            self._send_hand(hand)
+        for hand_id in self.my_claims:
+            self._send_to_broker(wire.encode(wire.Claim(hand_id=hand_id)))
 
     def _on_refused(self, link: _Link, msg: wire.Refused, now: float) -> None:
         if msg.code == "handle_taken":
@@ -577,6 +621,8 @@ class Node:
         elif msg.code == "hello_first":
             hello, sig = self._hello()
             self._send_to_broker(wire.encode(hello, sig))
+        elif msg.code == "queue":
+            self._error("queue", msg.message)
         elif msg.code == "not_broker":
             # The successor has not noticed yet that it is its turn: ask again shortly.
             link.refused_not_broker += 1
@@ -868,6 +914,9 @@ class Node:
         self._request_times.append(now)
 
     def send_private(self, handle: str, text: str) -> str:
+        session = self._help_session_for(handle)
+        if session is not None:
+            return self._send_help(session[0], session[1], session[2], check_text(text))
         key = self._key_for_handle(handle)
         text = check_text(text)
         if not fs.can_message(self._friendship(key)):
@@ -1049,6 +1098,247 @@ class Node:
             )
         return out
 
+    # ================================================================ help queue
+
+    def raise_hand(self, topic: str, anon: bool) -> str:
+        topic = check_text(topic) if topic.strip() else ""
+        if len(topic) > 200:
+            raise CommandError("bad_command", "a topic is at most 200 characters")
+        open_hands = [h for h in self.my_hands.values() if h.state != "done"]
+        if len(open_hands) >= 3:
+            raise CommandError("queue", "you already have 3 hands up; /done one first")
+        hand = _MyHand(
+            hand_id=secrets.token_hex(8),
+            topic=topic,
+            anon=anon,
+            eph=ident.EphemeralKey(),
+            raised_at=round(self.wall(), 3),
+        )
+        self.my_hands[hand.hand_id] = hand
+        self._send_hand(hand)
+        self._emit("hand", id=hand.hand_id, state="raised", anon=anon, topic=topic)
+        return hand.hand_id
+
+    def _send_hand(self, hand: _MyHand) -> None:
+        msg = wire.Hand(
+            hand_id=hand.hand_id,
+            topic=hand.topic,
+            anon=hand.anon,
+            eph_key=hand.eph.public,
+            raised_at=hand.raised_at,
+            claimed_by=hand.mentor_key,
+        )
+        self._send_to_broker(wire.encode(msg))
+
+    def claim(self, hand_id: object, n: object) -> None:
+        if not self.cfg.mentor:
+            raise CommandError("queue", "only mentors (lanchat --mentor) can claim hands")
+        entries = [
+            e
+            for e in (self.queue.entries if self.queue else ())
+            if not e.claimed_key or e.claimed_key == self.me.key
+        ]
+        if isinstance(n, int) and not isinstance(n, bool):
+            if not 1 <= n <= len(entries):
+                raise CommandError("queue", f"there is no hand number {n} in the queue")
+            hand_id = entries[n - 1].hand_id
+        if not isinstance(hand_id, str):
+            raise CommandError("bad_command", "'claim' needs 'id' (a hand id) or 'n' (its number)")
+        if not any(e.hand_id == hand_id for e in entries):
+            raise CommandError("queue", "no such hand in the queue (claimed by another mentor?)")
+        self._send_to_broker(wire.encode(wire.Claim(hand_id=hand_id)))
+
+    def done(self, hand_id: str | None) -> None:
+        mine = [h for h in self.my_hands if self.my_hands[h].state != "done"]
+        candidates = mine + list(self.my_claims)
+        if hand_id is None:
+            if len(candidates) != 1:
+                raise CommandError("bad_command", "which hand? give its 'id'")
+            hand_id = candidates[0]
+        if hand_id not in candidates:
+            raise CommandError("queue", "that is not one of your hands or claims")
+        self._send_to_broker(wire.encode(wire.HandDone(hand_id=hand_id)))
+
+    def _on_queue(self, msg: wire.Queue) -> None:
+        if self.queue is not None and msg.version == self.queue.version and msg == self.queue:
+            return
+        self.queue = msg
+        for entry in msg.entries:
+            if entry.claimed_key == self.me.key and entry.hand_id not in self.my_claims:
+                self.my_claims[entry.hand_id] = _Claimed(entry=entry)
+                self._emit(
+                    "claimed",
+                    id=entry.hand_id,
+                    who=safe_label(entry.label),
+                    anon=entry.anon,
+                    topic=safe_text(entry.topic),
+                )
+        live = {e.hand_id for e in msg.entries}
+        for hand_id in [h for h in self.my_claims if h not in live]:
+            claim = self.my_claims.pop(hand_id)
+            self._emit("hand", id=hand_id, state="done", who=safe_label(claim.entry.label))
+        self._emit_queue()
+
+    def _emit_queue(self) -> None:
+        now = self.wall()
+        # A hand another mentor claimed is theirs: it leaves everyone else's queue.
+        entries = [
+            e
+            for e in (self.queue.entries if self.queue else ())
+            if not e.claimed_key or e.claimed_key == self.me.key
+        ]
+        self._emit(
+            "queue",
+            entries=[
+                {
+                    "n": i,
+                    "id": e.hand_id,
+                    "who": safe_label(e.label),
+                    "topic": safe_text(e.topic),
+                    "anon": e.anon,
+                    "waiting_s": round(max(0.0, now - e.raised_at), 1),
+                    "claimed_by": safe_label(e.claimed_by),
+                }
+                for i, e in enumerate(entries, start=1)
+            ],
+        )
+
+    def _on_hand_status(self, msg: wire.HandStatus) -> None:
+        hand = self.my_hands.get(msg.hand_id)
+        if hand is None:
+            return
+        changed = (msg.state, msg.position, msg.mentor) != (hand.state, hand.position, hand.mentor)
+        hand.state, hand.position = msg.state, msg.position
+        if msg.state == "claimed" and msg.mentor_key and hand.mentor_key != msg.mentor_key:
+            hand.mentor, hand.mentor_key = msg.mentor, msg.mentor_key
+            hand.session = _HelpSession(box=hand.eph.session_with_identity(msg.mentor_key))
+        if changed:
+            self._emit(
+                "hand",
+                id=hand.hand_id,
+                state=msg.state,
+                position=msg.position,
+                mentor=safe_label(hand.mentor),
+            )
+        if msg.state == "done":
+            del self.my_hands[msg.hand_id]
+
+    def _help_session_for(self, label: str) -> tuple[str, _HelpSession, bool] | None:
+        """(hand id, session, to_mentor) if ``label`` names our help-session partner."""
+        wanted = label.casefold()
+        for hand in self.my_hands.values():
+            if hand.state == "claimed" and hand.mentor.casefold() == wanted:
+                return hand.hand_id, hand.session, True
+        for hand_id, claim in self.my_claims.items():
+            if claim.entry.label.casefold() == wanted:
+                if claim.session.box is None:
+                    claim.session.box = ident.session_with_ephemeral(self.me, claim.entry.eph_key)
+                return hand_id, claim.session, False
+        return None
+
+    def _send_help(self, hand_id: str, session: _HelpSession, to_mentor: bool, text: str) -> str:
+        cseq = session.next_cseq
+        session.next_cseq += 1
+        label = self.cfg.handle
+        if to_mentor:
+            hand = self.my_hands[hand_id]
+            label = "" if hand.anon else self.cfg.handle
+        item = wire.Private(
+            item="text", cseq=cseq, base=0, handle=label, text=text, sent_t=round(self.wall(), 3)
+        )
+        session.unacked[cseq] = wire.encode_inner(item)
+        self._flush_help(hand_id, session, to_mentor)
+        msg_id = f"hand:{hand_id}:{'s' if to_mentor else 'm'}:{cseq}"
+        self.profile.history.append(
+            HistoryRecord(
+                id=msg_id,
+                conversation=f"hand:{hand_id}",
+                sender=self.cfg.handle,
+                sender_key=self.me.key_hex,
+                text=text,
+                sent_t=item.sent_t,
+                received_t=item.sent_t,
+                outgoing=True,
+            )
+        )
+        return msg_id
+
+    def _flush_help(self, hand_id: str, session: _HelpSession, to_mentor: bool) -> None:
+        if session.box is None or not session.unacked:
+            return
+        base = min(session.unacked)
+        for cseq in sorted(session.unacked):
+            inner = wire.decode_inner(session.unacked[cseq])
+            assert isinstance(inner, wire.Private)
+            payload = wire.encode_inner(replace(inner, base=base))
+            frames = wire.encode(
+                wire.HelpMsg(hand_id=hand_id, to_mentor=to_mentor, box=session.box.seal(payload))
+            )
+            self._send_to_broker(frames)
+
+    def _flush_help_all(self) -> None:
+        for hand in self.my_hands.values():
+            self._flush_help(hand.hand_id, hand.session, True)
+        for hand_id, claim in self.my_claims.items():
+            self._flush_help(hand_id, claim.session, False)
+
+    def _on_help_msg(self, msg: wire.HelpMsg) -> None:
+        if msg.to_mentor:
+            claim = self.my_claims.get(msg.hand_id)
+            if claim is None:
+                self._count("help_unknown")
+                return
+            if claim.session.box is None:
+                claim.session.box = ident.session_with_ephemeral(self.me, claim.entry.eph_key)
+            session, who, reply_to_mentor = claim.session, safe_label(claim.entry.label), False
+        else:
+            hand = self.my_hands.get(msg.hand_id)
+            if hand is None or hand.session.box is None:
+                self._count("help_unknown")
+                return
+            session, who, reply_to_mentor = hand.session, safe_label(hand.mentor), True
+        assert session.box is not None
+        try:
+            inner = wire.decode_inner(session.box.open(msg.box))
+        except (ident.CryptoError, wire.DecodeError):
+            self._count("bad_box")
+            return
+        if isinstance(inner, wire.PrivateAck):
+            for cseq in [c for c in session.unacked if c <= inner.upto]:
+                del session.unacked[cseq]
+            return
+        author = "s" if msg.to_mentor else "m"  # the student wrote it, or the mentor
+        for ready in session.inbound.receive(inner.cseq, inner.base, inner):
+            assert isinstance(ready, wire.Private)
+            msg_id = f"hand:{msg.hand_id}:{author}:{ready.cseq}"
+            rec = HistoryRecord(
+                id=msg_id,
+                conversation=f"hand:{msg.hand_id}",
+                sender=who,
+                sender_key="",
+                text=ready.text,
+                sent_t=ready.sent_t,
+                received_t=self.wall(),
+                outgoing=False,
+            )
+            if self.profile.history.append(rec):
+                self._emit(
+                    "private",
+                    id=msg_id,
+                    **{"from": who},
+                    text=safe_text(ready.text),
+                    sent_t=ready.sent_t,
+                    hand=msg.hand_id,
+                )
+        ack = wire.encode_inner(wire.PrivateAck(upto=session.inbound.delivered_upto))
+        self._send_to_broker(
+            wire.encode(
+                wire.HelpMsg(
+                    hand_id=msg.hand_id, to_mentor=reply_to_mentor, box=session.box.seal(ack)
+                )
+            )
+        )
+
     # ================================================================ loops
 
     async def _tick_loop(self) -> None:
@@ -1087,6 +1377,7 @@ class Node:
         if now - self._last_private_resend >= PRIVATE_RESEND_S:
             self._last_private_resend = now
             self._flush_private_all()
+            self._flush_help_all()
         self._check_merge()
 
     async def _reannounce(self) -> None:
@@ -1180,6 +1471,21 @@ class Node:
             self._emit(
                 "history", **{"with": with_handle}, messages=self.history(with_handle, limit)
             )
+        elif name == "hand":
+            topic = cmd.get("topic", "")
+            anon = cmd.get("anon", False)
+            if not isinstance(topic, str) or not isinstance(anon, bool):
+                raise CommandError("bad_command", "'hand' takes 'topic' (string) and 'anon' (bool)")
+            self.raise_hand(topic, anon)
+        elif name == "claim":
+            self.claim(cmd.get("id"), cmd.get("n"))
+        elif name == "done":
+            hand_id = cmd.get("id")
+            if hand_id is not None and not isinstance(hand_id, str):
+                raise CommandError("bad_command", "'id' must be a hand id")
+            self.done(hand_id)
+        elif name == "queue":
+            self._emit_queue()
         elif name == "status":
             self._emit(
                 "status",

@@ -96,7 +96,53 @@ EXAMPLES: list[tuple[Any, bytes]] = [
         b"",
     ),
     (Sync(roster_version=-1), b""),
+    (
+        wire.Hand(
+            hand_id="0123456789abcdef",
+            topic="loops",
+            anon=True,
+            eph_key=KEY_B,
+            raised_at=3.0,
+        ),
+        b"",
+    ),
+    (wire.Claim(hand_id="0123456789abcdef"), b""),
+    (wire.HandDone(hand_id="0123456789abcdef"), b""),
+    (
+        wire.Queue(
+            version=3,
+            entries=(
+                wire.QueueEntry(
+                    hand_id="0123456789abcdef",
+                    label="anon-0123",
+                    topic="loops",
+                    anon=True,
+                    raised_at=3.0,
+                    eph_key=KEY_B,
+                    claimed_by="mentor",
+                    claimed_key=KEY_A,
+                ),
+            ),
+        ),
+        b"",
+    ),
+    (
+        wire.HandStatus(
+            hand_id="0123456789abcdef", state="claimed", position=0, mentor="m", mentor_key=KEY_A
+        ),
+        b"",
+    ),
+    (wire.HelpMsg(hand_id="0123456789abcdef", to_mentor=True, box=b"sealed"), b""),
 ]
+
+
+def test_optional_key_fields_take_a_key_or_nothing() -> None:
+    frames = encode(wire.HandStatus(hand_id="ab", state="waiting", mentor_key=b""))
+    assert decode(frames)[0].mentor_key == b""  # type: ignore[union-attr]
+    body = json.loads(frames[1])
+    body["mentor_key"] = "AAAA"  # three bytes: neither empty nor a key
+    with pytest.raises(DecodeError):
+        decode([frames[0], json.dumps(body).encode(), b""])
 
 
 def _ids(example: tuple[Any, bytes]) -> str:

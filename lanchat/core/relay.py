@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from lanchat.core import wire
 from lanchat.core.election import Candidate, succession
 from lanchat.core.handles import HandleError, handle_key, validate_handle
+from lanchat.core.helpqueue import HelpQueue, QueueError
 
 __all__ = [
     "BEAT_INTERVAL_S",
@@ -96,6 +97,7 @@ class BrokerRelay:
         default_factory=lambda: deque(maxlen=BACKLOG_SIZE)
     )
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _queue: HelpQueue = field(default_factory=HelpQueue)
     _next_beat: float = 0.0
 
     # ------------------------------------------------------------ inputs
@@ -136,8 +138,16 @@ class BrokerRelay:
         if isinstance(msg, wire.Sync):
             return [ToClient(rid, wire.encode(self.roster()))]
         if isinstance(msg, wire.Goodbye):
-            self._forget(rid)
-            return [self._roster_effect()]
+            left = self._forget(rid)
+            effects: list[Effect] = [self._roster_effect()]
+            if left is not None:
+                # Left for good: its claims go back to waiting, its own hands are withdrawn.
+                self._queue.release_mentor(left.hello.id_key)
+                self._queue.drop_student(left.hello.id_key)
+                effects += self._queue_effects()
+            return effects
+        if isinstance(msg, wire.Hand | wire.Claim | wire.HandDone | wire.HelpMsg):
+            return self._help(rid, client, msg, frames)
         return self._drop("unexpected_kind")
 
     def tick(self, now: float) -> list[Effect]:
@@ -234,7 +244,14 @@ class BrokerRelay:
         )
         roster = self._roster_effect()
         # The roster goes to the newcomer directly too: its SUB may not be connected yet.
-        return [ToClient(rid, wire.encode(welcome)), ToClient(rid, roster.frames), roster]
+        effects: list[Effect] = [
+            ToClient(rid, wire.encode(welcome)),
+            ToClient(rid, roster.frames),
+            roster,
+        ]
+        if hello.mentor:
+            effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
+        return effects
 
     def _public(
         self, rid: bytes, client: _Client, msg: wire.Public, sig: bytes, now: float
@@ -273,6 +290,73 @@ class BrokerRelay:
             return self._drop("rate_limited")
         return [ToClient(target, list(frames))]
 
+    def _help(
+        self,
+        rid: bytes,
+        client: _Client,
+        msg: wire.Hand | wire.Claim | wire.HandDone | wire.HelpMsg,
+        frames: list[bytes],
+    ) -> list[Effect]:
+        key = client.hello.id_key
+        try:
+            if isinstance(msg, wire.Hand):
+                mentors = {
+                    c.hello.id_key: c.hello.handle for c in self._clients.values() if c.hello.mentor
+                }
+                self._queue.raise_hand(msg, key, client.hello.handle, mentors)
+            elif isinstance(msg, wire.Claim):
+                if not client.hello.mentor:
+                    raise QueueError("only mentors can claim hands")
+                self._queue.claim(msg.hand_id, key, client.hello.handle)
+            elif isinstance(msg, wire.HandDone):
+                record = self._queue.done(msg.hand_id, key)
+                done = wire.HandStatus(
+                    hand_id=record.hand_id, state="done", mentor=record.mentor_handle
+                )
+                effects = self._queue_effects()
+                for target in {record.student_key, record.mentor_key} - {b""}:
+                    target_rid = self._rid_by_key.get(target)
+                    if target_rid is not None:
+                        effects.append(ToClient(target_rid, wire.encode(done)))
+                return effects
+            else:
+                session = self._queue.get(msg.hand_id)
+                if session is None or not session.mentor_key:
+                    return self._drop("help_no_session")
+                if msg.to_mentor and key == session.student_key:
+                    target = session.mentor_key
+                elif not msg.to_mentor and key == session.mentor_key:
+                    target = session.student_key
+                else:
+                    return self._drop("help_not_party")
+                target_rid = self._rid_by_key.get(target)
+                if target_rid is None:
+                    return self._drop("recipient_offline")
+                return [ToClient(target_rid, list(frames))]
+        except QueueError as exc:
+            return [self._refuse(rid, "queue", str(exc))]
+        return self._queue_effects()
+
+    def _queue_effects(self) -> list[Effect]:
+        """The queue to every mentor; each student's own standing to that student."""
+        snapshot = wire.encode(self._queue.snapshot())
+        effects: list[Effect] = [
+            ToClient(rid, snapshot) for rid, c in self._clients.items() if c.hello.mentor
+        ]
+        for record in self._queue.ordered():
+            student_rid = self._rid_by_key.get(record.student_key)
+            if student_rid is None:
+                continue
+            status = wire.HandStatus(
+                hand_id=record.hand_id,
+                state="claimed" if record.mentor_key else "waiting",
+                position=self._queue.position(record.hand_id),
+                mentor=record.mentor_handle,
+                mentor_key=record.mentor_key,
+            )
+            effects.append(ToClient(student_rid, wire.encode(status)))
+        return effects
+
     def _resend(self, rid: bytes, msg: wire.Resend) -> list[Effect]:
         if msg.epoch != self.epoch or msg.last < msg.first:
             return self._drop("bad_resend")
@@ -297,10 +381,11 @@ class BrokerRelay:
             self._seen.popitem(last=False)
         return True
 
-    def _forget(self, rid: bytes) -> None:
+    def _forget(self, rid: bytes) -> _Client | None:
         client = self._clients.pop(rid, None)
         if client is not None and self._rid_by_key.get(client.hello.id_key) == rid:
             del self._rid_by_key[client.hello.id_key]
+        return client
 
     def _roster_effect(self) -> Publish:
         self.roster_version += 1

@@ -32,17 +32,24 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Ack",
     "Beat",
+    "Claim",
     "DecodeError",
     "Direct",
     "Goodbye",
+    "Hand",
+    "HandDone",
+    "HandStatus",
     "Heartbeat",
     "Hello",
+    "HelpMsg",
     "Kind",
     "Message",
     "PeerEntry",
     "Private",
     "PrivateAck",
     "Public",
+    "Queue",
+    "QueueEntry",
     "Redirect",
     "Refused",
     "Relay",
@@ -89,6 +96,13 @@ class Kind(IntEnum):
     DIRECT = 12
     REDIRECT = 13
     SYNC = 14
+    # The help queue (students raise hands, mentors claim them):
+    HAND = 15
+    CLAIM = 16
+    HAND_DONE = 17
+    QUEUE = 18
+    HAND_STATUS = 19
+    HELP_MSG = 22
     # Only ever inside a Direct's sealed box:
     PRIVATE = 20
     PRIVATE_ACK = 21
@@ -319,6 +333,100 @@ class Sync:
     roster_version: int = 0
 
 
+def _hand_id() -> Any:
+    return field(default="", metadata={"max": 32})
+
+
+def _opt_key() -> Any:
+    # A key, or b"" where it must not be told (the student of an anonymous hand).
+    return field(default=b"", metadata={"len_or_empty": KEY_BYTES})
+
+
+@dataclass(frozen=True, slots=True)
+class Hand:
+    """Student -> broker: I raise (or, after a failover, re-raise) my hand.
+
+    ``eph_key`` is a per-hand X25519 key: the conversation with the mentor is sealed to it,
+    so for an anonymous hand the mentor never learns who the student is.
+    ``claimed_by`` restores a claim a previous broker had granted.
+    """
+
+    KIND: ClassVar[Kind] = Kind.HAND
+    SIGNED: ClassVar[bool] = False
+    hand_id: str = _hand_id()
+    topic: str = _short()
+    anon: bool = False
+    eph_key: bytes = _key()
+    raised_at: float = 0.0
+    claimed_by: bytes = _opt_key()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Mentor -> broker: I take this hand."""
+
+    KIND: ClassVar[Kind] = Kind.CLAIM
+    SIGNED: ClassVar[bool] = False
+    hand_id: str = _hand_id()
+
+
+@dataclass(frozen=True, slots=True)
+class HandDone:
+    """Student or claiming mentor -> broker: this hand is resolved (or lowered)."""
+
+    KIND: ClassVar[Kind] = Kind.HAND_DONE
+    SIGNED: ClassVar[bool] = False
+    hand_id: str = _hand_id()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    hand_id: str = _hand_id()
+    label: str = _short(_MAX_HANDLE)  # the handle, or a pseudonym for an anonymous hand
+    topic: str = _short()
+    anon: bool = False
+    raised_at: float = 0.0
+    eph_key: bytes = _key()
+    student_key: bytes = _opt_key()  # empty for anonymous hands
+    claimed_by: str = _short(_MAX_HANDLE)  # the mentor's handle, "" while waiting
+    claimed_key: bytes = _opt_key()
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """Broker -> each mentor: the whole help queue, oldest hand first."""
+
+    KIND: ClassVar[Kind] = Kind.QUEUE
+    SIGNED: ClassVar[bool] = False
+    version: int = 0
+    entries: tuple[QueueEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandStatus:
+    """Broker -> the student: where your hand stands (waiting, claimed, done)."""
+
+    KIND: ClassVar[Kind] = Kind.HAND_STATUS
+    SIGNED: ClassVar[bool] = False
+    hand_id: str = _hand_id()
+    state: str = _short(16)
+    position: int = 0
+    mentor: str = _short(_MAX_HANDLE)
+    mentor_key: bytes = _opt_key()
+
+
+@dataclass(frozen=True, slots=True)
+class HelpMsg:
+    """Student <-> claiming mentor, routed by the broker by hand id; sealed end to end
+    between the student's per-hand key and the mentor's identity (box) key."""
+
+    KIND: ClassVar[Kind] = Kind.HELP_MSG
+    SIGNED: ClassVar[bool] = False
+    hand_id: str = _hand_id()
+    to_mentor: bool = True
+    box: bytes = field(default=b"", metadata={"max": 64 * 1024})
+
+
 PRIVATE_ITEMS = frozenset({"request", "accept", "reject", "text"})
 
 
@@ -364,6 +472,12 @@ Message = (
     | Direct
     | Redirect
     | Sync
+    | Hand
+    | Claim
+    | HandDone
+    | Queue
+    | HandStatus
+    | HelpMsg
     | Private
     | PrivateAck
 )
@@ -385,6 +499,12 @@ _OUTER: dict[Kind, type[Any]] = {
         Direct,
         Redirect,
         Sync,
+        Hand,
+        Claim,
+        HandDone,
+        Queue,
+        HandStatus,
+        HelpMsg,
     )
 }
 _INNER: dict[Kind, type[Any]] = {cls.KIND: cls for cls in (Private, PrivateAck)}
@@ -470,6 +590,9 @@ def _from_json(tp: Any, meta: typing.Mapping[str, Any], raw: Any, name: str) -> 
         want = meta.get("len")
         if want is not None and len(data) != want:
             raise DecodeError(f"field {name!r} must be {want} bytes")
+        want = meta.get("len_or_empty")
+        if want is not None and len(data) not in (0, want):
+            raise DecodeError(f"field {name!r} must be {want} bytes or empty")
         if len(data) > meta.get("max", 1 << 20):
             raise DecodeError(f"field {name!r} is too long")
         return data

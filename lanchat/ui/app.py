@@ -23,6 +23,7 @@ from prompt_toolkit.validation import ValidationError, Validator
 
 from lanchat.core.handles import HandleError, suggest_handle, validate_handle
 from lanchat.node import Node
+from lanchat.profile_setup import EXIT_USAGE, check_options, login_name, prepare
 from lanchat.ui.model import ViewModel
 from lanchat.ui.screen import ChatScreen, CommandSink
 
@@ -157,19 +158,22 @@ class EventRelay:
 
 def run_interactive(args: argparse.Namespace) -> int:
     """The interactive chat; returns the process exit status."""
-    # Imported here: cli imports this module lazily, and this is the one call back into it.
-    from lanchat import cli
     from lanchat.store import default_profile_dir
 
+    try:
+        check_options(args)  # before asking for a handle: a bad --room/--connect ends it
+    except ValueError as exc:
+        print(f"lanchat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     directory = Path(args.profile or default_profile_dir())
     _log_to_file(directory, verbose=bool(getattr(args, "verbose", False)))
     handle: str | None = args.handle
     if not handle and not _has_stored_handle(directory):
-        handle = ask_first_handle(suggest_handle(cli.login_name()))
+        handle = ask_first_handle(suggest_handle(login_name()))
         if handle is None:
             return 1
     relay = EventRelay()
-    node = cli.prepare(args, relay, handle)
+    node = prepare(args, relay, handle)
     if isinstance(node, int):
         for event in relay.held:
             if event.get("ev") == "error":
