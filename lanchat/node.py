@@ -51,6 +51,8 @@ PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
+AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
+PRESENCE_STATES = ("online", "away", "busy")
 REQUESTS_PER_MIN = 20
 
 
@@ -72,6 +74,9 @@ class NodeConfig:
     priority: int = 0
     connect: tuple[str, int] | None = None
     info_port: int = 47100
+    # Headless clients count a message as read once it is printed; the TUI says so itself
+    # when the conversation is on screen.
+    auto_read: bool = True
 
 
 @dataclass(slots=True)
@@ -180,6 +185,9 @@ class Node:
         self._tg: asyncio.TaskGroup | None = None
         self._last_request: dict[bytes, float] = {}
         self._friends: dict[bytes, fs.Friendship] | None = None
+        self.presence = "online"  # what our heartbeats tell: state[:text]
+        self._auto_away = False
+        self._last_activity = clock()
         self.my_hands: dict[str, _MyHand] = {}  # as a student
         self.my_claims: dict[str, _Claimed] = {}  # as a mentor
         self.queue: wire.Queue | None = None
@@ -770,6 +778,9 @@ class Node:
         for key, entry in now_online.items():
             if key not in self.online:
                 self._peer_up(entry)
+            elif self.online[key].status != entry.status:
+                state, _, text = entry.status.partition(":")
+                self._emit("peer_status", handle=entry.handle, status=state, text=safe_label(text))
         for key, entry in list(self.online.items()):
             if key not in now_online:
                 self._emit("peer_down", handle=entry.handle)
@@ -828,7 +839,8 @@ class Node:
                     "mentor": entry.mentor,
                     "friend": state == fs.Friendship.FRIEND,
                     "state": state,
-                    "status": entry.status,
+                    "status": entry.status.partition(":")[0],
+                    "status_text": safe_label(entry.status.partition(":")[2]),
                     "fingerprint": ident.fingerprint(entry.id_key),
                 }
             )
@@ -939,7 +951,7 @@ class Node:
         hist.outbox_add(
             OutboxItem(peer_key=key.hex(), cseq=cseq, payload=payload, created_t=sent_t)
         )
-        msg_id = f"{self.me.key.hex()[:16]}>{key.hex()[:16]}:{cseq}"
+        msg_id = self._private_id(self.me.key, key, cseq)
         if item == "text":
             hist.append(
                 HistoryRecord(
@@ -997,9 +1009,10 @@ class Node:
             self._count("bad_box")
             return
         if isinstance(inner, wire.PrivateAck):
-            removed = self.profile.history.outbox_remove_upto(msg.sender.hex(), inner.upto)
-            if removed:
-                self._emit("delivered", to=self._handle_of(msg.sender), upto=inner.upto)
+            self._on_private_ack(msg.sender, inner.upto)
+            return
+        if isinstance(inner, wire.Signal):
+            self._on_signal(msg.sender, inner)
             return
         chan = self.inbound.get(msg.sender)
         if chan is None:
@@ -1025,7 +1038,7 @@ class Node:
                     # them, so their state follows and they can ask again.
                     self._queue_private(sender, fs.Notice.REJECT.value, "")
                 return
-            msg_id = f"{sender.hex()[:16]}>{self.me.key.hex()[:16]}:{item.cseq}"
+            msg_id = self._private_id(sender, self.me.key, item.cseq)
             rec = HistoryRecord(
                 id=msg_id,
                 conversation=_conv(sender),
@@ -1044,6 +1057,8 @@ class Node:
                     text=safe_text(item.text),
                     sent_t=item.sent_t,
                 )
+                if self.cfg.auto_read:
+                    self._send_signal(sender, "read", item.cseq)
             return
         move = fs.arrives_as(fs.Notice(item.item))
         try:
@@ -1067,6 +1082,70 @@ class Node:
             self._emit("accepted", by=handle)
         elif move is fs.Move.GOT_REJECT:
             self._emit("rejected", by=handle)
+
+    # ---------------------------------------------------------------- receipts, typing
+
+    def _on_private_ack(self, peer: bytes, upto: int) -> None:
+        """The friend's node has everything up to ``upto``: say which messages arrived."""
+        hist = self.profile.history
+        acked = [i for i in hist.outbox_for(peer.hex()) if i.cseq <= upto]
+        if not hist.outbox_remove_upto(peer.hex(), upto):
+            return
+        to = self._handle_of(peer)
+        for item in acked:
+            inner = wire.decode_inner(item.payload)
+            if isinstance(inner, wire.Private) and inner.item == "text":
+                msg_id = self._private_id(self.me.key, peer, item.cseq)
+                self._emit("delivered", id=msg_id, to=to, upto=upto)
+
+    def _on_signal(self, peer: bytes, signal: wire.Signal) -> None:
+        if not fs.can_message(self._friendship(peer)):
+            self._count("signal_from_non_friend")
+            return
+        who = self._handle_of(peer)
+        if signal.what == "typing":
+            self._emit("typing", **{"from": who}, active=signal.value > 0)
+            return
+        counter = f"read:{peer.hex()}"
+        before = self.profile.history.max_seq(counter)
+        if signal.value <= before:
+            return
+        self.profile.history.set_seq(counter, signal.value)
+        upto = min(signal.value, self.profile.history.max_seq(f"out:{peer.hex()}"))
+        for cseq in range(before + 1, upto + 1):
+            msg_id = self._private_id(self.me.key, peer, cseq)
+            if self.profile.history.has(msg_id):  # a text of ours, not a request/accept
+                self._emit("read", id=msg_id, by=who)
+
+    def _private_id(self, sender: bytes, recipient: bytes, cseq: int) -> str:
+        return f"{sender.hex()[:16]}>{recipient.hex()[:16]}:{cseq}"
+
+    def _send_signal(self, peer: bytes, what: str, value: int) -> None:
+        setting = "receipts" if what == "read" else "typing"
+        if not self.profile.state.get_setting(setting, True):
+            return  # privacy: this profile does not tell
+        if peer in self.online:
+            self._send_direct(peer, wire.encode_inner(wire.Signal(what=what, value=value)))
+
+    def mark_read(self, handle: str) -> None:
+        """Tell a friend we have seen their messages (the UI calls this when showing them)."""
+        key = self._key_for_handle(handle)
+        upto = self.profile.history.max_seq(f"in:{key.hex()}")
+        if upto:
+            self._send_signal(key, "read", upto)
+
+    def typing(self, handle: str, active: bool) -> None:
+        key = self._key_for_handle(handle)
+        if not fs.can_message(self._friendship(key)):
+            raise CommandError("not_friends", f"you and {handle} are not friends")
+        self._send_signal(key, "typing", int(active))
+
+    def set_presence(self, state: str, text: str) -> None:
+        if state not in PRESENCE_STATES:
+            raise CommandError("bad_command", f"status is one of {', '.join(PRESENCE_STATES)}")
+        self.presence = state if not text else f"{state}:{safe_label(text)[:48]}"
+        self._auto_away = False
+        self._last_heartbeat = 0.0  # tell the broker at the next tick
 
     def history(self, with_handle: str | None, limit: int) -> list[dict[str, Any]]:
         conv = PUBLIC if with_handle is None else _conv(self._key_for_handle(with_handle))
@@ -1307,6 +1386,8 @@ class Node:
             for cseq in [c for c in session.unacked if c <= inner.upto]:
                 del session.unacked[cseq]
             return
+        if isinstance(inner, wire.Signal):
+            return  # no typing/read hints in help sessions
         author = "s" if msg.to_mentor else "m"  # the student wrote it, or the mentor
         for ready in session.inbound.receive(inner.cseq, inner.base, inner):
             assert isinstance(ready, wire.Private)
@@ -1366,10 +1447,17 @@ class Node:
         if now - link.last_beat > BROKER_TIMEOUT_S:
             self._broker_lost("heartbeat timeout")
             return
+        if (
+            self.presence == "online"
+            and now - self._last_activity > AUTO_AWAY_S
+            and not self._auto_away
+        ):
+            self.presence, self._auto_away = "away:idle", True
+            self._last_heartbeat = 0.0
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
             self._send_to_broker(
-                wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status="online"))
+                wire.encode(wire.Heartbeat(t=round(self.wall(), 3), status=self.presence))
             )
         self.outbox.overdue(now)
         self._pump_public()
@@ -1434,8 +1522,27 @@ class Node:
             except (TextError, HandleError) as exc:
                 self._error("bad_command", str(exc))
 
+    def _set_privacy(self, cmd: dict[str, Any]) -> None:
+        changed = {k: v for k, v in cmd.items() if k in ("receipts", "typing")}
+        if not changed or len(changed) != len(cmd) - 1:
+            raise CommandError("bad_command", "'set' takes 'receipts' and/or 'typing' (true/false)")
+        for key, value in changed.items():
+            if not isinstance(value, bool):
+                raise CommandError("bad_command", f"'{key}' must be true or false")
+            self.profile.state.set_setting(key, value)
+        state = self.profile.state
+        self._emit(
+            "settings",
+            receipts=state.get_setting("receipts", True),
+            typing=state.get_setting("typing", True),
+        )
+
     def execute(self, cmd: dict[str, Any]) -> None:
         name = cmd.get("cmd")
+        self._last_activity = self.clock()
+        if self._auto_away:
+            self.presence, self._auto_away = "online", False
+            self._last_heartbeat = 0.0
 
         def arg(key: str) -> str:
             value = cmd.get(key)
@@ -1486,6 +1593,21 @@ class Node:
             self.done(hand_id)
         elif name == "queue":
             self._emit_queue()
+        elif name == "typing":
+            active = cmd.get("active", True)
+            if not isinstance(active, bool):
+                raise CommandError("bad_command", "'active' must be true or false")
+            self.typing(arg("to"), active)
+        elif name == "read":
+            self.mark_read(arg("with"))
+        elif name == "set":
+            self._set_privacy(cmd)
+        elif name == "status" and "set" in cmd:
+            text = cmd.get("text", "")
+            if not isinstance(text, str):
+                raise CommandError("bad_command", "'text' must be a string")
+            self.set_presence(arg("set"), text)
+            self._emit("status", state=self.status, text=self._status_text, presence=self.presence)
         elif name == "status":
             self._emit(
                 "status",

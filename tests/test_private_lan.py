@@ -243,3 +243,35 @@ def test_broker_killed_during_a_private_exchange_loses_nothing(
     assert wait_privates(ann, "ben", 25) == [f"b{i}" for i in range(25)]
     ann.send(cmd="say", text="still here")
     ben.wait("public", lambda e: e["text"] == "still here")
+
+
+def test_status_receipts_and_typing_flow_end_to_end(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    ann, ben = start_nodes(lan, tmp_path, ["ann", "ben"])
+    wait_connected([ann, ben])
+    befriend(ann, ben)
+    ann.send(cmd="msg", to="ben", text="did you get this")
+    got = ben.wait("private", lambda e: e["text"] == "did you get this")
+    assert ann.wait("delivered")["id"] == got["id"]
+    # A headless client has "shown" what it printed: a read receipt comes back.
+    read = ann.wait("read")
+    assert read["id"] == got["id"]
+    assert read["by"] == "ben"
+    # Privacy: ben stops telling what he read.
+    ben.send(cmd="set", receipts=False)
+    ben.wait("settings", lambda e: e["receipts"] is False)
+    ann.send(cmd="msg", to="ben", text="second")
+    second = ben.wait("private", lambda e: e["text"] == "second")
+    assert ann.wait("delivered", lambda e: e["id"] == second["id"])
+    with pytest.raises(TimeoutError):
+        ann.wait("read", timeout=1.5)
+    ann.send(cmd="typing", to="ben")
+    assert ben.wait("typing")["from"] == "ann"
+    ben.send(cmd="status", set="away", text="lunch")
+    change = ann.wait("peer_status", lambda e: e["handle"] == "ben")
+    assert (change["status"], change["text"]) == ("away", "lunch")
+    ann.send(cmd="who")
+    (peer,) = ann.wait("who")["peers"]
+    assert (peer["status"], peer["status_text"]) == ("away", "lunch")

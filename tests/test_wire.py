@@ -150,7 +150,7 @@ def _ids(example: tuple[Any, bytes]) -> str:
 
 
 def test_examples_cover_every_outer_kind() -> None:
-    inner = {Kind.PRIVATE, Kind.PRIVATE_ACK}
+    inner = {Kind.PRIVATE, Kind.PRIVATE_ACK, Kind.SIGNAL}
     assert {type(m).KIND for m, _ in EXAMPLES} == set(Kind) - inner
 
 

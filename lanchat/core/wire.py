@@ -55,6 +55,7 @@ __all__ = [
     "Relay",
     "Resend",
     "Roster",
+    "Signal",
     "Sync",
     "Welcome",
     "decode",
@@ -106,6 +107,7 @@ class Kind(IntEnum):
     # Only ever inside a Direct's sealed box:
     PRIVATE = 20
     PRIVATE_ACK = 21
+    SIGNAL = 23
 
 
 def _key() -> Any:
@@ -457,6 +459,22 @@ class PrivateAck:
     upto: int = 0
 
 
+SIGNALS = frozenset({"typing", "read"})
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Inside a Direct: a hint that is not worth queueing (typing now; read up to item N).
+
+    Not numbered and never re-sent: a lost one is covered by the next.
+    """
+
+    KIND: ClassVar[Kind] = Kind.SIGNAL
+    SIGNED: ClassVar[bool] = False
+    what: str = _short(16)
+    value: int = 0
+
+
 Message = (
     Hello
     | Welcome
@@ -480,6 +498,7 @@ Message = (
     | HelpMsg
     | Private
     | PrivateAck
+    | Signal
 )
 
 _OUTER: dict[Kind, type[Any]] = {
@@ -507,7 +526,7 @@ _OUTER: dict[Kind, type[Any]] = {
         HelpMsg,
     )
 }
-_INNER: dict[Kind, type[Any]] = {cls.KIND: cls for cls in (Private, PrivateAck)}
+_INNER: dict[Kind, type[Any]] = {cls.KIND: cls for cls in (Private, PrivateAck, Signal)}
 
 
 # ---------------------------------------------------------------- field conversion
@@ -658,7 +677,7 @@ def encode(msg: Message, sig: bytes = b"") -> list[bytes]:
     return [_header(msg.KIND), _body(msg), sig]
 
 
-def encode_inner(msg: Private | PrivateAck) -> bytes:
+def encode_inner(msg: Private | PrivateAck | Signal) -> bytes:
     """Plaintext for a Direct's box: header and body in one byte string."""
     return _header(msg.KIND) + _body(msg)
 
@@ -722,11 +741,13 @@ def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
     return typing.cast("Message", msg), sig
 
 
-def decode_inner(plaintext: bytes) -> Private | PrivateAck:
-    """The Private or PrivateAck sealed inside a Direct."""
+def decode_inner(plaintext: bytes) -> Private | PrivateAck | Signal:
+    """The Private, PrivateAck or Signal sealed inside a Direct."""
     if len(plaintext) > MAX_FRAMES_BYTES:
         raise DecodeError("sealed item is too large")
     msg, _ = _decode_one([plaintext[:4], plaintext[4:], b""], _INNER)
     if isinstance(msg, Private) and msg.item not in PRIVATE_ITEMS:
         raise DecodeError(f"unknown private item {msg.item!r}")
-    return typing.cast("Private | PrivateAck", msg)
+    if isinstance(msg, Signal) and msg.what not in SIGNALS:
+        raise DecodeError(f"unknown signal {msg.what!r}")
+    return typing.cast("Private | PrivateAck | Signal", msg)
