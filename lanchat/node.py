@@ -44,7 +44,10 @@ TICK_S = 0.1
 HEARTBEAT_S = 0.4
 BROKER_TIMEOUT_S = 2.0  # no Beat for this long: the broker is gone
 CONNECT_TIMEOUT_S = 2.0  # no Welcome for this long: try the next candidate
-ELECTION_WAIT_S = 0.3  # listen this long for an existing broker before electing
+# Browsing finds existing nodes in 25-120 ms (DESIGN.md): listen this long for a node that
+# already holds our handle, then this long after registering before electing a broker.
+HANDLE_CHECK_S = 0.25
+ELECTION_WAIT_S = 0.15
 REANNOUNCE_S = 2.0  # brokers repeat their mDNS announcement (healed partitions)
 BACKLOG_REQUEST = 200  # a newcomer asks for this many recent public messages
 PRIVATE_RESEND_S = 2.0
@@ -170,7 +173,11 @@ class Node:
         self.outbox = PublicOutbox(next_seq=profile.history.max_seq("public") + 1)
         self.gap = GapTracker()
         self.inbound: dict[bytes, InboundChannel] = {}
-        self.recent_relays: deque[tuple[wire.Public, bytes]] = deque(maxlen=RECENT_RELAYS)
+        self.recent_relays: deque[tuple[wire.Public | wire.PublicBatch, bytes]] = deque(
+            maxlen=RECENT_RELAYS
+        )
+        self._unpacked: list[tuple[int, str, float]] = []  # said, not yet signed and queued
+        self._pump_scheduled = False
         self.counters: dict[str, int] = {}
         self.hello_ok: dict[bytes, bool] = {}
         self.last_epoch = 0
@@ -226,7 +233,9 @@ class Node:
         assert self._tg is not None
         self._set_status("discovering", "looking for other lanchat users on the network")
         await self.discovery.start()
-        conflict = await self.discovery.find_conflict(self.cfg.handle, self.me.key)
+        conflict = await self.discovery.find_conflict(
+            self.cfg.handle, self.me.key, wait_s=HANDLE_CHECK_S
+        )
         if conflict is not None:
             raise NodeExit(
                 "handle_taken",
@@ -237,6 +246,8 @@ class Node:
         self._advert = self._make_advert()
         await self.discovery.register(self._advert)
         self._emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
+        # Nodes started at the same moment register within a few ms of us: hear them
+        # before electing, so a cold start settles on one broker without a merge.
         self._election_from = self.clock()
         self._set_status("electing", "finding the broker")
         self._tg.create_task(self._router_loop())
@@ -566,8 +577,8 @@ class Node:
             self._on_roster(msg)
         elif isinstance(msg, wire.Ack):
             if self.outbox.ack(msg.seq, now):
-                self._emit("sent", id=f"{self.me.key.hex()[:16]}:{msg.seq}")
-                self._count("acks")
+                for seq in range(msg.seq, msg.seq + max(1, min(msg.count, wire.MAX_BATCH))):
+                    self._emit("sent", id=f"{self.me.key.hex()[:16]}:{seq}")
         elif isinstance(msg, wire.Direct):
             self._on_direct(msg, _sig)
         elif isinstance(msg, wire.Goodbye):
@@ -652,6 +663,9 @@ class Node:
 
     def _pump_public(self) -> None:
         """Send queued public messages as far as the outbox window allows."""
+        self._pump_scheduled = False
+        if self._unpacked:
+            self._pack_public()
         link = self.link
         if link is None or link.welcome is None:
             return
@@ -713,55 +727,93 @@ class Node:
         if self._blocked(pub.author):
             self._count("blocked")
             return
-        handle = self._display_handle(pub.author, pub.handle)
-        record = HistoryRecord(
-            id=pub.msg_id,
-            conversation=PUBLIC,
-            sender=handle,
-            sender_key=pub.author.hex(),
-            text=pub.text,
-            sent_t=pub.sent_t,
-            received_t=self.wall(),
-            outgoing=False,
-        )
         self.recent_relays.append((pub, msg.inner_sig))
-        if not self.profile.history.append(record):
-            return  # seen before: at-least-once below, exactly-once here
-        self._emit(
-            "public", id=pub.msg_id, **{"from": handle}, text=safe_text(pub.text), sent_t=pub.sent_t
-        )
+        handle = self._display_handle(pub.author, pub.handle)
+        received = self.wall()
+        for item in pub.items() if isinstance(pub, wire.PublicBatch) else [pub]:
+            record = HistoryRecord(
+                id=item.msg_id,
+                conversation=PUBLIC,
+                sender=handle,
+                sender_key=item.author.hex(),
+                text=item.text,
+                sent_t=item.sent_t,
+                received_t=received,
+                outgoing=False,
+            )
+            if not self.profile.history.append(record):
+                continue  # seen before: at-least-once below, exactly-once here
+            self._emit(
+                "public",
+                id=item.msg_id,
+                **{"from": handle},
+                text=safe_text(item.text),
+                sent_t=item.sent_t,
+            )
 
     def say(self, text: str) -> str:
         text = check_text(text)
-        now = self.clock()
         seq = self.outbox.allocate()
         self.profile.history.set_seq("public", seq)
-        msg = wire.Public(
-            author=self.me.key,
-            handle=self.cfg.handle,
-            room=self.cfg.room,
-            seq=seq,
-            text=text,
-            sent_t=round(self.wall(), 3),
-        )
-        sig = self.me.sign(wire.signed_bytes(msg))
-        frames = wire.encode(msg, sig)
-        self.outbox.add(seq, frames, now)
-        self.recent_relays.append((msg, sig))
+        sent_t = round(self.wall(), 3)
+        msg_id = f"{self.me.key.hex()[:16]}:{seq}"
         self.profile.history.append(
             HistoryRecord(
-                id=msg.msg_id,
+                id=msg_id,
                 conversation=PUBLIC,
                 sender=self.cfg.handle,
                 sender_key=self.me.key_hex,
                 text=text,
-                sent_t=msg.sent_t,
-                received_t=msg.sent_t,
+                sent_t=sent_t,
+                received_t=sent_t,
                 outgoing=True,
             )
         )
-        self._pump_public()
-        return msg.msg_id
+        # Packed and sent once the current burst of commands is done (see _pack_public).
+        self._unpacked.append((seq, text, sent_t))
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_public)
+        return msg_id
+
+    def _pack_public(self) -> None:
+        """Turn queued texts into signed messages: one per text, or a batch for a burst."""
+        now = self.clock()
+        pending, self._unpacked = self._unpacked, []
+        while pending:
+            chunk = [pending.pop(0)]
+            chars = len(chunk[0][1])
+            while (
+                pending
+                and len(chunk) < wire.MAX_BATCH
+                and pending[0][0] == chunk[-1][0] + 1
+                and chars + len(pending[0][1]) <= wire.MAX_BATCH_CHARS
+            ):
+                chars += len(pending[0][1])
+                chunk.append(pending.pop(0))
+            seq, text, sent_t = chunk[0]
+            msg: wire.Public | wire.PublicBatch
+            if len(chunk) == 1:
+                msg = wire.Public(
+                    author=self.me.key,
+                    handle=self.cfg.handle,
+                    room=self.cfg.room,
+                    seq=seq,
+                    text=text,
+                    sent_t=sent_t,
+                )
+            else:
+                msg = wire.PublicBatch(
+                    author=self.me.key,
+                    handle=self.cfg.handle,
+                    room=self.cfg.room,
+                    seq=seq,
+                    texts=tuple(t for _, t, _ in chunk),
+                    sent_t=sent_t,
+                )
+            sig = self.me.sign(wire.signed_bytes(msg))
+            self.outbox.add(seq, wire.encode(msg, sig), now)
+            self.recent_relays.append((msg, sig))
 
     # ================================================================ roster & peers
 
@@ -1512,15 +1564,22 @@ class Node:
     async def _command_loop(self, commands: asyncio.Queue[dict[str, Any] | None]) -> None:
         while True:
             cmd = await commands.get()
-            if cmd is None:
-                self.stop()
-                return
-            try:
-                self.execute(cmd)
-            except CommandError as exc:
-                self._error(exc.code, str(exc))
-            except (TextError, HandleError) as exc:
-                self._error("bad_command", str(exc))
+            # Take the whole burst that is already waiting (a bot pasting 100 lines): its
+            # public messages go out packed, with one signature.
+            burst = [cmd]
+            while len(burst) < 512 and not commands.empty():
+                burst.append(commands.get_nowait())
+            with self.profile.history.batch():
+                for one in burst:
+                    if one is None:
+                        self.stop()
+                        return
+                    try:
+                        self.execute(one)
+                    except CommandError as exc:
+                        self._error(exc.code, str(exc))
+                    except (TextError, HandleError) as exc:
+                        self._error("bad_command", str(exc))
 
     def _set_privacy(self, cmd: dict[str, Any]) -> None:
         changed = {k: v for k, v in cmd.items() if k in ("receipts", "typing")}

@@ -133,7 +133,34 @@ EXAMPLES: list[tuple[Any, bytes]] = [
         b"",
     ),
     (wire.HelpMsg(hand_id="0123456789abcdef", to_mentor=True, box=b"sealed"), b""),
+    (
+        wire.PublicBatch(
+            author=KEY_A, handle="alice", room="lobby", seq=8, texts=("a", "b"), sent_t=1.0
+        ),
+        SIG,
+    ),
 ]
+
+
+def test_a_batch_unpacks_into_ordinary_messages_and_relays() -> None:
+    batch = wire.PublicBatch(
+        author=KEY_A, handle="alice", room="lobby", seq=8, texts=("a", "b"), sent_t=1.0
+    )
+    assert [(p.msg_id, p.text) for p in batch.items()] == [
+        (f"{KEY_A.hex()[:16]}:8", "a"),
+        (f"{KEY_A.hex()[:16]}:9", "b"),
+    ]
+    relay = Relay(epoch=1, bseq=2, inner=batch, inner_sig=SIG)
+    assert decode(encode(relay))[0] == relay
+
+
+@pytest.mark.parametrize(
+    "texts", [(), tuple("x" for _ in range(wire.MAX_BATCH + 1)), ("y" * 4000,) * 9]
+)
+def test_empty_or_oversized_batches_are_refused(texts: tuple[str, ...]) -> None:
+    batch = wire.PublicBatch(author=KEY_A, handle="a", room="r", seq=1, texts=texts, sent_t=1.0)
+    with pytest.raises(DecodeError):
+        decode(encode(batch, SIG))
 
 
 def test_optional_key_fields_take_a_key_or_nothing() -> None:

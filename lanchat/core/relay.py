@@ -70,12 +70,12 @@ class _Client:
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
 
-    def take_token(self, now: float) -> bool:
+    def take_token(self, now: float, cost: int = 1) -> bool:
         self.tokens = min(RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT)
         self.refilled = now
-        if self.tokens < 1.0:
+        if self.tokens < cost:
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True
 
 
@@ -102,7 +102,7 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ inputs
 
-    def seed(self, history: Iterable[tuple[wire.Public, bytes]]) -> None:
+    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes]]) -> None:
         """Carry recent public messages over a failover, so late joiners still see them."""
         for msg, sig in history:
             if msg.room == self.room and self._remember(msg.msg_id):
@@ -129,7 +129,7 @@ class BrokerRelay:
                 client.status = msg.status
                 return [self._roster_effect()]
             return []
-        if isinstance(msg, wire.Public):
+        if isinstance(msg, wire.Public | wire.PublicBatch):
             return self._public(rid, client, msg, sig, now)
         if isinstance(msg, wire.Direct):
             return self._direct(client, msg, sig, frames, now)
@@ -254,7 +254,12 @@ class BrokerRelay:
         return effects
 
     def _public(
-        self, rid: bytes, client: _Client, msg: wire.Public, sig: bytes, now: float
+        self,
+        rid: bytes,
+        client: _Client,
+        msg: wire.Public | wire.PublicBatch,
+        sig: bytes,
+        now: float,
     ) -> list[Effect]:
         if (
             msg.author != client.hello.id_key
@@ -264,11 +269,12 @@ class BrokerRelay:
             return self._drop("public_not_own")
         if not self.verify(msg.author, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")
-        ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))
+        count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
+        ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq, count=count)))
         if msg.msg_id in self._seen:
             self._count("duplicate")
             return [ack]
-        if not client.take_token(now):
+        if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
         self._remember(msg.msg_id)
@@ -367,7 +373,7 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ helpers
 
-    def _append_relay(self, msg: wire.Public, sig: bytes) -> list[bytes]:
+    def _append_relay(self, msg: wire.Public | wire.PublicBatch, sig: bytes) -> list[bytes]:
         self.bseq += 1
         frames = wire.encode(wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig))
         self._backlog.append((self.bseq, frames))

@@ -48,6 +48,7 @@ __all__ = [
     "Private",
     "PrivateAck",
     "Public",
+    "PublicBatch",
     "Queue",
     "QueueEntry",
     "Redirect",
@@ -108,6 +109,7 @@ class Kind(IntEnum):
     PRIVATE = 20
     PRIVATE_ACK = 21
     SIGNAL = 23
+    PUBLIC_BATCH = 24
 
 
 def _key() -> Any:
@@ -261,6 +263,52 @@ class Public:
         return f"{self.author.hex()[:16]}:{self.seq}"
 
 
+MAX_BATCH = 64
+MAX_BATCH_CHARS = 32_000
+
+
+@dataclass(frozen=True, slots=True)
+class PublicBatch:
+    """Several consecutive public messages of one author under one signature.
+
+    An author that has many messages queued (a bot, a paste, a burst after a failover)
+    packs them: one signature, one frame, one relay for up to MAX_BATCH messages. Each
+    text keeps its own id, ``author:seq+i``, so receivers see ordinary messages.
+    """
+
+    KIND: ClassVar[Kind] = Kind.PUBLIC_BATCH
+    SIGNED: ClassVar[bool] = True
+    author: bytes = _key()
+    handle: str = _short(_MAX_HANDLE)
+    room: str = _short(_MAX_HANDLE)
+    seq: int = 0
+    texts: tuple[str, ...] = ()
+    sent_t: float = 0.0
+
+    def items(self) -> list[Public]:
+        return [
+            Public(
+                author=self.author,
+                handle=self.handle,
+                room=self.room,
+                seq=self.seq + i,
+                text=text,
+                sent_t=self.sent_t,
+            )
+            for i, text in enumerate(self.texts)
+        ]
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.author.hex()[:16]}:{self.seq}+{len(self.texts)}"
+
+    def check(self) -> None:
+        if not 1 <= len(self.texts) <= MAX_BATCH:
+            raise DecodeError(f"a batch holds 1 to {MAX_BATCH} messages")
+        if sum(len(t) for t in self.texts) > MAX_BATCH_CHARS:
+            raise DecodeError(f"a batch holds at most {MAX_BATCH_CHARS} characters")
+
+
 @dataclass(frozen=True, slots=True)
 class Relay:
     """Broker -> everyone (PUB): a Public stamped with the broker's sequence number."""
@@ -269,17 +317,18 @@ class Relay:
     SIGNED: ClassVar[bool] = False
     epoch: int = 0
     bseq: int = 0
-    inner: Public = field(default_factory=Public)
+    inner: Public | PublicBatch = field(default_factory=Public)
     inner_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Broker -> author: your Public with this seq is stored and relayed."""
+    """Broker -> author: your Public (or batch) starting at ``seq`` is stored and relayed."""
 
     KIND: ClassVar[Kind] = Kind.ACK
     SIGNED: ClassVar[bool] = False
     seq: int = 0
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +532,7 @@ Message = (
     | Beat
     | Roster
     | Public
+    | PublicBatch
     | Relay
     | Ack
     | Resend
@@ -511,6 +561,7 @@ _OUTER: dict[Kind, type[Any]] = {
         Beat,
         Roster,
         Public,
+        PublicBatch,
         Relay,
         Ack,
         Resend,
@@ -639,7 +690,11 @@ def _object(cls: type[Any], raw: Any) -> Any:
         raise DecodeError(f"{cls.__name__} is missing field(s) {sorted(missing)!r}")
     hints = _hints(cls)
     values = {f.name: _from_json(hints[f.name], f.metadata, raw[f.name], f.name) for f in fields}
-    return cls(**values)
+    obj = cls(**values)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check()  # rules that span fields
+    return obj
 
 
 def _reject_constant(name: str) -> Any:
@@ -733,7 +788,9 @@ def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
             raise DecodeError("Relay body must be {epoch, bseq}")
         epoch = _from_json(int, {}, meta["epoch"], "epoch")
         bseq = _from_json(int, {}, meta["bseq"], "bseq")
-        inner, inner_sig = _decode_one(frames[3:], {Kind.PUBLIC: Public})
+        inner, inner_sig = _decode_one(
+            frames[3:], {Kind.PUBLIC: Public, Kind.PUBLIC_BATCH: PublicBatch}
+        )
         return Relay(epoch=epoch, bseq=bseq, inner=inner, inner_sig=inner_sig), b""
     if len(frames) != 3:
         raise DecodeError(f"expected 3 frames, got {len(frames)}")
