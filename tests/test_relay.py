@@ -11,6 +11,7 @@ from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
     CLIENT_TIMEOUT_S,
+    ROSTER_MIN_INTERVAL_S,
     BrokerRelay,
     Effect,
     Publish,
@@ -148,7 +149,7 @@ def test_each_roster_change_has_a_new_version(
     relay: BrokerRelay, alice: Identity, bob: Identity
 ) -> None:
     v1 = opened(join(relay, b"r-a", alice, "alice"))[2][1].version
-    v2 = opened(join(relay, b"r-b", bob, "bob"))[2][1].version
+    v2 = opened(join(relay, b"r-b", bob, "bob", now=T0 + 1))[2][1].version
     assert v2 > v1
     assert relay.roster().version == v2
 
@@ -462,8 +463,8 @@ def test_silent_clients_time_out_and_the_roster_is_republished(
     relay: BrokerRelay, alice: Identity, bob: Identity
 ) -> None:
     join(relay, b"r-a", alice, "alice")
-    join(relay, b"r-b", bob, "bob")
-    relay.tick(T0)
+    join(relay, b"r-b", bob, "bob", now=T0 + ROSTER_MIN_INTERVAL_S)
+    relay.tick(T0 + ROSTER_MIN_INTERVAL_S)
     send(relay, b"r-b", wire.Heartbeat(t=1.0, status="online"), now=T0 + 1.5)
     # Not yet at the timeout itself (strictly longer), only a Beat.
     assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
@@ -499,10 +500,10 @@ def test_heartbeat_with_a_new_status_republishes_the_roster(
     relay: BrokerRelay, alice: Identity
 ) -> None:
     join(relay, b"r-a", alice, "alice")
-    [(to, roster)] = opened(send(relay, b"r-a", wire.Heartbeat(t=1.0, status="away")))
+    [(to, roster)] = opened(send(relay, b"r-a", wire.Heartbeat(t=1.0, status="away"), now=T0 + 1))
     assert to is None
     assert roster.peers[0].status == "away"
-    assert send(relay, b"r-a", wire.Heartbeat(t=2.0, status="away")) == []
+    assert send(relay, b"r-a", wire.Heartbeat(t=2.0, status="away"), now=T0 + 2) == []
     # A later Hello on the same connection keeps the status.
     join(relay, b"r-a", alice, "alice")
     assert relay.roster().peers[0].status == "away"
@@ -518,7 +519,7 @@ def test_sync_sends_the_roster_to_the_asker(relay: BrokerRelay, alice: Identity)
 def test_goodbye_removes_the_client(relay: BrokerRelay, alice: Identity, bob: Identity) -> None:
     join(relay, b"r-a", alice, "alice")
     join(relay, b"r-b", bob, "bob")
-    [(to, roster)] = opened(send(relay, b"r-a", wire.Goodbye(reason="bye")))
+    [(to, roster)] = opened(send(relay, b"r-a", wire.Goodbye(reason="bye"), now=T0 + 1))
     assert to is None
     assert handles(roster) == ["bob"]
     assert relay.client_count() == 1
@@ -533,3 +534,18 @@ def test_close_and_redirect_publish_to_everyone(relay: BrokerRelay) -> None:
     [eff] = relay.redirect(to)
     assert isinstance(eff, Publish)
     assert wire.decode(eff.frames) == (to, b"")
+
+
+def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
+    people = [Identity.generate() for _ in range(3)]
+    first = opened(join(relay, b"r-0", people[0], "p0"))
+    assert [type(m) for to, m in first if to is None] == [wire.Roster]
+    for i in (1, 2):
+        effects = opened(join(relay, f"r-{i}".encode(), people[i], f"p{i}"))
+        # The newcomer gets the roster directly; everyone else waits for the next one.
+        assert [to for to, m in effects if isinstance(m, wire.Roster)] == [f"r-{i}".encode()]
+    msgs = [m for _, m in opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))]
+    assert [type(m) for m in msgs] == [wire.Roster, wire.Beat]
+    assert handles(msgs[0]) == ["p0", "p1", "p2"]
+    # The Beat never announces a version nobody was sent (that would make all ask for it).
+    assert msgs[1].roster_version == msgs[0].version

@@ -39,6 +39,7 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 """``verify(identity_key, data, signature)``; injected so the core needs no crypto library."""
 
 BEAT_INTERVAL_S = 0.4
+ROSTER_MIN_INTERVAL_S = 0.25
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -99,6 +100,9 @@ class BrokerRelay:
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _queue: HelpQueue = field(default_factory=HelpQueue)
     _next_beat: float = 0.0
+    _roster_sent: float = -1e9
+    _roster_dirty: bool = False
+    _published: int = 0
 
     # ------------------------------------------------------------ inputs
 
@@ -127,7 +131,7 @@ class BrokerRelay:
         if isinstance(msg, wire.Heartbeat):
             if msg.status != client.status:
                 client.status = msg.status
-                return [self._roster_effect()]
+                return self._roster_changed(now)
             return []
         if isinstance(msg, wire.Public | wire.PublicBatch):
             return self._public(rid, client, msg, sig, now)
@@ -139,7 +143,7 @@ class BrokerRelay:
             return [ToClient(rid, wire.encode(self.roster()))]
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
-            effects: list[Effect] = [self._roster_effect()]
+            effects: list[Effect] = self._roster_changed(now)
             if left is not None:
                 # Left for good: its claims go back to waiting, its own hands are withdrawn.
                 self._queue.release_mentor(left.hello.id_key)
@@ -157,10 +161,14 @@ class BrokerRelay:
             self._forget(rid)
             self._count("client_timeout")
         if gone:
-            effects.append(self._roster_effect())
+            effects += self._roster_changed(now)
+        elif self._roster_dirty and now - self._roster_sent >= ROSTER_MIN_INTERVAL_S:
+            effects += self._roster_changed(now)
         if now >= self._next_beat:
             self._next_beat = now + BEAT_INTERVAL_S
-            beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self.roster_version)
+            # The version everyone can have: a coalesced change is not announced until sent,
+            # or every client would ask for it (Sync) at once.
+            beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self._published)
             effects.append(Publish(wire.encode(beat)))
         return effects
 
@@ -242,12 +250,13 @@ class BrokerRelay:
             bseq=self.bseq,
             since=self.since,
         )
-        roster = self._roster_effect()
-        # The roster goes to the newcomer directly too: its SUB may not be connected yet.
+        published = self._roster_changed(now)
+        # The roster goes to the newcomer directly too: its SUB may not be connected yet,
+        # and in a wave of joins the published one is held back a moment (see below).
         effects: list[Effect] = [
             ToClient(rid, wire.encode(welcome)),
-            ToClient(rid, roster.frames),
-            roster,
+            ToClient(rid, wire.encode(self.roster())),
+            *published,
         ]
         if hello.mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
@@ -393,9 +402,21 @@ class BrokerRelay:
             del self._rid_by_key[client.hello.id_key]
         return client
 
-    def _roster_effect(self) -> Publish:
+    def _roster_changed(self, now: float) -> list[Effect]:
+        """Publish the new roster, at most every ROSTER_MIN_INTERVAL_S.
+
+        The roster grows with the room and every change goes to everyone, so a wave of
+        100 laptops joining would cost 100 x 100 rosters; coalescing keeps it to a few,
+        while a single change (someone left) still goes out at once.
+        """
         self.roster_version += 1
-        return Publish(wire.encode(self.roster()))
+        if now - self._roster_sent < ROSTER_MIN_INTERVAL_S:
+            self._roster_dirty = True
+            return []
+        self._roster_dirty = False
+        self._roster_sent = now
+        self._published = self.roster_version
+        return [Publish(wire.encode(self.roster()))]
 
     def _refuse(self, rid: bytes, code: str, message: str) -> ToClient:
         return ToClient(rid, wire.encode(wire.Refused(code=code, message=message)))
