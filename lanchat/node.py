@@ -25,11 +25,13 @@ from lanchat import identity as ident
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
 from lanchat.core.advert import Advert
+from lanchat.core.files import FileOffer, OfferError
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.relay import BEAT_INTERVAL_S, BrokerRelay, Publish, ToClient
 from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, PeerGone, PeerSeen
+from lanchat.files import FileError, FileService
 from lanchat.store import HistoryRecord, OutboxItem, Profile
 from lanchat.transport import BrokerLink, Incoming, Transport
 
@@ -54,6 +56,7 @@ PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
+SETTLE_S = 3.0  # a new student broker still gives way to a mentor for this long
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
 PRESENCE_STATES = ("online", "away", "busy")
 REQUESTS_PER_MIN = 20
@@ -163,6 +166,17 @@ class Node:
         self.wall = wall
         self.transport = Transport(config.address, identity.curve_public, identity.curve_secret)
         self.discovery = Discovery(config.address, self._on_discovery)
+        self.files = FileService(
+            self.transport.ctx,
+            config.address,
+            identity.curve_public,
+            identity.curve_secret,
+            profile.directory / "downloads",
+            self._emit_file_event,
+            self._may_fetch,
+        )
+        self._offers_out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
+        self._offers_in: dict[str, tuple[FileOffer, bytes]] = {}  # id -> (offer, sender)
         self.started_at = wall()
         self.relay: BrokerRelay | None = None
         self.link: _Link | None = None
@@ -207,6 +221,7 @@ class Node:
         """Run until quit; returns the process exit status."""
         try:
             self.transport.start(self.cfg.info_port)
+            self.files.start()
         except zmq.ZMQError as exc:
             self._error("network", f"cannot open sockets on {self.cfg.address}: {exc}")
             return 1
@@ -251,6 +266,7 @@ class Node:
         self._election_from = self.clock()
         self._set_status("electing", "finding the broker")
         self._tg.create_task(self._router_loop())
+        self._tg.create_task(self.files.serve())
         self._tg.create_task(self.transport.serve_info(self._info))
         self._tg.create_task(self._tick_loop())
         self._tg.create_task(self._command_loop(commands))
@@ -270,6 +286,8 @@ class Node:
                 # Give the goodbye a moment to leave the socket before it is closed.
                 await asyncio.sleep(0.05)
         self._drop_link()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.files.close(), 2.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.discovery.close(), 2.0)
         self.transport.close()
@@ -425,6 +443,38 @@ class Node:
             await self.discovery.update(advert)
         except Exception:  # the advert is best-effort; the broker works without it
             log.exception("could not update the mDNS advert")
+
+    def _maybe_hand_over(self) -> None:
+        """A student broker gives way to a mentor who turned up while it was settling.
+
+        Laptops started together do not all see each other before electing; a mentor
+        among them should still end up as broker. Only in the first SETTLE_S of a reign,
+        and only student -> mentor, so a running room never changes broker because a
+        better laptop arrived (no preemption), and the handover is as clean as a goodbye.
+        """
+        relay = self.relay
+        if relay is None or self.cfg.mentor or self.wall() - relay.since > SETTLE_S:
+            return
+        mentors = [e for e in self.online.values() if e.mentor and e.id_key not in self.gone]
+        if not mentors:
+            return
+        best = min(
+            mentors,
+            key=lambda e: election.Candidate(e.id_key, True, e.priority, e.started_at).rank(),
+        )
+        redirect = wire.Redirect(
+            broker_key=best.id_key,
+            curve_key=best.curve_key,
+            address=best.address,
+            router_port=best.router_port,
+            epoch=relay.epoch + 1,
+        )
+        for eff in relay.redirect(redirect):
+            self._apply(eff)
+        self.last_epoch = max(self.last_epoch, relay.epoch)
+        self._stop_broker()
+        self._drop_link()
+        self._open_link(_target_of_entry(best), self.clock())
 
     def _check_merge(self) -> None:
         """Two brokers in one room (a healed partition): move to the better one."""
@@ -591,9 +641,14 @@ class Node:
         elif isinstance(msg, wire.HelpMsg):
             self._on_help_msg(msg)
         elif isinstance(msg, wire.Redirect):
+            self._drop_link()
+            if msg.broker_key == self.me.key and self.relay is None:
+                # A handover to us (we are the mentor a settling broker gives way to).
+                self.last_epoch = max(self.last_epoch, msg.epoch - 1)
+                self._become_broker(now)
+                return
             self.last_epoch = max(self.last_epoch, msg.epoch)
             target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port)
-            self._drop_link()
             self._open_link(target, now)
         else:
             self._count("unexpected_from_broker")
@@ -743,6 +798,8 @@ class Node:
             )
             if not self.profile.history.append(record):
                 continue  # seen before: at-least-once below, exactly-once here
+            if item.offer:
+                self._on_offer(item.author, handle, item.offer, shared=True)
             self._emit(
                 "public",
                 id=item.msg_id,
@@ -1112,6 +1169,12 @@ class Node:
                 if self.cfg.auto_read:
                     self._send_signal(sender, "read", item.cseq)
             return
+        if item.item == "file":
+            if not fs.can_message(state):
+                self._count("private_from_non_friend")
+                return
+            self._on_offer(sender, handle, item.text, shared=False)
+            return
         move = fs.arrives_as(fs.Notice(item.item))
         try:
             outcome = fs.apply(state, move)
@@ -1228,6 +1291,100 @@ class Node:
                 }
             )
         return out
+
+    # ================================================================ files
+
+    async def _offer_file(self, path: Path, to: str | None) -> None:
+        """``send`` (to a friend) or ``share`` (to the room): hash, register, announce."""
+        key = None
+        if to is not None:
+            key = self._key_for_handle(to)
+            if not fs.can_message(self._friendship(key)):
+                self._error("not_friends", f"you and {to} are not friends: send a request first")
+                return
+        try:
+            offer = await self.files.prepare_offer(path.expanduser(), shared=key is None)
+        except FileError as exc:
+            self._error("file_error", str(exc))
+            return
+        self._offers_out[offer.offer_id] = (offer, key)
+        if key is not None:
+            self._queue_private(key, "file", offer.to_json())
+        else:
+            self._say_offer(offer)
+        self._emit("file_offered", id=offer.offer_id, name=offer.name, size=offer.size, to=to)
+
+    def _say_offer(self, offer: FileOffer) -> None:
+        seq = self.outbox.allocate()
+        self.profile.history.set_seq("public", seq)
+        msg = wire.Public(
+            author=self.me.key,
+            handle=self.cfg.handle,
+            room=self.cfg.room,
+            seq=seq,
+            text=f"shares the file {offer.name} ({offer.size:,} bytes)",
+            sent_t=round(self.wall(), 3),
+            offer=offer.to_json(),
+        )
+        sig = self.me.sign(wire.signed_bytes(msg))
+        self.outbox.add(seq, wire.encode(msg, sig), self.clock())
+        self.recent_relays.append((msg, sig))
+        self._pump_public()
+
+    def _on_offer(self, sender: bytes, handle: str, text: str, shared: bool) -> None:
+        try:
+            offer = FileOffer.from_json(text)
+        except OfferError:
+            self._count("bad_offer")
+            return
+        entry = self.online.get(sender)
+        # The file must come from the sender's own machine and key: an offer pointing
+        # elsewhere would make us fetch from (and hammer) a third party.
+        if entry is None or (offer.server_key, offer.address) != (entry.curve_key, entry.address):
+            self._count("offer_elsewhere")
+            return
+        if offer.shared != shared:
+            self._count("bad_offer")
+            return
+        self._offers_in[offer.offer_id] = (offer, sender)
+        self._emit(
+            "file_offer",
+            id=offer.offer_id,
+            **{"from": handle},
+            name=offer.name,
+            size=offer.size,
+            sha256=offer.sha256,
+            fingerprint=ident.fingerprint(sender),
+            shared=shared,
+        )
+
+    def accept_file(self, offer_id: str) -> None:
+        known = self._offers_in.get(offer_id)
+        if known is None:
+            raise CommandError("bad_command", f"no file offer {offer_id!r}")
+        self._spawn(self.files.download(known[0]))
+
+    def decline_file(self, offer_id: str) -> None:
+        if self._offers_in.pop(offer_id, None) is None:
+            raise CommandError("bad_command", f"no file offer {offer_id!r}")
+        self.files.decline(offer_id)
+
+    def _may_fetch(self, offer_id: str, curve_key: bytes) -> bool:
+        """Whether the peer that authenticated with ``curve_key`` may fetch this offer."""
+        known = self._offers_out.get(offer_id)
+        if known is None:
+            return False
+        _offer, to = known
+        if to is not None:
+            entry = self.online.get(to)
+            return entry is not None and entry.curve_key == curve_key
+        return any(
+            e.curve_key == curve_key and not self._blocked(e.id_key) for e in self.online.values()
+        )
+
+    def _emit_file_event(self, event: dict[str, Any]) -> None:
+        fields = dict(event)
+        self._emit(str(fields.pop("ev")), **fields)
 
     # ================================================================ help queue
 
@@ -1484,6 +1641,7 @@ class Node:
         if self.relay is not None:
             for eff in self.relay.tick(now):
                 self._apply(eff)
+            self._maybe_hand_over()
             if now - self._last_reannounce >= REANNOUNCE_S:
                 self._last_reannounce = now
                 self._spawn(self._reannounce())
@@ -1652,6 +1810,14 @@ class Node:
             self.done(hand_id)
         elif name == "queue":
             self._emit_queue()
+        elif name == "send":
+            self._spawn(self._offer_file(Path(arg("path")), arg("to")))
+        elif name == "share":
+            self._spawn(self._offer_file(Path(arg("path")), None))
+        elif name == "accept_file":
+            self.accept_file(arg("id"))
+        elif name == "decline_file":
+            self.decline_file(arg("id"))
         elif name == "typing":
             active = cmd.get("active", True)
             if not isinstance(active, bool):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 from lannode import LanNode, start_nodes, wait_connected, wait_online
+
+from lanchat.node import SETTLE_S
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -235,3 +238,33 @@ def test_second_instance_on_the_same_profile_fails_clearly(
     assert err["code"] == "profile_locked"
     assert again.proc.wait(timeout=10) == 2
     assert ann.proc.poll() is None
+
+
+def test_a_mentor_arriving_while_the_broker_settles_takes_over_without_loss(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    students = start_nodes(lan, tmp_path, ["s1", "s2"])
+    first = wait_connected(students)
+    teach = LanNode(lan, 3, "teach", tmp_path / "teach", ["--mentor"])
+    for node in students:
+        node.send(cmd="say", text=f"{node.handle} during handover")
+    for node in [*students, teach]:
+        node.wait("broker", lambda e: e["handle"] == "teach")
+    assert first != "teach"
+    for node in students:
+        other = next(n for n in students if n is not node)
+        node.wait("public", lambda e, o=other: e["text"] == f"{o.handle} during handover")
+
+
+def test_once_settled_a_running_broker_is_not_preempted(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    s1 = LanNode(lan, 1, "s1", tmp_path / "s1")
+    s1.wait("broker")
+    time.sleep(SETTLE_S + 0.2)  # the rule under test is about elapsed time
+    teach = LanNode(lan, 2, "teach", tmp_path / "teach", ["--mentor"])
+    assert teach.wait("broker")["handle"] == "s1"
+    with pytest.raises(TimeoutError):
+        teach.wait("broker", timeout=1.5)

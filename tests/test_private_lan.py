@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -292,3 +294,48 @@ def test_status_receipts_and_typing_flow_end_to_end(
     ann.send(cmd="who")
     (peer,) = ann.wait("who")["peers"]
     assert (peer["status"], peer["status_text"]) == ("away", "lunch")
+
+
+def test_files_go_peer_to_peer_intact_and_a_room_share_reaches_everyone(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    ann, ben, cat = nodes
+    wait_connected(nodes)
+    befriend(ben, cat)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "dataset.bin"
+    src.write_bytes(data)
+    # Private: ben -> cat (a friend); the offer names file, size and sender.
+    ben.send(cmd="send", to="cat", path=str(src))
+    offer = cat.wait("file_offer")
+    assert (offer["from"], offer["name"], offer["size"], offer["shared"]) == (
+        "ben",
+        "dataset.bin",
+        len(data),
+        False,
+    )
+    cat.send(cmd="accept_file", id=offer["id"])
+    done = cat.wait("file_done", lambda e: e["id"] == offer["id"], timeout=30)
+    landed = tmp_path / "cat" / "downloads" / "dataset.bin"
+    assert done["path"] == str(landed)
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    # Not a friend of ann: a private send to her is refused before anything happens.
+    ben.send(cmd="send", to="ann", path=str(src))
+    assert ben.wait("error")["code"] == "not_friends"
+    # A room share reaches everyone; declining leaves nothing on disk.
+    slides = tmp_path / "slides.pdf"
+    slides.write_bytes(b"%PDF-1.4 not really" * 1000)
+    ann.send(cmd="share", path=str(slides))
+    for node in (ben, cat):
+        got = node.wait("file_offer", lambda e: e["name"] == "slides.pdf")
+        assert got["shared"] is True
+    ben_offer = ben.seen("file_offer")[-1]
+    ben.send(cmd="accept_file", id=ben_offer["id"])
+    ben.wait("file_done", lambda e: e["id"] == ben_offer["id"], timeout=30)
+    assert (tmp_path / "ben" / "downloads" / "slides.pdf").read_bytes() == slides.read_bytes()
+    cat_offer = cat.seen("file_offer")[-1]
+    cat.send(cmd="decline_file", id=cat_offer["id"])
+    cat.wait("file_failed", lambda e: e["id"] == cat_offer["id"])
+    assert sorted(p.name for p in (tmp_path / "cat" / "downloads").iterdir()) == ["dataset.bin"]

@@ -273,6 +273,18 @@ def test_scrolling_pages_and_holds_the_view_while_messages_arrive() -> None:
     assert model.visible_lines(1)[0].text == "new"
 
 
+def test_paging_up_stops_at_the_first_screenful() -> None:
+    model = ViewModel("me", "lobby", max_lines=100)
+    for i in range(30):
+        model.apply(ev("public", id=f"{i}", **{"from": "bob"}, text=f"m{i}", sent_t=i))
+    model.scroll_up(26, view=20)
+    assert model.scroll == 10  # the view still holds 20 lines: m0 to m19
+    assert [line.text for line in model.visible_lines(20)][::19] == ["m0", "m19"]
+    model.scroll_down(10)
+    model.scroll_up(5, view=40)  # everything fits already: nothing to scroll
+    assert model.scroll == 0
+
+
 # ---------------------------------------------------------------- input parsing
 
 

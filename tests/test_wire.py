@@ -275,6 +275,7 @@ def test_signed_bytes_changes_with_every_field() -> None:
         "seq": 8,
         "text": "hello",
         "sent_t": 12.75,
+        "offer": '{"other": "place"}',
     }
     assert set(changed) == {f.name for f in dataclasses.fields(Public)}
     for name, value in changed.items():

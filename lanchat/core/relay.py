@@ -160,9 +160,7 @@ class BrokerRelay:
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
-        if gone:
-            effects += self._roster_changed(now)
-        elif self._roster_dirty and now - self._roster_sent >= ROSTER_MIN_INTERVAL_S:
+        if gone or (self._roster_dirty and now - self._roster_sent >= ROSTER_MIN_INTERVAL_S):
             effects += self._roster_changed(now)
         if now >= self._next_beat:
             self._next_beat = now + BEAT_INTERVAL_S

@@ -257,6 +257,9 @@ class Public:
     seq: int = 0
     text: str = field(default="", metadata={"max": MAX_TEXT_CHARS})
     sent_t: float = 0.0
+    # A file shared with the room: the offer (JSON, lanchat.core.files.FileOffer), signed
+    # with the text so nobody can swap where receivers fetch it from.
+    offer: str = _short(1000)
 
     @property
     def msg_id(self) -> str:
@@ -478,7 +481,7 @@ class HelpMsg:
     box: bytes = field(default=b"", metadata={"max": 64 * 1024})
 
 
-PRIVATE_ITEMS = frozenset({"request", "accept", "reject", "text"})
+PRIVATE_ITEMS = frozenset({"request", "accept", "reject", "text", "file"})
 
 
 @dataclass(frozen=True, slots=True)

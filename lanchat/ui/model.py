@@ -283,8 +283,9 @@ class ViewModel:
             )
         return self.open(key)
 
-    def scroll_up(self, lines: int) -> None:
-        most = max(0, len(self.current_conversation.lines) - 1)
+    def scroll_up(self, lines: int, view: int = 1) -> None:
+        """Show older lines; never so far that fewer than ``view`` lines are left to show."""
+        most = max(0, len(self.current_conversation.lines) - max(1, view))
         self.scroll = min(most, self.scroll + max(1, lines))
 
     def scroll_down(self, lines: int) -> None:

@@ -237,8 +237,12 @@ class ChatScreen:
             self.send({"cmd": answer, "from": first[0]})
 
     def page(self) -> int:
+        """Lines one PageUp/PageDown moves: the chat's height, less two lines of context."""
+        return max(1, self._chat_rows() - 2)
+
+    def _chat_rows(self) -> int:
         info = self.main_window.render_info
-        return max(1, (info.window_height if info else 10) - 2)
+        return info.window_height if info else 10
 
     def _local(self, action: LocalAction, now: float) -> None:
         if action.action is Action.HELP:
@@ -391,7 +395,8 @@ class ChatScreen:
 
         @kb.add("pageup")
         def _page_up(_event: KeyPressEvent) -> None:
-            self.model.scroll_up(self.page())
+            # Not past the first screenful: the window stays full (one row for the marker).
+            self.model.scroll_up(self.page(), view=self._chat_rows() - 1)
 
         @kb.add("pagedown")
         def _page_down(_event: KeyPressEvent) -> None:
