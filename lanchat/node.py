@@ -1834,12 +1834,16 @@ class Node:
             self.set_presence(arg("set"), text)
             self._emit("status", state=self.status, text=self._status_text, presence=self.presence)
         elif name == "status":
+            counters = dict(self.counters)
+            if self.relay is not None:  # what the broker dropped, counted the same way
+                for name, count in self.relay.counters.items():
+                    counters[name] = counters.get(name, 0) + count
             self._emit(
                 "status",
                 state=self.status,
                 text=self._status_text,
                 online=len(self.online),
-                counters=dict(self.counters),
+                counters=counters,
             )
         elif name == "quit":
             self.stop()
