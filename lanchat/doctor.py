@@ -19,14 +19,13 @@ import secrets
 import socket
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
-from lanchat.netif import Candidate, NetifError, choose_address, list_interfaces
+from lanchat.netif import Candidate, NetifError, choose_address, link_state, list_interfaces
 
 __all__ = ["Report", "diagnose", "main"]
 
@@ -52,14 +51,6 @@ class Report:
         self.lines.append(f"  FAIL {text}")
         if advice not in self.advice:
             self.advice.append(advice)
-
-
-def link_state(name: str) -> str | None:
-    """'up', 'down', ... from the kernel on Linux; None where it cannot be read."""
-    try:
-        return Path(f"/sys/class/net/{name}/operstate").read_text().strip()
-    except OSError:
-        return None
 
 
 async def _multicast_roundtrip(address: str, timeout_s: float) -> bool:

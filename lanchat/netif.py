@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ifaddr
@@ -189,3 +190,19 @@ def is_private_or_local(address: str) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in _LAN_OR_LOCAL)
+
+
+def link_state(name: str) -> str | None:
+    """'up', 'down', 'dormant'... as the kernel reports it (Linux); None where unknown."""
+    try:
+        return Path(f"/sys/class/net/{name}/operstate").read_text().strip()
+    except OSError:
+        return None
+
+
+def interface_of(address: str) -> str | None:
+    """The name of the local interface holding ``address``."""
+    for candidate in list_interfaces():
+        if candidate.address == address:
+            return candidate.name
+    return None

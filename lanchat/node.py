@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from lanchat import identity as ident
+from lanchat import netif
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
 from lanchat.core.advert import Advert
@@ -56,7 +57,8 @@ PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
-SETTLE_S = 3.0  # a new student broker still gives way to a mentor for this long
+SETTLE_S = 3.0
+LINK_CHECK_S = 0.5  # a new student broker still gives way to a mentor for this long
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
 PRESENCE_STATES = ("online", "away", "busy")
 REQUESTS_PER_MIN = 20
@@ -214,6 +216,10 @@ class Node:
         self.queue: wire.Queue | None = None
         self._request_times: list[float] = []
         self.status = "starting"
+        self._iface = netif.interface_of(config.address)
+        self._offline = False
+        self._after_offline = ("starting", "")
+        self._last_link_check = 0.0
 
     # ================================================================ life cycle
 
@@ -1638,6 +1644,7 @@ class Node:
             await asyncio.sleep(TICK_S)
 
     def _tick(self, now: float) -> None:
+        self._check_link(now)
         if self.relay is not None:
             for eff in self.relay.tick(now):
                 self._apply(eff)
@@ -1855,11 +1862,34 @@ class Node:
     _status_text = ""
 
     def _set_status(self, state: str, text: str) -> None:
+        if self._offline and state != "offline":
+            self._after_offline = (state, text)  # told when the network is back
+            return
         if state == self.status and text == self._status_text:
             return
         self.status = state
         self._status_text = text
         self._emit("status", state=state, text=text)
+
+    def _check_link(self, now: float) -> None:
+        """Say plainly when our network interface goes down, and when it is back."""
+        if self._iface is None or now - self._last_link_check < LINK_CHECK_S:
+            return
+        self._last_link_check = now
+        state = netif.link_state(self._iface)
+        down = state is not None and state not in ("up", "unknown")
+        if down and not self._offline:
+            self._after_offline = (self.status, self._status_text)
+            self._set_status(
+                "offline", f"the network is down ({self._iface} is {state}); waiting for it"
+            )
+            self._offline = True
+        elif not down and self._offline:
+            self._offline = False
+            state_now, text = self._after_offline
+            self._set_status("electing", "the network is back; finding the broker")
+            if state_now in ("connected", "broker"):
+                self._set_status(state_now, text)
 
     def _emit(self, ev: str, /, **fields: Any) -> None:
         self._emit_raw({"ev": ev, "t": round(self.wall(), 6), **fields})

@@ -29,12 +29,15 @@ def prepare(
     args: argparse.Namespace,
     emit: Callable[[dict[str, Any]], None],
     handle: str | None,
+    *,
+    auto_read: bool = True,
 ) -> Node | int:
     """Open the profile and identity and build the Node; an int is an exit status.
 
     ``args`` carries the parsed options (room, connect, profile, interface, mentor);
-    ``handle`` overrides the one the profile remembers. On failure an ``error`` event has
-    been emitted and nothing stays open.
+    ``handle`` overrides the one the profile remembers. ``auto_read``: the node counts a
+    private message as read once emitted (headless); the interactive screen says so itself.
+    On failure an ``error`` event has been emitted and nothing stays open.
     """
     from lanchat.core.handles import HandleError, validate_handle
     from lanchat.identity import Identity, IdentityError
@@ -77,7 +80,12 @@ def prepare(
         profile.close()
         raise
     config = NodeConfig(
-        handle=handle, room=room, address=address, mentor=args.mentor, connect=connect
+        handle=handle,
+        room=room,
+        address=address,
+        mentor=args.mentor,
+        connect=connect,
+        auto_read=auto_read,
     )
     return Node(config, profile, identity, emit)
 

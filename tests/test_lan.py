@@ -144,8 +144,12 @@ def test_host_side_link_down_and_up(vlan: Callable[..., VirtualLan], tmp_path: P
     nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
     assert wait_connected(nodes) == "ann"
     lan.link_down(2, side="host")
+    # Ben is told plainly that his network is down, not that he became a broker.
+    offline = nodes[1].wait("status", lambda e: e["state"] == "offline", timeout=5)
+    assert "network is down" in offline["text"]
     nodes[0].wait("peer_down", lambda e: e["handle"] == "ben", timeout=6)
     lan.link_up(2, side="host")
+    nodes[1].wait("status", lambda e: "network is back" in e["text"], timeout=5)
     nodes[0].wait("peer_up", lambda e: e["handle"] == "ben", timeout=10)
     nodes[1].send(cmd="say", text="ben is back")
     nodes[2].wait("public", lambda e: e["text"] == "ben is back")

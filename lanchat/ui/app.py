@@ -25,6 +25,7 @@ from lanchat.core.handles import HandleError, suggest_handle, validate_handle
 from lanchat.node import Node
 from lanchat.profile_setup import EXIT_USAGE, check_options, login_name, prepare
 from lanchat.ui.model import ViewModel
+from lanchat.ui.notify import DesktopNotifier
 from lanchat.ui.screen import ChatScreen, CommandSink
 
 if TYPE_CHECKING:
@@ -173,7 +174,8 @@ def run_interactive(args: argparse.Namespace) -> int:
         if handle is None:
             return 1
     relay = EventRelay()
-    node = prepare(args, relay, handle)
+    # Read receipts say what is on screen: the screen sends them, not the node by itself.
+    node = prepare(args, relay, handle, auto_read=False)
     if isinstance(node, int):
         for event in relay.held:
             if event.get("ev") == "error":
@@ -186,7 +188,13 @@ def run_interactive(args: argparse.Namespace) -> int:
 
 
 async def _chat(node: Node, relay: EventRelay) -> int:
-    screen = ChatScreen(ViewModel(node.cfg.handle, node.cfg.room))
+    if node.cfg.auto_read:  # whoever built the node: the screen marks messages read itself
+        node.cfg = dataclasses.replace(node.cfg, auto_read=False)
+    screen = ChatScreen(
+        ViewModel(node.cfg.handle, node.cfg.room, mentor=node.cfg.mentor),
+        notifier=DesktopNotifier.find(),
+        settings=node.profile.state,
+    )
     relay.connect(screen.on_event)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):

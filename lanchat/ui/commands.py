@@ -19,7 +19,9 @@ __all__ = [
     "COMMANDS",
     "DEFAULT_HISTORY",
     "HELP_ROWS",
+    "HELP_USAGE_WIDTH",
     "MAX_HISTORY",
+    "PRESENCE_STATES",
     "PUBLIC_NAMES",
     "Action",
     "Command",
@@ -34,6 +36,9 @@ DEFAULT_HISTORY: Final = 50
 MAX_HISTORY: Final = 10_000
 # Names that mean "the public room" wherever a handle or conversation is expected.
 PUBLIC_NAMES: Final = frozenset({"", "#", "#public", "public"})
+PRESENCE_STATES: Final = ("online", "away", "busy")
+_ANON_FLAGS: Final = frozenset({"--anon", "-a", "--anonymous"})
+_MAX_NUMBER_DIGITS: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class CommandSpec:
     usage: str
     summary: str
     handle_arg: bool = False  # the first argument is a handle (for completion)
+    path_arg: bool = False  # a file path follows (after the handle, if any)
+    choices: tuple[tuple[str, ...], ...] = ()  # the words each argument may be
 
 
 COMMANDS: Final[tuple[CommandSpec, ...]] = (
@@ -56,22 +63,59 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/who", "/who", "list who is online"),
     CommandSpec("/friends", "/friends", "list friends with their safety codes"),
     CommandSpec("/history", "/history [H] [N]", "load the last N messages", handle_arg=True),
+    CommandSpec("/hand", "/hand [--anon] [topic]", "ask a mentor for help", choices=(("--anon",),)),
+    CommandSpec("/done", "/done [id]", "lower your hand, or end a help session"),
+    CommandSpec("/queue", "/queue", "mentors: list the help queue"),
+    CommandSpec("/claim", "/claim N", "mentors: help hand number N of the queue"),
+    CommandSpec(
+        "/status",
+        "/status online|away|busy [text]",
+        "tell the others whether you are around",
+        choices=(PRESENCE_STATES,),
+    ),
+    CommandSpec(
+        "/set",
+        "/set receipts|typing|notify on|off",
+        "read receipts, typing indicator, desktop pop-ups",
+        choices=(("receipts", "typing", "notify"), ("on", "off")),
+    ),
+    CommandSpec(
+        "/send", "/send H path", "offer a file to friend H", handle_arg=True, path_arg=True
+    ),
+    CommandSpec("/share", "/share path", "offer a file to everyone in the room", path_arg=True),
+    CommandSpec("/accept-file", "/accept-file [id]", "download an offered file (default: oldest)"),
+    CommandSpec("/decline-file", "/decline-file [id]", "decline a file offer (default: oldest)"),
     CommandSpec("/help", "/help", "this screen"),
     CommandSpec("/quit", "/quit", "leave (the others are told at once)"),
 )
 # The help screen groups related commands so that all of it fits 80x24.
 HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
-    ("/msg H text", "private message to friend H"),
-    ("/say text", "public message, also from a private chat"),
+    ("/msg H text, /say text", "private message to friend H / public message"),
     ("/join H | public", "switch to the chat with H, or back to the room"),
     ("/request H", "ask H for a private, end-to-end encrypted chat"),
-    ("/accept [H], /reject [H]", "answer a request (default: the oldest)"),
+    ("/accept [H], /reject [H]", "answer a chat request (F2 / F3: the oldest)"),
     ("/block H, /unblock H", "ignore H everywhere / stop ignoring H"),
     ("/who, /friends", "who is online / your friends and safety codes"),
     ("/history [H] [N]", "load the last N stored messages of a chat"),
-    ("/help, /quit", "this screen / leave (others are told at once)"),
+    ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
+    ("/done [id], /queue, /claim N", "end a hand · mentors: the queue, help hand N"),
+    ("/status S [text]", "online, away or busy, e.g. /status away lunch"),
+    ("/set X on|off", "X: receipts, typing or notify (desktop pop-ups)"),
+    ("/send H path, /share path", "offer a file to friend H / to the whole room"),
+    ("/accept-file, /decline-file", "answer a file offer [id] (F4 / F5: the oldest)"),
+    ("/help, /quit", "this screen (F1, ?) / leave (others are told)"),
 )
-_ALIASES: Final = {"/m": "/msg", "/j": "/join", "/q": "/quit", "/h": "/help", "/?": "/help"}
+HELP_USAGE_WIDTH: Final = 29
+_ALIASES: Final = {
+    "/m": "/msg",
+    "/j": "/join",
+    "/q": "/quit",
+    "/h": "/help",
+    "/?": "/help",
+    "/away": "/status away",
+    "/busy": "/status busy",
+    "/back": "/status online",
+}
 _SPECS: Final = {spec.name: spec for spec in COMMANDS}
 
 
@@ -79,6 +123,7 @@ class Action(StrEnum):
     NOTHING = "nothing"
     HELP = "help"
     JOIN = "join"  # target: a handle, or None for the public room
+    NOTIFY = "notify"  # target: "on" or "off" (desktop notifications, a setting of the UI)
     QUIT = "quit"
 
 
@@ -110,6 +155,9 @@ class InputContext:
 
     conversation: str | None = None  # the handle of the private chat on screen; None: public
     first_request: str | None = None  # the oldest unanswered private-chat request
+    offers: tuple[str, ...] = ()  # ids of the pending file offers, oldest first
+    hands: tuple[str, ...] = ()  # ids of our open hands and claims
+    help_hand: str | None = None  # the hand of the help session on screen, if it is one
 
 
 def parse_input(
@@ -128,7 +176,9 @@ def parse_input(
     if not text.startswith("/"):
         return _plain(text, ctx)
     head, _, rest = text.partition(" ")
-    name = _ALIASES.get(head.lower(), head.lower())
+    name, _, implied = _ALIASES.get(head.lower(), head.lower()).partition(" ")
+    if implied:
+        rest = f"{implied} {rest}"
     spec = _SPECS.get(name)
     if spec is None:
         return InputError(f"unknown command {_shown(head)}: type /help for the list")
@@ -237,7 +287,7 @@ def _history(_rest: str, words: list[str], ctx: InputContext) -> Command:
         raise _UsageError()
     who: str | None = ctx.conversation
     limit = DEFAULT_HISTORY
-    if words and words[-1].isdigit():
+    if words and _is_number(words[-1]):
         limit = int(words.pop())
         if not 1 <= limit <= MAX_HISTORY:
             raise _UsageError(f"N must be from 1 to {MAX_HISTORY}")
@@ -246,6 +296,96 @@ def _history(_rest: str, words: list[str], ctx: InputContext) -> Command:
     if words:
         who = None if words[0].lower() in PUBLIC_NAMES else _handle(words[0])
     return Command({"cmd": "history", "with": who, "limit": limit})
+
+
+def _is_number(word: str) -> bool:
+    return word.isascii() and word.isdigit() and len(word) <= _MAX_NUMBER_DIGITS
+
+
+def _pick(word: str, known: tuple[str, ...], what: str) -> str:
+    """An id as typed, or the one known id it is a prefix of (ids are long)."""
+    if word in known:
+        return word
+    matches = [item for item in known if item.startswith(word.lower())]
+    if len(matches) > 1:
+        raise _UsageError(f"{_shown(word)} could be more than one {what}: type more of its id")
+    return matches[0] if matches else word
+
+
+def _path(text: str) -> str:
+    """A path as typed; quotes around it (for spaces) are dropped."""
+    path = text.strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
+        path = path[1:-1]
+    if not path:
+        raise _UsageError()
+    return path
+
+
+def _hand(rest: str, words: list[str], _ctx: InputContext) -> Command:
+    topic = rest.strip()
+    anon = bool(words) and words[0].lower() in _ANON_FLAGS
+    if anon:
+        topic = topic[len(words[0]) :].strip()
+    return Command({"cmd": "hand", "topic": topic, "anon": anon})
+
+
+def _done(_rest: str, words: list[str], ctx: InputContext) -> Command:
+    if len(words) > 1:
+        raise _UsageError()
+    if words:
+        return Command({"cmd": "done", "id": _pick(words[0], ctx.hands, "hand")})
+    if ctx.help_hand is not None:
+        return Command({"cmd": "done", "id": ctx.help_hand})
+    return Command({"cmd": "done"})
+
+
+def _claim(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) != 1 or not _is_number(words[0]) or int(words[0]) < 1:
+        raise _UsageError()
+    return Command({"cmd": "claim", "n": int(words[0])})
+
+
+def _status(rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if not words or words[0].lower() not in PRESENCE_STATES:
+        raise _UsageError()
+    text = rest.strip()[len(words[0]) :].strip()
+    return Command({"cmd": "status", "set": words[0].lower(), "text": text})
+
+
+def _set(_rest: str, words: list[str], _ctx: InputContext) -> Command | LocalAction:
+    if len(words) != 2 or words[1].lower() not in ("on", "off"):
+        raise _UsageError()
+    what, on = words[0].lower(), words[1].lower() == "on"
+    if what == "notify":
+        return LocalAction(Action.NOTIFY, "on" if on else "off")
+    if what not in ("receipts", "typing"):
+        raise _UsageError()
+    return Command({"cmd": "set", what: on})
+
+
+def _send(rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) < 2:
+        raise _UsageError()
+    to = _handle(words[0])
+    return Command({"cmd": "send", "to": to, "path": _path(rest.lstrip()[len(words[0]) :])})
+
+
+def _share(rest: str, _words: list[str], _ctx: InputContext) -> Command:
+    return Command({"cmd": "share", "path": _path(rest)})
+
+
+def _file_answer(cmd: str, name: str) -> _Parser:
+    def parse(_rest: str, words: list[str], ctx: InputContext) -> Command:
+        if len(words) > 1:
+            raise _UsageError()
+        if words:
+            return Command({"cmd": cmd, "id": _pick(words[0], ctx.offers, "file offer")})
+        if not ctx.offers:
+            raise _UsageError(f"no file offer is waiting (usage: {name} ID)")
+        return Command({"cmd": cmd, "id": ctx.offers[0]})
+
+    return parse
 
 
 _PARSERS: Final[dict[str, _Parser]] = {
@@ -260,6 +400,16 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "/who": _bare("who"),
     "/friends": _bare("friends"),
     "/history": _history,
+    "/hand": _hand,
+    "/done": _done,
+    "/queue": _bare("queue"),
+    "/claim": _claim,
+    "/status": _status,
+    "/set": _set,
+    "/send": _send,
+    "/share": _share,
+    "/accept-file": _file_answer("accept_file", "/accept-file"),
+    "/decline-file": _file_answer("decline_file", "/decline-file"),
     "/help": _local(Action.HELP),
     "/quit": _local(Action.QUIT),
 }

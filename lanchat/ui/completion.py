@@ -1,10 +1,12 @@
-"""Tab completion of /commands and of the handles that follow them (and of @mentions)."""
+"""Tab completion of /commands and of what follows them: handles, paths, fixed words, numbers
+and ids (and of @mentions)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.completion import Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
 
 from lanchat.core.handles import handle_key
 from lanchat.ui.commands import COMMANDS
@@ -13,13 +15,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from prompt_toolkit.completion import CompleteEvent
-    from prompt_toolkit.document import Document
 
     from lanchat.ui.model import ViewModel
 
 __all__ = ["ChatCompleter"]
 
-_HANDLE_COMMANDS = {spec.name for spec in COMMANDS if spec.handle_arg}
+_SPECS = {spec.name: spec for spec in COMMANDS}
 
 
 class ChatCompleter(Completer):
@@ -27,6 +28,7 @@ class ChatCompleter(Completer):
 
     def __init__(self, model: ViewModel) -> None:
         self.model = model
+        self._paths = PathCompleter(expanduser=True)
 
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
@@ -39,14 +41,39 @@ class ChatCompleter(Completer):
                 if spec.name.startswith(typed):
                     yield Completion(spec.name, -len(typed), display_meta=spec.summary)
             return
-        if before.startswith("/") and len(words) == 2 and words[0].lower() in _HANDLE_COMMANDS:
-            yield from _handles(self.model.handle_candidates(words[0].lower()), words[1])
+        if before.startswith("/"):
+            yield from self._arguments(before, words, complete_event)
             return
-        if not before.startswith("/") and words[-1].startswith("@"):
+        if words[-1].startswith("@"):
             typed = words[-1][1:]
             online = [p.handle for p in self.model.peers.values() if p.online]
             for completion in _handles(sorted(online, key=handle_key), typed):
                 yield Completion("@" + completion.text, completion.start_position - 1)
+
+    def _arguments(
+        self, before: str, words: list[str], complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        name = words[0].lower()
+        spec = _SPECS.get(name)
+        if spec is None:
+            return
+        args = words[1:]
+        handles = 1 if spec.handle_arg else 0
+        if spec.path_arg and len(args) > handles:
+            path = before.split(" ", 1 + handles)[1 + handles]
+            yield from self._paths.get_completions(Document(path), complete_event)
+            return
+        typed = args[-1]
+        if spec.handle_arg and len(args) == 1:
+            yield from _handles(self.model.handle_candidates(name), typed)
+        elif len(args) <= len(spec.choices):
+            for word in spec.choices[len(args) - 1]:
+                if word.startswith(typed.lower()):
+                    yield Completion(word, -len(typed))
+        elif len(args) == 1:
+            for word, meta in self.model.id_candidates(name):
+                if word.startswith(typed.lower()):
+                    yield Completion(word, -len(typed), display_meta=meta)
 
 
 def _handles(candidates: Iterable[str], typed: str) -> Iterable[Completion]:

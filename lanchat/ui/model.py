@@ -7,6 +7,7 @@ from the events or is passed in, and every handle or text from the network goes 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -33,21 +34,39 @@ __all__ = [
     "MAX_LABEL_CHARS",
     "MAX_LINES",
     "PUBLIC",
+    "TYPING_SHOWN_S",
+    "Alert",
     "Conversation",
+    "FileOffer",
+    "Hand",
     "Line",
     "LineKind",
     "Peer",
+    "QueueEntry",
+    "Receipt",
     "SidebarEntry",
     "Status",
+    "Transfer",
     "ViewModel",
+    "human_size",
     "label",
+    "ordinal",
     "parse_input",
+    "queue_row",
+    "short_id",
 ]
 
 MAX_LINES: Final = 5_000  # per conversation: older lines go, so typing stays fast
 MAX_LABEL_CHARS: Final = 32
 PUBLIC: Final = "#"  # the public room's key; private keys start with "@", so none collide
 _OWN_ECHO_WINDOW_S: Final = 5.0  # an echoed own line and its stored copy differ by this at most
+TYPING_SHOWN_S: Final = 5.0  # a typing indicator is stale after this long
+_MAX_RECEIPTS: Final = 20_000  # message ids with a receipt remembered; the oldest go first
+_MAX_AWAITING_ID: Final = 1_000  # own private lines per chat still waiting to learn their id
+_MAX_PENDING: Final = 100  # file offers / transfers kept (a flood cannot grow memory)
+_MAX_ALERTS: Final = 20
+_SHORT_ID: Final = 8
+_PRESENCE: Final = frozenset({"online", "away", "busy"})
 
 
 class LineKind(StrEnum):
@@ -68,6 +87,11 @@ class Line:
     mention: bool = False
 
 
+class Receipt(StrEnum):
+    DELIVERED = "delivered"  # reached the friend's node
+    READ = "read"  # the friend has seen it
+
+
 @dataclass(slots=True)
 class Peer:
     handle: str
@@ -75,6 +99,8 @@ class Peer:
     mentor: bool = False
     relation: Friendship = Friendship.NONE
     fingerprint: str = ""
+    status: str = "online"  # online, away or busy
+    status_text: str = ""
 
 
 @dataclass(slots=True)
@@ -85,6 +111,70 @@ class Conversation:
     unread: int = 0
     attention: bool = False  # a private message or a mention arrived while elsewhere
     history_loaded: bool = False
+    hand: str | None = None  # the hand of a help session going on in this chat
+    anon: bool = False  # that hand is anonymous: the title is a pseudonym
+    unseen: bool = False  # messages came in that the friend has not been told we read
+
+
+@dataclass(slots=True)
+class Hand:
+    """One of our raised hands (students)."""
+
+    id: str
+    state: str = "raised"  # raised, waiting, claimed (done hands are dropped)
+    position: int = 0
+    mentor: str = ""
+    topic: str = ""
+    anon: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A hand in the help queue (mentors)."""
+
+    n: int
+    id: str
+    who: str
+    topic: str
+    anon: bool
+    since: float  # when it went up
+    claimed_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffer:
+    id: str
+    sender: str
+    name: str
+    size: int
+    shared: bool
+    t: float
+
+    @property
+    def key(self) -> str:
+        """The conversation the offer belongs to."""
+        return PUBLIC if self.shared else peer_key(self.sender)
+
+
+@dataclass(slots=True)
+class Transfer:
+    """A download under way."""
+
+    id: str
+    name: str
+    size: int
+    key: str  # the conversation of its offer
+    done: int = 0
+    rate: float = 0.0
+    eta: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something worth a desktop notification."""
+
+    title: str
+    body: str
 
 
 @dataclass(slots=True)
@@ -98,6 +188,8 @@ class Status:
     broker_is_self: bool = False
     last_error: str | None = None  # the code of the latest error event
     last_error_message: str = ""
+    presence: str = "online"  # ours: online, away or busy
+    presence_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +203,9 @@ class SidebarEntry:
     unread: int = 0
     attention: bool = False
     current: bool = False
+    status: str = "online"
+    status_text: str = ""
+    helping: bool = False  # a help session (hand) goes on in this chat
 
 
 def label(value: object) -> str:
@@ -131,15 +226,51 @@ def _number(value: object, default: float) -> float:
     return default
 
 
+def _line_text(value: object) -> str:
+    return " ".join(_text(value).split())
+
+
+def _optional_label(value: object) -> str:
+    return label(value) if isinstance(value, str) and value.strip() else ""
+
+
+def _count(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(0, value)
+    return 0
+
+
 def peer_key(handle: str) -> str:
     return "@" + handle_key(handle)
+
+
+def short_id(value: str) -> str:
+    return value[:_SHORT_ID]
+
+
+def human_size(size: float) -> str:
+    """Bytes for people: 512 B, 3.0 MB (powers of 1000, like file managers)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 class ViewModel:
     """State of the chat screen, changed only by node events and user input."""
 
-    def __init__(self, handle: str, room: str, *, max_lines: int = MAX_LINES) -> None:
+    def __init__(
+        self, handle: str, room: str, *, max_lines: int = MAX_LINES, mentor: bool = False
+    ) -> None:
         self.max_lines = max_lines
+        self.mentor = mentor
         self.status = Status(room=label(room), handle=label(handle))
         self.peers: dict[str, Peer] = {}
         self.conversations: dict[str, Conversation] = {}
@@ -147,6 +278,17 @@ class ViewModel:
         self.current = PUBLIC
         self.scroll = 0  # lines of the current conversation hidden below the view
         self.show_help = False
+        self.hands: dict[str, Hand] = {}  # our raised hands, oldest first
+        self.queue: list[QueueEntry] = []  # mentors: the last help queue
+        self.claims: dict[str, str] = {}  # mentors: hand id -> conversation key
+        self.offers: dict[str, FileOffer] = {}  # file offers to us, oldest first
+        self.transfers: dict[str, Transfer] = {}  # downloads under way
+        self.receipts: dict[str, Receipt] = {}  # own private message id -> receipt
+        self.typing: dict[str, float] = {}  # peer key -> until when "is typing" shows
+        self.settings: dict[str, bool] = {"receipts": True, "typing": True}
+        self.alerts: deque[Alert] = deque(maxlen=_MAX_ALERTS)  # for desktop notifications
+        self._awaiting_id: dict[str, deque[Line]] = {}  # own lines sent without a known id
+        self._queue_known: set[str] = set()
         self._wanted: Counter[str] = Counter()  # listings the user asked for
         self._mention = _mention_pattern(self.status.handle)
         self._conversation(PUBLIC, self.status.room)
@@ -172,10 +314,64 @@ class ViewModel:
             return handle, self.peers[key].fingerprint
         return None
 
+    def first_offer(self) -> FileOffer | None:
+        """The oldest file offer not answered yet."""
+        return next(iter(self.offers.values()), None)
+
+    def waiting_hands(self) -> list[QueueEntry]:
+        """Mentors: the hands nobody has taken yet, oldest first."""
+        return [entry for entry in self.queue if not entry.claimed_by]
+
+    def receipt(self, line: Line) -> Receipt | None:
+        if line.kind is not LineKind.OWN or line.msg_id is None:
+            return None
+        return self.receipts.get(line.msg_id)
+
+    def typing_text(self, now: float) -> str | None:
+        """The "ann is typing…" of the chat on screen, for a few seconds after a hint."""
+        if self.current == PUBLIC or self.typing.get(self.current, 0.0) <= now:
+            return None
+        return f"{self.current_conversation.title} is typing…"
+
+    def peer_presence(self) -> str | None:
+        """The "ann is away: lunch" of the chat on screen, unless the peer is plainly online."""
+        peer = self.peers.get(self.current) if self.current != PUBLIC else None
+        if peer is None or not peer.online or peer.status == "online":
+            return None
+        extra = f": {peer.status_text}" if peer.status_text else ""
+        return f"{peer.handle} is {peer.status}{extra}"
+
+    def typing_target(self) -> str | None:
+        """The friend to tell that we are typing, if the chat on screen is with one."""
+        if self.current == PUBLIC or not self.settings.get("typing", True):
+            return None
+        peer = self.peers.get(self.current)
+        if peer is None or peer.relation is not Friendship.FRIEND or not peer.online:
+            return None
+        return peer.handle
+
+    def take_unseen(self) -> str | None:
+        """The friend to send a read receipt to: their new messages are on screen now."""
+        if self.show_help or self.scroll or self.current == PUBLIC:
+            return None
+        conv = self.current_conversation
+        if not conv.unseen:
+            return None
+        conv.unseen = False
+        peer = self.peers.get(self.current)
+        return peer.handle if peer is not None and peer.relation is Friendship.FRIEND else None
+
+    def take_alerts(self) -> list[Alert]:
+        alerts = list(self.alerts)
+        self.alerts.clear()
+        return alerts
+
     def conversation_order(self) -> list[str]:
-        """Keys in the order Ctrl-N walks them: the room, then mentors, then by name."""
+        """Keys in the order Ctrl-N walks them: the room, help sessions, mentors, by name."""
         private = [k for k in self.conversations if k != PUBLIC]
-        private.sort(key=lambda k: (not self._peer_for(k).mentor, k))
+        private.sort(
+            key=lambda k: (self.conversations[k].hand is None, not self._peer_for(k).mentor, k)
+        )
         return [PUBLIC, *private]
 
     def sidebar(self) -> list[SidebarEntry]:
@@ -197,7 +393,15 @@ class ViewModel:
             or key in self.conversations
             or peer.relation in (Friendship.PENDING_IN, Friendship.PENDING_OUT)
         ]
-        shown.sort(key=lambda kp: (not kp[1].online, not kp[1].mentor, kp[0]))
+        helping = {k for k, conv in self.conversations.items() if conv.hand is not None}
+        shown.sort(
+            key=lambda kp: (
+                not (kp[1].online or kp[0] in helping),
+                kp[0] not in helping,
+                not kp[1].mentor,
+                kp[0],
+            )
+        )
         for key, peer in shown:
             conv = self.conversations.get(key)
             entries.append(
@@ -206,10 +410,13 @@ class ViewModel:
                     label=peer.handle,
                     mentor=peer.mentor,
                     relation=peer.relation,
-                    online=peer.online,
+                    online=peer.online or key in helping,
                     unread=conv.unread if conv else 0,
                     attention=conv.attention if conv else False,
                     current=key == self.current,
+                    status=peer.status if peer.online else "online",
+                    status_text=peer.status_text if peer.online else "",
+                    helping=key in helping,
                 )
             )
         return entries
@@ -227,6 +434,9 @@ class ViewModel:
         return InputContext(
             conversation=self.handle_of(self.current),
             first_request=first[0] if first else None,
+            offers=tuple(self.offers),
+            hands=(*self.hands, *self.claims),
+            help_hand=self.current_conversation.hand,
         )
 
     def parse_input(self, line: str) -> Command | LocalAction | InputError:
@@ -239,12 +449,23 @@ class ViewModel:
         peers = sorted(self.peers.values(), key=lambda p: (not p.online, not p.mentor, p.handle))
         if command == "/unblock":
             return [p.handle for p in peers if p.relation is Friendship.BLOCKED]
-        if command == "/msg":
+        if command in ("/msg", "/send"):
             peers.sort(key=lambda p: p.relation is not Friendship.FRIEND)
         names = [p.handle for p in peers if p.relation is not Friendship.BLOCKED]
         if command == "/join":
             names.append("public")
         return names
+
+    def id_candidates(self, command: str) -> list[tuple[str, str]]:
+        """(word, what it is) worth offering after ``command``: hand numbers, offer ids."""
+        if command == "/claim":
+            return [(str(e.n), f"{e.who} — {e.topic}" if e.topic else e.who) for e in self.queue]
+        if command in ("/accept-file", "/decline-file"):
+            return [(o.id, f"{o.name} from {o.sender}") for o in self.offers.values()]
+        if command == "/done":
+            mine = [(h.id, h.topic or "your hand") for h in self.hands.values()]
+            return mine + [(i, self.conversations[k].title) for i, k in self.claims.items()]
+        return []
 
     # ---------------------------------------------------------------- navigation
 
@@ -301,6 +522,17 @@ class ViewModel:
         self._mention = _mention_pattern(self.status.handle)
         for peer in self.peers.values():
             peer.online = False
+        # Hands, claims and offers lived in the old node.
+        for conv in self.conversations.values():
+            conv.hand = None
+        self.hands.clear()
+        self.claims.clear()
+        self.queue = []
+        self._queue_known.clear()
+        self.offers.clear()
+        self.transfers.clear()
+        self.typing.clear()
+        self._awaiting_id.clear()
 
     def note(self, text: str, now: float, kind: LineKind = LineKind.INFO) -> None:
         """A line from the UI itself in the current conversation."""
@@ -309,7 +541,7 @@ class ViewModel:
     def will_send(self, cmd: Mapping[str, Any]) -> None:
         """The user asked for this command: show the listing its answer brings."""
         name = str(cmd.get("cmd"))
-        if name in ("who", "friends", "history"):
+        if name in ("who", "friends", "history", "queue"):
             self._wanted[name] += 1
 
     def failed(self, cmd: Mapping[str, Any], message: str, now: float) -> None:
@@ -318,18 +550,27 @@ class ViewModel:
             self._wanted[name] -= 1
         self.note(message, now, LineKind.ERROR)
 
-    def sent(self, cmd: Mapping[str, Any], now: float) -> None:
-        """The node accepted ``cmd``; show what it did (own messages do not come back)."""
+    def sent(self, cmd: Mapping[str, Any], now: float, msg_id: str | None = None) -> None:
+        """The node accepted ``cmd``; show what it did (own messages do not come back).
+
+        ``msg_id``: the id the node gave a message, when it says (receipts refer to it).
+        """
         name = cmd.get("cmd")
         me = self.status.handle
         if name == "say":
-            line = Line(now, LineKind.OWN, _text(cmd.get("text")), me)
+            line = Line(now, LineKind.OWN, _text(cmd.get("text")), me, msg_id)
             self._add(self.conversations[PUBLIC], line)
         elif name == "msg":
             peer = self._peer(label(cmd.get("to")))
             key = peer_key(peer.handle)
             text = _text(cmd.get("text"))
-            self._add(self._conversation(key, peer.handle), Line(now, LineKind.OWN, text, me))
+            conv = self._conversation(key, peer.handle)
+            line = Line(now, LineKind.OWN, text, me, msg_id)
+            self._add(conv, line)
+            if msg_id is None and conv.hand is None:
+                # Learnt from the order of the "delivered" events (help sessions have none).
+                waiting = self._awaiting_id.setdefault(key, deque(maxlen=_MAX_AWAITING_ID))
+                waiting.append(line)
             if key != self.current:
                 self.note(f"to {peer.handle}: {text}", now)
         elif name == "request":
@@ -352,6 +593,24 @@ class ViewModel:
             peer = self._peer(label(cmd.get("handle")))
             peer.relation = Friendship.NONE
             self.note(f"unblocked {peer.handle}", now)
+        elif name == "status" and "set" in cmd:
+            self.status.presence = label(cmd.get("set"))
+            self.status.presence_text = _optional_label(cmd.get("text"))
+            extra = f" ({self.status.presence_text})" if self.status.presence_text else ""
+            self.note(f"your status: {self.status.presence}{extra}", now)
+        elif name in ("send", "share"):
+            path = _line_text(cmd.get("path"))
+            where = f"for {label(cmd.get('to'))}" if name == "send" else "for the room"
+            self.note(f"preparing {path.rstrip('/').rsplit('/', 1)[-1]} {where}…", now)
+        elif name == "accept_file":
+            offer = self.offers.pop(str(cmd.get("id")), None)
+            if offer is not None:
+                self._transfer(offer.id, offer.name, offer.size, offer.key)
+                self.note(f"downloading {offer.name} from {offer.sender}…", now)
+        elif name == "decline_file":
+            offer = self.offers.pop(str(cmd.get("id")), None)
+            if offer is not None:
+                self.note(f"declined {offer.name} from {offer.sender}", now)
 
     # ---------------------------------------------------------------- node events
 
@@ -368,6 +627,11 @@ class ViewModel:
         text = _text(ev.get("text")).replace("\n", " ") or state
         changed = text != self.status.text
         self.status.state, self.status.text = state, text
+        presence = ev.get("presence")
+        if isinstance(presence, str) and presence:  # the answer to setting our status
+            state_set, _, extra = presence.partition(":")
+            self.status.presence = label(state_set)
+            self.status.presence_text = _optional_label(extra)
         if changed:
             self._add(self.conversations[PUBLIC], Line(now, LineKind.INFO, text))
 
@@ -392,6 +656,7 @@ class ViewModel:
         peer = self._peer(label(ev.get("handle")))
         peer.online = True
         peer.mentor = ev.get("mentor") is True
+        self._set_presence(peer, ev.get("status"), ev.get("status_text", ev.get("text")))
         role = " (mentor)" if peer.mentor else ""
         self._presence(peer, f"{peer.handle}{role} joined", now)
 
@@ -416,9 +681,16 @@ class ViewModel:
         conv = self._conversation(key, peer.handle)
         text = _text(ev.get("text"))
         self._add(conv, Line(now, LineKind.MESSAGE, text, peer.handle, _id(ev)))
+        hand = ev.get("hand")
+        if isinstance(hand, str) and hand:
+            conv.hand = hand  # a help session: no receipts there
+        else:
+            conv.unseen = True
+        self.typing.pop(key, None)
         if key == self.current:
             return False
         conv.attention = True
+        self._alert(f"{peer.handle} (private)", text)
         return True
 
     def _on_request(self, ev: Mapping[str, Any], now: float) -> bool:
@@ -433,6 +705,8 @@ class ViewModel:
             f"/accept {peer.handle} or /reject {peer.handle}",
             now,
         )
+        if key != self.current:
+            self._alert(f"{peer.handle} wants to chat", "answer in lanchat: F2 accept, F3 reject")
         return True
 
     def _on_accepted(self, ev: Mapping[str, Any], now: float) -> None:
@@ -473,9 +747,13 @@ class ViewModel:
             peer.mentor = item.get("mentor") is True
             peer.relation = _relation(item.get("state"), peer.relation)
             peer.fingerprint = label(item.get("fingerprint"))
+            self._set_presence(peer, item.get("status"), item.get("status_text"))
             tags = [t for t, on in (("mentor", peer.mentor),) if on]
             if peer.relation is not Friendship.NONE:
                 tags.append(peer.relation.value.replace("_", " "))
+            if peer.status != "online":
+                extra = f": {peer.status_text}" if peer.status_text else ""
+                tags.append(f"({peer.status}{extra})")
             rows.append(f"  {peer.handle}  {peer.fingerprint}  {' '.join(tags)}".rstrip())
         for key, peer in self.peers.items():
             if key not in online:
@@ -534,6 +812,255 @@ class ViewModel:
             where = "the room" if conv.key == PUBLIC else conv.title
             self.note(f"loaded {added} earlier message{'s' if added != 1 else ''} of {where}", now)
 
+    def _on_peer_status(self, ev: Mapping[str, Any], _now: float) -> None:
+        peer = self._peer(label(ev.get("handle")))
+        self._set_presence(peer, ev.get("status"), ev.get("text"))
+
+    def _on_settings(self, ev: Mapping[str, Any], now: float) -> None:
+        for key in ("receipts", "typing"):
+            value = ev.get(key)
+            if isinstance(value, bool):
+                self.settings[key] = value
+
+        def word(on: bool) -> str:
+            return "on" if on else "off"
+
+        self.note(
+            f"read receipts {word(self.settings['receipts'])} · "
+            f"typing indicator {word(self.settings['typing'])}",
+            now,
+        )
+
+    # ---------------------------------------------------------------- receipts, typing
+
+    def _on_delivered(self, ev: Mapping[str, Any], _now: float) -> None:
+        msg_id = _id(ev)
+        if msg_id is None:
+            return
+        to = ev.get("to")
+        if isinstance(to, str):
+            self._learn_id(peer_key(label(to)), msg_id)
+        self._receipt(msg_id, Receipt.DELIVERED)
+
+    def _on_read(self, ev: Mapping[str, Any], _now: float) -> None:
+        msg_id = _id(ev)
+        if msg_id is not None:
+            self._receipt(msg_id, Receipt.READ)
+
+    def _on_typing(self, ev: Mapping[str, Any], now: float) -> None:
+        key = peer_key(label(ev.get("from")))
+        if ev.get("active") is False:
+            self.typing.pop(key, None)
+        else:
+            self.typing[key] = now + TYPING_SHOWN_S
+
+    # ---------------------------------------------------------------- help queue
+
+    def _on_hand(self, ev: Mapping[str, Any], now: float) -> bool:
+        hand_id = _id(ev)
+        if hand_id is None:
+            return False
+        state = label(ev.get("state"))
+        if hand_id in self.claims or "who" in ev:  # mentors: a hand we helped with is done
+            self._claim_over(hand_id, _optional_label(ev.get("who")), now)
+            return False
+        hand = self.hands.get(hand_id)
+        if hand is None:
+            if state == "done":
+                return False
+            hand = self.hands[hand_id] = Hand(hand_id)
+        if "topic" in ev:
+            hand.topic = _line_text(ev.get("topic"))
+        if "anon" in ev:
+            hand.anon = ev.get("anon") is True
+        hand.position = _count(ev.get("position")) or hand.position
+        hand.mentor = _optional_label(ev.get("mentor")) or hand.mentor
+        before, hand.state = hand.state, state
+        if state == "raised":
+            how = " anonymously (mentors do not see your name)" if hand.anon else ""
+            about = f" about {hand.topic}" if hand.topic else ""
+            self.note(f"you raised your hand{how}{about}; /done lowers it", now)
+        elif state == "claimed" and before != "claimed" and hand.mentor:
+            key = peer_key(hand.mentor)
+            self._peer(hand.mentor)
+            conv = self._conversation(key, hand.mentor)
+            conv.hand = hand_id
+            self._add(
+                conv,
+                Line(
+                    now,
+                    LineKind.INFO,
+                    f"{hand.mentor} is with you — type here to talk privately; "
+                    "/done when your question is answered",
+                ),
+            )
+            if self.current == PUBLIC:
+                self.open(key)
+            elif key != self.current:
+                conv.attention = True
+                self.note(f"{hand.mentor} is with you: /join {hand.mentor} to talk", now)
+            return True
+        elif state == "done":
+            del self.hands[hand_id]
+            session = self.conversations.get(peer_key(hand.mentor)) if hand.mentor else None
+            if session is not None and session.hand == hand_id:
+                session.hand = None
+                self._tell(session, f"the help session with {hand.mentor} has ended", now)
+            else:
+                self.note("your hand is down", now)
+        return False
+
+    def _on_queue(self, ev: Mapping[str, Any], now: float) -> bool:
+        entries = []
+        for item in _records(ev.get("entries")):
+            hand_id, n = _id(item), item.get("n")
+            if hand_id is None or not isinstance(n, int) or isinstance(n, bool):
+                continue
+            entries.append(
+                QueueEntry(
+                    n=n,
+                    id=hand_id,
+                    who=label(item.get("who")),
+                    topic=_line_text(item.get("topic")),
+                    anon=item.get("anon") is True,
+                    since=now - _number(item.get("waiting_s"), 0.0),
+                    claimed_by=_optional_label(item.get("claimed_by")),
+                )
+            )
+        fresh = [e for e in entries if not e.claimed_by and e.id not in self._queue_known]
+        self._queue_known = {e.id for e in entries}
+        self.queue = entries
+        if self._take("queue"):
+            waiting = self.waiting_hands()
+            self.note(
+                f"help queue: {len(waiting)} waiting" if entries else "the help queue is empty",
+                now,
+            )
+            for entry in entries:
+                self.note("  " + queue_row(entry, now), now)
+        if not fresh:
+            return False
+        first = fresh[0]
+        more = f" (and {len(fresh) - 1} more)" if len(fresh) > 1 else ""
+        self._alert(f"new hand: {first.who}{more}", first.topic or "no topic given")
+        return True
+
+    def _on_claimed(self, ev: Mapping[str, Any], now: float) -> None:
+        hand_id = _id(ev)
+        if hand_id is None:
+            return
+        who = label(ev.get("who"))
+        topic = _line_text(ev.get("topic"))
+        anon = ev.get("anon") is True
+        key = peer_key(who)
+        self._peer(who)
+        conv = self._conversation(key, who)
+        conv.hand, conv.anon = hand_id, anon
+        self.claims[hand_id] = key
+        tag = " (anonymous: you do not see their name)" if anon else ""
+        about = f" with: {topic}" if topic else ""
+        self._add(
+            conv,
+            Line(
+                now,
+                LineKind.INFO,
+                f"you are helping {who}{tag}{about} — type here to talk privately; "
+                "/done when finished",
+            ),
+        )
+        self.open(key)
+
+    def _claim_over(self, hand_id: str, who: str, now: float) -> None:
+        key = self.claims.pop(hand_id, None) or (peer_key(who) if who else None)
+        conv = self.conversations.get(key) if key else None
+        if conv is not None and conv.hand == hand_id:
+            conv.hand = None
+            self._tell(conv, f"the help session with {conv.title} is done", now)
+
+    # ---------------------------------------------------------------- files
+
+    def _on_file_offer(self, ev: Mapping[str, Any], now: float) -> bool:
+        offer_id = _id(ev)
+        if offer_id is None:
+            return False
+        offer = FileOffer(
+            id=offer_id,
+            sender=label(ev.get("from")),
+            name=label(ev.get("name")),
+            size=_count(ev.get("size")),
+            shared=ev.get("shared") is True,
+            t=now,
+        )
+        self.offers.pop(offer_id, None)
+        self.offers[offer_id] = offer
+        while len(self.offers) > _MAX_PENDING:
+            del self.offers[next(iter(self.offers))]
+        to = " to the room" if offer.shared else ""
+        what = f"{offer.sender} offers {offer.name} ({human_size(offer.size)}){to}"
+        if offer.shared:
+            conv = self.conversations[PUBLIC]
+        else:
+            conv = self._conversation(offer.key, offer.sender)
+        self._tell(
+            conv, f"{what} — F4 accept / F5 decline or /accept-file {short_id(offer_id)}", now
+        )
+        if offer.key != self.current:
+            conv.attention = True
+            self._alert(f"{offer.sender} offers a file", f"{offer.name} ({human_size(offer.size)})")
+        return True
+
+    def _on_file_offered(self, ev: Mapping[str, Any], now: float) -> None:
+        name, size = label(ev.get("name")), human_size(_count(ev.get("size")))
+        to = ev.get("to")
+        if isinstance(to, str) and to:
+            peer = self._peer(label(to))
+            conv = self._conversation(peer_key(peer.handle), peer.handle)
+            self._tell(conv, f"you offered {name} ({size}) to {peer.handle}", now)
+        else:
+            self._tell(self.conversations[PUBLIC], f"you shared {name} ({size}) with the room", now)
+
+    def _on_file_progress(self, ev: Mapping[str, Any], _now: float) -> None:
+        offer_id = _id(ev)
+        if offer_id is None:
+            return
+        transfer = self.transfers.get(offer_id)
+        if transfer is None:
+            offer = self.offers.pop(offer_id, None)
+            key = offer.key if offer else self.current
+            transfer = self._transfer(offer_id, label(ev.get("name")), 0, key)
+        transfer.size = _count(ev.get("size")) or transfer.size
+        transfer.done = min(_count(ev.get("done")), transfer.size or _count(ev.get("done")))
+        transfer.rate = max(0.0, _number(ev.get("rate"), 0.0))
+        eta = ev.get("eta")
+        transfer.eta = _number(eta, 0.0) if isinstance(eta, int | float) else None
+
+    def _on_file_done(self, ev: Mapping[str, Any], now: float) -> None:
+        offer_id = _id(ev)
+        transfer = self.transfers.pop(offer_id, None) if offer_id else None
+        name = label(ev.get("name"))
+        path = _line_text(ev.get("path"))
+        key = transfer.key if transfer else self.current
+        conv = self.conversations.get(key) or self.current_conversation
+        self._tell(conv, f"saved {name} ({human_size(_count(ev.get('size')))}) to {path}", now)
+
+    def _on_file_failed(self, ev: Mapping[str, Any], now: float) -> None:
+        offer_id = _id(ev)
+        transfer = self.transfers.pop(offer_id, None) if offer_id else None
+        offer = self.offers.pop(offer_id, None) if offer_id else None
+        reason = label(ev.get("reason"))
+        if reason == "declined" and transfer is None:
+            return  # our own "no", already shown
+        name = _optional_label(ev.get("name")) or (
+            transfer.name if transfer else offer.name if offer else "the file"
+        )
+        message = _line_text(ev.get("message")) or reason
+        key = transfer.key if transfer else offer.key if offer else self.current
+        conv = self.conversations.get(key) or self.current_conversation
+        if reason == "declined":
+            self._tell(conv, f"stopped downloading {name}", now)
+        else:
+            self._tell(conv, f"{name} failed: {message}", now, LineKind.ERROR)
+
     def _on_warning(self, ev: Mapping[str, Any], now: float) -> bool:
         message = _text(ev.get("message")) or label(ev.get("code"))
         self.note(message, now, LineKind.WARNING)
@@ -549,6 +1076,55 @@ class ViewModel:
         self.note(message, now, LineKind.ERROR)
 
     # ---------------------------------------------------------------- helpers
+
+    def _set_presence(self, peer: Peer, status: object, text: object) -> None:
+        peer.status = status if isinstance(status, str) and status in _PRESENCE else "online"
+        peer.status_text = _optional_label(text) if peer.status != "online" else ""
+
+    def _receipt(self, msg_id: str, receipt: Receipt) -> None:
+        if self.receipts.get(msg_id) is Receipt.READ:
+            return
+        self.receipts[msg_id] = receipt
+        while len(self.receipts) > _MAX_RECEIPTS:
+            del self.receipts[next(iter(self.receipts))]
+
+    def _learn_id(self, key: str, msg_id: str) -> None:
+        """Give ``msg_id`` to the oldest own line of the chat sent without a known id.
+
+        A fallback for nodes whose ``execute`` does not return ids: the friend's node
+        acknowledges a chat's messages in the order they were sent.
+        """
+        waiting = self._awaiting_id.get(key)
+        conv = self.conversations.get(key)
+        if not waiting or conv is None:
+            return
+        if any(line.msg_id == msg_id for line in reversed(conv.lines)):
+            return  # a message shown with its id (e.g. from the history)
+        old = waiting.popleft()
+        self._replace(conv, old, dataclasses.replace(old, msg_id=msg_id))
+
+    def _replace(self, conv: Conversation, old: Line, new: Line) -> None:
+        for index in range(len(conv.lines) - 1, -1, -1):
+            if conv.lines[index] is old:
+                conv.lines[index] = new
+                return
+
+    def _transfer(self, offer_id: str, name: str, size: int, key: str) -> Transfer:
+        transfer = self.transfers[offer_id] = Transfer(offer_id, name, size, key)
+        while len(self.transfers) > _MAX_PENDING:
+            del self.transfers[next(iter(self.transfers))]
+        return transfer
+
+    def _alert(self, title: str, body: str) -> None:
+        self.alerts.append(Alert(title, " ".join(body.split())))
+
+    def _tell(
+        self, conv: Conversation, text: str, now: float, kind: LineKind = LineKind.INFO
+    ) -> None:
+        """A line in ``conv``, and in the conversation on screen if that is another one."""
+        self._add(conv, Line(now, kind, text))
+        if conv.key != self.current:
+            self.note(text, now, kind)
 
     def _take(self, listing: str) -> bool:
         if self._wanted[listing] > 0:
@@ -606,7 +1182,17 @@ class ViewModel:
             t = _number(rec.get("sent_t"), 0.0)
             text = _text(rec.get("text"))
             own = rec.get("outgoing") is True
-            if own and any(e.text == text and abs(e.t - t) < _OWN_ECHO_WINDOW_S for e in echoes):
+            echo = next(
+                (e for e in echoes if own and e.text == text and abs(e.t - t) < _OWN_ECHO_WINDOW_S),
+                None,
+            )
+            if echo is not None:
+                if msg_id is not None:  # now its id is known (receipts refer to it)
+                    echoes.remove(echo)
+                    self._replace(conv, echo, dataclasses.replace(echo, msg_id=msg_id))
+                    waiting = self._awaiting_id.get(conv.key)
+                    if waiting and echo in waiting:
+                        waiting.remove(echo)
                 continue
             kind = LineKind.OWN if own else LineKind.MESSAGE
             fresh.append(Line(t, kind, text, label(rec.get("from")), msg_id))
@@ -615,6 +1201,15 @@ class ViewModel:
             conv.lines = deque(merged, maxlen=self.max_lines)
             self.scroll = min(self.scroll, max(0, len(conv.lines) - 1))
         return len(fresh)
+
+
+def queue_row(entry: QueueEntry, now: float) -> str:
+    """``N. who — topic (waiting 3 min)``."""
+    minutes = int(max(0.0, now - entry.since) // 60)
+    waited = "just now" if minutes < 1 else f"waiting {minutes} min"
+    topic = f" — {entry.topic}" if entry.topic else ""
+    mine = " (yours)" if entry.claimed_by else ""
+    return f"{entry.n}. {entry.who}{topic} ({waited}){mine}"
 
 
 def _mention_pattern(handle: str) -> re.Pattern[str] | None:

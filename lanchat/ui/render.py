@@ -13,13 +13,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from lanchat.core.friendship import Friendship
-from lanchat.ui.commands import HELP_ROWS
-from lanchat.ui.model import PUBLIC, Line, LineKind
+from lanchat.ui.commands import HELP_ROWS, HELP_USAGE_WIDTH
+from lanchat.ui.model import (
+    PUBLIC,
+    Line,
+    LineKind,
+    Receipt,
+    human_size,
+    ordinal,
+    queue_row,
+    short_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lanchat.ui.model import SidebarEntry, ViewModel
+    from lanchat.ui.model import SidebarEntry, Transfer, ViewModel
 
 __all__ = [
     "ASCII",
@@ -29,12 +38,16 @@ __all__ = [
     "Markers",
     "cells",
     "conversation",
+    "hand_bar",
     "help_screen",
+    "offer_bar",
     "prompt",
+    "queue_panel",
     "request_bar",
     "sidebar",
     "status_left",
     "status_right",
+    "transfer_panel",
     "wrap",
 ]
 
@@ -42,6 +55,10 @@ Fragments = list[tuple[str, str]]
 
 TIME_WIDTH: Final = len("HH:MM ")
 CURSOR: Final = "[SetCursorPosition]"  # prompt_toolkit scrolls a window to keep this visible
+QUEUE_SHOWN: Final = 3  # hands listed in the queue panel; /queue lists them all
+TRANSFERS_SHOWN: Final = 2
+NEW_HAND_S: Final = 60.0  # a hand this young is highlighted in the queue panel
+_BAR_CELLS: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,11 @@ class Markers:
     pending_in: str
     pending_out: str
     blocked: str
+    helping: str  # a help session goes on in this chat
+    delivered: str
+    read: str
+    bar_done: str
+    bar_todo: str
 
     def relation(self, relation: Friendship) -> str:
         return {
@@ -61,8 +83,30 @@ class Markers:
         }.get(relation, " ")
 
 
-UNICODE: Final = Markers(mentor="★", friend="♥", pending_in="?", pending_out="→", blocked="✕")
-ASCII: Final = Markers(mentor="M", friend="F", pending_in="?", pending_out="~", blocked="x")
+UNICODE: Final = Markers(
+    mentor="★",
+    friend="♥",
+    pending_in="?",
+    pending_out="→",
+    blocked="✕",
+    helping="✚",
+    delivered="✓",
+    read="✓✓",
+    bar_done="█",
+    bar_todo="░",
+)
+ASCII: Final = Markers(
+    mentor="M",
+    friend="F",
+    pending_in="?",
+    pending_out="~",
+    blocked="x",
+    helping="+",
+    delivered="v",
+    read="vv",
+    bar_done="#",
+    bar_todo="-",
+)
 
 
 def cells(text: str) -> int:
@@ -135,10 +179,13 @@ def clock(t: float) -> str:
 # ------------------------------------------------------------------ main pane
 
 
-def conversation(model: ViewModel, count: int, width: int = 0) -> Fragments:
+def conversation(
+    model: ViewModel, count: int, width: int = 0, markers: Markers = UNICODE
+) -> Fragments:
     """The last ``count`` lines of the current conversation, word-wrapped to ``width``.
 
     Fewer than ``count`` may fit once wrapped; the window shows the end. ``width`` 0: no wrap.
+    Own private messages end with ✓ once delivered and ✓✓ once read.
     """
     conv = model.current_conversation
     lines = model.visible_lines(count)
@@ -148,7 +195,12 @@ def conversation(model: ViewModel, count: int, width: int = 0) -> Fragments:
     for index, line in enumerate(lines):
         if index:
             out.append(("", "\n"))
-        out.extend(wrap(_line(line), width, TIME_WIDTH) if width else _line(line))
+        shown = _line(line)
+        receipt = model.receipt(line) if conv.key != PUBLIC else None
+        if receipt is not None:
+            mark = markers.read if receipt is Receipt.READ else markers.delivered
+            shown.append((f"class:receipt.{receipt.value}", f" {mark}"))
+        out.extend(wrap(shown, width, TIME_WIDTH) if width else shown)
     if model.scroll:
         below = min(model.scroll, len(conv.lines))
         out.append(("", "\n"))
@@ -168,7 +220,10 @@ def _placeholder(model: ViewModel) -> str:
             f"Room {model.status.room}: type a message and press Enter. "
             "F1 or /help lists commands and keys."
         )
-    return f"Private chat with {model.current_conversation.title}."
+    conv = model.current_conversation
+    if conv.hand is not None:
+        return f"Help session with {conv.title}."
+    return f"Private chat with {conv.title}."
 
 
 def _line(line: Line) -> Fragments:
@@ -198,7 +253,7 @@ def help_screen(keys: Sequence[tuple[str, str]]) -> Fragments:
         if not usage:
             out.append(("class:help.section", "Keys\n"))
             continue
-        out += [("class:help.key", f"  {usage:<26}"), ("", f"{meaning}\n")]
+        out += [("class:help.key", f"  {usage:<{HELP_USAGE_WIDTH}}"), ("", f"{meaning}\n")]
     out[-1] = (out[-1][0], out[-1][1].rstrip("\n"))
     return out
 
@@ -223,15 +278,23 @@ def _entry(entry: SidebarEntry, width: int, markers: Markers) -> Fragments:
     if entry.is_room:
         marks = "#"
     else:
-        marks = (markers.mentor if entry.mentor else " ") + markers.relation(entry.relation)
+        role = markers.helping if entry.helping else markers.mentor if entry.mentor else " "
+        marks = role + markers.relation(entry.relation)
     unread = f" {entry.unread}" if entry.unread else ""
     if not entry.is_room and not entry.online:
         unread = unread or " off"
     marks += " "
-    name = fit(entry.label, max(1, width - 2 - cells(marks) - len(unread)))
+    label = entry.label
+    if entry.status != "online":
+        label += (
+            f" ({entry.status}: {entry.status_text})" if entry.status_text else f" ({entry.status})"
+        )
+    name = fit(label, max(1, width - 2 - cells(marks) - len(unread)))
     pad = max(0, width - 2 - cells(marks) - cells(name) - len(unread))
     row = f" {marks}{name}{' ' * pad}{unread} "
     style = "class:sidebar.entry"
+    if entry.status != "online":
+        style = f"class:sidebar.{entry.status}"
     if not entry.online:
         style = "class:sidebar.offline"
     if entry.unread:
@@ -247,9 +310,16 @@ def _entry(entry: SidebarEntry, width: int, markers: Markers) -> Fragments:
 # ------------------------------------------------------------------ bars
 
 
-def status_left(model: ViewModel) -> Fragments:
+def status_left(model: ViewModel, now: float | None = None) -> Fragments:
     status = model.status
     out: Fragments = [("class:status.room", f" {status.room} ")]
+    typing = model.typing_text(time.time() if now is None else now)
+    if typing:
+        out.append(("class:status.typing", f" {typing} "))
+    else:
+        away = model.peer_presence()
+        if away:
+            out.append(("class:status.away", f" {away} "))
     text = status.text
     if status.state in ("connected", "broker"):
         text = f"{text} · {model.online_count()} online"
@@ -262,7 +332,11 @@ def status_left(model: ViewModel) -> Fragments:
 def status_right(model: ViewModel) -> Fragments:
     status = model.status
     short = "-".join(status.fingerprint.split("-")[:2])
-    return [("class:status.me", f" {status.handle} "), ("class:status", f"{short} ")]
+    out: Fragments = []
+    if status.presence != "online":
+        extra = f": {status.presence_text}" if status.presence_text else ""
+        out.append(("class:status.away", f" {status.presence}{extra} "))
+    return [*out, ("class:status.me", f" {status.handle} "), ("class:status", f"{short} ")]
 
 
 def request_bar(model: ViewModel) -> Fragments:
@@ -279,6 +353,95 @@ def request_bar(model: ViewModel) -> Fragments:
         ("class:request.key", "F3"),
         ("class:request", f" reject · or /accept {handle}, /reject {handle} "),
     ]
+
+
+def offer_bar(model: ViewModel) -> Fragments:
+    """The oldest file offer waiting for an answer, with the keys that answer it."""
+    offer = model.first_offer()
+    if offer is None:
+        return []
+    more = len(model.offers) - 1
+    tail = f" ({more} more waiting)" if more else ""
+    room = " to the room" if offer.shared else ""
+    return [
+        (
+            "class:offer",
+            f" {offer.sender} offers {offer.name} ({human_size(offer.size)}){room}{tail}: ",
+        ),
+        ("class:offer.key", "F4"),
+        ("class:offer", " accept · "),
+        ("class:offer.key", "F5"),
+        ("class:offer", f" decline · or /accept-file {short_id(offer.id)} "),
+    ]
+
+
+def hand_bar(model: ViewModel) -> Fragments:
+    """Students: where our raised hand stands."""
+    hands = sorted(model.hands.values(), key=lambda h: h.state != "claimed")
+    if not hands:
+        return []
+    hand = hands[0]
+    more = (
+        f" (+{len(hands) - 1} more hand{'s' if len(hands) > 2 else ''})" if len(hands) > 1 else ""
+    )
+    if hand.state == "claimed" and hand.mentor:
+        here = model.current_conversation.hand == hand.id
+        how = "type to talk privately" if here else f"/join {hand.mentor} to talk privately"
+        text = f" {hand.mentor} is with you — {how} · /done when you are helped{more} "
+        return [("class:hand.claimed", text)]
+    line = f" ({ordinal(hand.position)} in line)" if hand.position else ""
+    text = f" your hand is up{line} · a mentor will come to you · /done lowers it{more} "
+    return [("class:hand", text)]
+
+
+def queue_panel(model: ViewModel, width: int, now: float | None = None) -> Fragments:
+    """Mentors: the hands waiting for help, oldest first (``/queue`` lists them all)."""
+    waiting = model.waiting_hands()
+    if not waiting:
+        return []
+    at = time.time() if now is None else now
+    count = f"{len(waiting)} waiting" if len(waiting) != 1 else "1 waiting"
+    head = f" help queue: {count} · /claim N helps hand N"
+    if len(waiting) > QUEUE_SHOWN:
+        head += " · /queue lists all"
+    out: Fragments = [("class:queue.title", fit(head, width))]
+    for entry in waiting[:QUEUE_SHOWN]:
+        style = "class:queue.new" if at - entry.since < NEW_HAND_S else "class:queue"
+        out += [("", "\n"), (style, fit(" " + queue_row(entry, at), width))]
+    return out
+
+
+def transfer_panel(model: ViewModel, width: int, markers: Markers = UNICODE) -> Fragments:
+    """Downloads under way: a bar, the rate and the time left."""
+    transfers = list(model.transfers.values())
+    out: Fragments = []
+    for index, transfer in enumerate(transfers[:TRANSFERS_SHOWN]):
+        if index:
+            out.append(("", "\n"))
+        row = _progress(transfer, markers)
+        if index == TRANSFERS_SHOWN - 1 and len(transfers) > TRANSFERS_SHOWN:
+            row += f" (+{len(transfers) - TRANSFERS_SHOWN} more)"
+        out.append(("class:transfer", fit(row, width)))
+    return out
+
+
+def _progress(transfer: Transfer, markers: Markers) -> str:
+    share = transfer.done / transfer.size if transfer.size else 0.0
+    filled = round(share * _BAR_CELLS)
+    bar = markers.bar_done * filled + markers.bar_todo * (_BAR_CELLS - filled)
+    parts = [f" {fit(transfer.name, 24)} {bar} {share:4.0%}"]
+    if transfer.rate > 0:
+        parts.append(f"{human_size(transfer.rate)}/s")
+    if transfer.eta is not None:
+        parts.append(f"{_duration(transfer.eta)} left")
+    return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
 def prompt(model: ViewModel) -> str:

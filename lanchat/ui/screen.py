@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -35,7 +36,7 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.layout.processors import BeforeInput
 from prompt_toolkit.styles import Style
 
-from lanchat.core.handles import HandleError, validate_handle
+from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.text import TextError
 from lanchat.node import CommandError
 from lanchat.ui import render
@@ -52,23 +53,25 @@ if TYPE_CHECKING:
     from prompt_toolkit.output import Output
 
     from lanchat.ui.model import ViewModel
+    from lanchat.ui.notify import Notifier
 
-__all__ = ["KEYS", "STYLE", "ChatScreen", "CommandSink"]
+__all__ = ["KEYS", "STYLE", "ChatScreen", "CommandSink", "SettingStore"]
 
 log = logging.getLogger("lanchat.ui")
 
 SIDEBAR_WIDTH: Final = 22
 MIN_COLUMNS_FOR_SIDEBAR: Final = 60  # narrower: the chat gets the whole width
 INPUT_MAX_ROWS: Final = 3
+TYPING_EVERY_S: Final = 3.0  # while the line is edited, a friend hears "typing" this often
+REFRESH_S: Final = 1.0  # redraw this often: typing hints expire, waiting times grow
 
 # Shown by the help screen; the bindings are in ChatScreen._key_bindings.
+# F1-F5 are on the rows of /help, /accept and /accept-file.
 KEYS: Final[tuple[tuple[str, str], ...]] = (
-    ("Enter", "send the line · Up/Down: lines sent before"),
-    ("Tab", "complete; on an empty line: next chat"),
-    ("Ctrl-N / Ctrl-P", "next / previous chat (also Shift-Tab, line empty)"),
+    ("Enter, Up / Down", "send the line / lines you sent before"),
+    ("Tab", "complete a command, handle, path or number"),
+    ("Ctrl-N / Ctrl-P", "next / previous chat (empty line: Tab, Shift-Tab)"),
     ("PageUp / PageDown", "scroll the chat · Esc: back to the newest line"),
-    ("F1, or ? on empty line", "this help"),
-    ("F2 / F3", "accept / reject the oldest private-chat request"),
     ("Ctrl-C, Ctrl-D", "quit (Ctrl-D on an empty line)"),
 )
 
@@ -92,8 +95,22 @@ STYLE: Final = Style.from_dict(
         "status.room": "bg:#005f87 #ffffff bold",
         "status.me": "bg:#303030 #ffffff bold",
         "status.scrolled": "bg:#303030 #ffd700",
+        "status.typing": "bg:#303030 #87d7ff italic",
+        "status.away": "bg:#303030 #ffaf00",
+        "sidebar.away": "#808080",
+        "sidebar.busy": "#af8787",
+        "receipt.delivered": "#808080",
+        "receipt.read": "#5fd75f",
         "request": "bg:#875f00 #ffffff",
         "request.key": "bg:#875f00 #ffffff bold underline",
+        "offer": "bg:#005f5f #ffffff",
+        "offer.key": "bg:#005f5f #ffffff bold underline",
+        "hand": "bg:#5f5f87 #ffffff",
+        "hand.claimed": "bg:#005f00 #ffffff bold",
+        "queue.title": "bg:#3a3a3a #ffffff bold",
+        "queue": "bg:#262626 #d0d0d0",
+        "queue.new": "bg:#262626 #ffd700 bold",
+        "transfer": "bg:#262626 #87d7ff",
         "prompt": "bold",
         "help.title": "bold",
         "help.section": "bold underline",
@@ -105,9 +122,21 @@ _QUIET_ERRORS: Final = (CommandError, TextError, HandleError)
 
 
 class CommandSink(Protocol):
-    """What the screen needs of a node."""
+    """What the screen needs of a node.
 
-    def execute(self, cmd: dict[str, Any]) -> None: ...
+    ``execute`` may return the id the node gave a message (``say``/``msg``); receipts refer to
+    it. Nodes returning None still work: the ids are then learnt from the order of receipts.
+    """
+
+    def execute(self, cmd: dict[str, Any]) -> object: ...
+
+
+class SettingStore(Protocol):
+    """Where UI settings (desktop notifications on/off) are kept: the profile."""
+
+    def get_setting(self, key: str, default: Any = None) -> Any: ...
+
+    def set_setting(self, key: str, value: Any) -> None: ...
 
 
 class ChatScreen:
@@ -121,17 +150,24 @@ class ChatScreen:
         input: Input | None = None,
         output: Output | None = None,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+        settings: SettingStore | None = None,
     ) -> None:
         self.model = model
         self.node = node
         self.clock = clock
+        self.notifier = notifier
+        self.settings = settings
+        self.notify_enabled = _setting(settings, "notify", default=True)
         self._handle_wanted: asyncio.Future[str | None] | None = None
+        self._typing_sent: dict[str, float] = {}  # handle key -> when we last said "typing"
         self.buffer = Buffer(
             multiline=False,
             completer=ChatCompleter(model),
             complete_while_typing=False,
             history=InMemoryHistory(),
             accept_handler=self._on_enter,
+            on_text_changed=self._typed,
         )
         self.main_window = Window(
             FormattedTextControl(self._main_text, show_cursor=False),
@@ -146,7 +182,9 @@ class ChatScreen:
             full_screen=True,
             input=input,
             output=output,
+            refresh_interval=REFRESH_S,
         )
+        self.app.after_render += self._rendered
         utf = self.app.output.encoding().lower().replace("-", "") in ("utf8", "utf16")
         self.markers = render.UNICODE if utf else render.ASCII
 
@@ -160,6 +198,10 @@ class ChatScreen:
         """A node event: update the model, ring if it asks for attention, redraw."""
         if self.model.apply(event):
             self.app.output.bell()
+        alerts = self.model.take_alerts()
+        if self.notifier is not None and self.notify_enabled:
+            for alert in alerts:
+                self.notifier.notify(alert.title, alert.body)
         if event.get("ev") == "ready":
             # Fill the sidebar's friend marks and the room with what the profile remembers.
             self.send({"cmd": "friends"}, user=False)
@@ -202,7 +244,7 @@ class ChatScreen:
         if user:
             self.model.will_send(cmd)
         try:
-            self.node.execute(cmd)
+            result = self.node.execute(cmd)
         except _QUIET_ERRORS as exc:
             if user:
                 self.model.failed(cmd, str(exc), now)
@@ -213,7 +255,7 @@ class ChatScreen:
             log.exception("command %s failed", cmd.get("cmd"))
             self.model.failed(cmd, f"internal error: {exc}", now)
             return False
-        self.model.sent(cmd, now)
+        self.model.sent(cmd, now, result if isinstance(result, str) else None)
         return True
 
     def quit(self) -> None:
@@ -236,6 +278,29 @@ class ChatScreen:
         if first is not None:
             self.send({"cmd": answer, "from": first[0]})
 
+    def answer_first_offer(self, answer: str) -> None:
+        offer = self.model.first_offer()
+        if offer is not None:
+            self.send({"cmd": answer, "id": offer.id})
+
+    def set_notify(self, on: bool) -> None:
+        """Desktop notifications on or off, remembered in the profile."""
+        self.notify_enabled = on
+        if self.settings is not None:
+            try:
+                self.settings.set_setting("notify", on)
+            except Exception:
+                log.exception("could not save the notify setting")
+        now = self.clock()
+        if on and self.notifier is None:
+            self.model.note(
+                "desktop notifications on, but this system has neither notify-send nor "
+                "osascript: only the terminal bell rings",
+                now,
+            )
+        else:
+            self.model.note(f"desktop notifications {'on' if on else 'off'}", now)
+
     def page(self) -> int:
         """Lines one PageUp/PageDown moves: the chat's height, less two lines of context."""
         return max(1, self._chat_rows() - 2)
@@ -249,6 +314,8 @@ class ChatScreen:
             self.model.show_help = True
         elif action.action is Action.JOIN:
             self._opened(self.model.join(action.target, now))
+        elif action.action is Action.NOTIFY:
+            self.set_notify(action.target == "on")
         elif action.action is Action.QUIT:
             self.quit()
 
@@ -263,6 +330,29 @@ class ChatScreen:
         conv.history_loaded = True
         who = self.model.handle_of(key)
         self.send({"cmd": "history", "with": who, "limit": DEFAULT_HISTORY}, user=False)
+
+    def _typed(self, buffer: Buffer) -> None:
+        """The input line changed: tell the friend on screen we are typing (now and then)."""
+        text = buffer.text
+        if self._handle_wanted is not None or not text.strip():
+            return
+        if text.startswith("/") and not text.startswith("//"):
+            return  # a command is not a message to them
+        handle = self.model.typing_target()
+        if handle is None:
+            return
+        now = self.clock()
+        key = handle_key(handle)
+        if now - self._typing_sent.get(key, -math.inf) < TYPING_EVERY_S:
+            return
+        self._typing_sent[key] = now
+        self.send({"cmd": "typing", "to": handle}, user=False)
+
+    def _rendered(self, _app: object) -> None:
+        """New messages of a friend are on screen now: say so (a read receipt)."""
+        handle = self.model.take_unseen()
+        if handle is not None:
+            self.send({"cmd": "read", "with": handle}, user=False)
 
     def _on_enter(self, buffer: Buffer) -> bool:
         if self._handle_wanted is not None:
@@ -297,19 +387,39 @@ class ChatScreen:
             ]
         )
         body = VSplit([ConditionalContainer(sidebar, filter=wide & ~helping), self.main_window])
-        request = ConditionalContainer(
-            Window(
-                FormattedTextControl(self._request_text),
-                wrap_lines=True,
-                height=Dimension(min=1, max=3),
-                dont_extend_height=True,
-                style="class:request",
-            ),
-            filter=Condition(lambda: bool(model.requests)),
+
+        def bar(
+            text: Callable[[], StyleAndTextTuples], shown: Callable[[], bool], rows: int, style: str
+        ) -> ConditionalContainer:
+            return ConditionalContainer(
+                Window(
+                    FormattedTextControl(text),
+                    wrap_lines=True,
+                    height=Dimension(min=1, max=rows),
+                    dont_extend_height=True,
+                    style=style,
+                ),
+                filter=Condition(shown) & ~helping,
+            )
+
+        queue = bar(
+            self._queue_text,
+            lambda: bool(model.waiting_hands()),
+            render.QUEUE_SHOWN + 1,
+            "class:queue",
         )
+        transfers = bar(
+            self._transfer_text,
+            lambda: bool(model.transfers),
+            render.TRANSFERS_SHOWN,
+            "class:transfer",
+        )
+        hand = bar(self._hand_text, lambda: bool(model.hands), 2, "class:hand")
+        offer = bar(self._offer_text, lambda: bool(model.offers), 3, "class:offer")
+        request = bar(self._request_text, lambda: bool(model.requests), 3, "class:request")
         status = VSplit(
             [
-                Window(FormattedTextControl(lambda: _pt(render.status_left(model)))),
+                Window(FormattedTextControl(lambda: _pt(render.status_left(model, self.clock())))),
                 Window(
                     FormattedTextControl(lambda: _pt(render.status_right(model))),
                     dont_extend_width=True,
@@ -327,7 +437,7 @@ class ChatScreen:
             wrap_lines=True,
         )
         root = FloatContainer(
-            HSplit([body, request, status, self.input_window]),
+            HSplit([body, queue, transfers, hand, offer, request, status, self.input_window]),
             floats=[
                 Float(
                     xcursor=True,
@@ -346,11 +456,25 @@ class ChatScreen:
         if width >= MIN_COLUMNS_FOR_SIDEBAR:
             width -= SIDEBAR_WIDTH + 1
         # One line per row is the most that can show; wrapping only makes it fewer.
-        return _pt(render.conversation(self.model, size.rows, width))
+        return _pt(render.conversation(self.model, size.rows, width, self.markers))
+
+    def _columns(self) -> int:
+        return self.app.output.get_size().columns
 
     def _request_text(self) -> StyleAndTextTuples:
-        columns = self.app.output.get_size().columns
-        return _pt(render.wrap(render.request_bar(self.model), columns, 1))
+        return _pt(render.wrap(render.request_bar(self.model), self._columns(), 1))
+
+    def _offer_text(self) -> StyleAndTextTuples:
+        return _pt(render.wrap(render.offer_bar(self.model), self._columns(), 1))
+
+    def _hand_text(self) -> StyleAndTextTuples:
+        return _pt(render.wrap(render.hand_bar(self.model), self._columns(), 1))
+
+    def _queue_text(self) -> StyleAndTextTuples:
+        return _pt(render.queue_panel(self.model, self._columns(), self.clock()))
+
+    def _transfer_text(self) -> StyleAndTextTuples:
+        return _pt(render.transfer_panel(self.model, self._columns(), self.markers))
 
     def _sidebar_text(self) -> StyleAndTextTuples:
         return _pt(render.sidebar(self.model, SIDEBAR_WIDTH, self.markers))
@@ -427,7 +551,26 @@ class ChatScreen:
         def _reject(_event: KeyPressEvent) -> None:
             self.answer_first_request("reject")
 
+        @kb.add("f4")
+        def _accept_file(_event: KeyPressEvent) -> None:
+            self.answer_first_offer("accept_file")
+
+        @kb.add("f5")
+        def _decline_file(_event: KeyPressEvent) -> None:
+            self.answer_first_offer("decline_file")
+
         return kb
+
+
+def _setting(settings: SettingStore | None, key: str, *, default: bool) -> bool:
+    if settings is None:
+        return default
+    try:
+        value = settings.get_setting(key, default)
+    except Exception:
+        log.exception("could not read the %s setting", key)
+        return default
+    return value if isinstance(value, bool) else default
 
 
 def _continuation_indent(_lineno: int, wrap_count: int) -> str:
