@@ -61,6 +61,7 @@ SETTLE_S = 3.0
 LINK_CHECK_S = 0.5  # a new student broker still gives way to a mentor for this long
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
 PRESENCE_STATES = ("online", "away", "busy")
+BACKGROUND_COMMANDS = frozenset({"read", "history", "friends", "who", "queue", "status"})
 REQUESTS_PER_MIN = 20
 
 
@@ -932,7 +933,14 @@ class Node:
             )
         elif pin is None:
             state.set_pin(entry.handle, entry.id_key.hex(), self.wall())
-        self._emit("peer_up", handle=entry.handle, mentor=entry.mentor)
+        presence, _, text = entry.status.partition(":")
+        self._emit(
+            "peer_up",
+            handle=entry.handle,
+            mentor=entry.mentor,
+            status=presence,
+            status_text=safe_label(text),
+        )
         self._flush_private(entry.id_key)
 
     def _display_handle(self, key: bytes, claimed: str) -> str:
@@ -1761,12 +1769,14 @@ class Node:
             typing=state.get_setting("typing", True),
         )
 
-    def execute(self, cmd: dict[str, Any]) -> None:
+    def execute(self, cmd: dict[str, Any]) -> str | None:
+        """Run one command; returns the id of what it created (say, msg, hand), if any."""
         name = cmd.get("cmd")
-        self._last_activity = self.clock()
-        if self._auto_away:
-            self.presence, self._auto_away = "online", False
-            self._last_heartbeat = 0.0
+        if name not in BACKGROUND_COMMANDS:  # a front end's own queries are not activity
+            self._last_activity = self.clock()
+            if self._auto_away:
+                self.presence, self._auto_away = "online", False
+                self._last_heartbeat = 0.0
 
         def arg(key: str) -> str:
             value = cmd.get(key)
@@ -1775,10 +1785,16 @@ class Node:
             return value
 
         if name == "say":
-            self.say(arg("text"))
-        elif name == "msg":
-            self.send_private(arg("to"), arg("text"))
-        elif name == "request":
+            return self.say(arg("text"))
+        if name == "msg":
+            return self.send_private(arg("to"), arg("text"))
+        if name == "hand":
+            topic = cmd.get("topic", "")
+            anon = cmd.get("anon", False)
+            if not isinstance(topic, str) or not isinstance(anon, bool):
+                raise CommandError("bad_command", "'hand' takes 'topic' (string) and 'anon' (bool)")
+            return self.raise_hand(topic, anon)
+        if name == "request":
             self.friend_move(arg("to"), fs.Move.REQUEST)
         elif name == "accept":
             self.friend_move(arg("from"), fs.Move.ACCEPT)
@@ -1802,12 +1818,6 @@ class Node:
             self._emit(
                 "history", **{"with": with_handle}, messages=self.history(with_handle, limit)
             )
-        elif name == "hand":
-            topic = cmd.get("topic", "")
-            anon = cmd.get("anon", False)
-            if not isinstance(topic, str) or not isinstance(anon, bool):
-                raise CommandError("bad_command", "'hand' takes 'topic' (string) and 'anon' (bool)")
-            self.raise_hand(topic, anon)
         elif name == "claim":
             self.claim(cmd.get("id"), cmd.get("n"))
         elif name == "done":
@@ -1856,6 +1866,7 @@ class Node:
             self.stop()
         else:
             raise CommandError("bad_command", f"unknown command {name!r}")
+        return None
 
     # ================================================================ helpers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -12,16 +13,19 @@ from prompt_toolkit.output import DummyOutput
 
 from lanchat.node import CommandError
 from lanchat.ui.app import run_chat
-from lanchat.ui.model import PUBLIC, LineKind, ViewModel
+from lanchat.ui.model import PUBLIC, LineKind, Receipt, ViewModel
+from lanchat.ui.notify import DesktopNotifier
 from lanchat.ui.screen import ChatScreen
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
+    from pathlib import Path
 
     from prompt_toolkit.input import PipeInput
 
 WAIT_S = 5.0
 ENTER, TAB, CTRL_C, CTRL_N, F2, F3 = "\r", "\t", "\x03", "\x0e", "\x1bOQ", "\x1bOR"
+F4, F5 = "\x1bOS", "\x1b[15~"
 
 
 class FakeNode:
@@ -34,8 +38,9 @@ class FakeNode:
         self.commands: list[dict[str, Any]] = []
         self.stopped = asyncio.Event()
         self.fail_with: Exception | None = None
+        self.with_ids = False  # return message ids, as a node may
 
-    def execute(self, cmd: dict[str, Any]) -> None:
+    def execute(self, cmd: dict[str, Any]) -> str | None:
         self.commands.append(cmd)
         if self.fail_with is not None:
             raise self.fail_with
@@ -43,8 +48,11 @@ class FakeNode:
             self.stopped.set()
         elif cmd["cmd"] == "accept":
             self.push("accepted", by=self.handle, **{"with": cmd["from"]})
+        elif cmd["cmd"] in ("say", "msg") and self.with_ids:
+            return f"id{len(self.commands)}"
+        return None
 
-    def push(self, name: str, **fields: Any) -> None:
+    def push(self, name: str, /, **fields: Any) -> None:
         self.screen.on_event({"ev": name, "t": time.time(), **fields})
 
     def named(self, name: str) -> list[dict[str, Any]]:
@@ -82,11 +90,11 @@ async def until(screen: ChatScreen, condition: Callable[[], bool]) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    peers: tuple[str, ...] = ("bob",),
+    peers: tuple[str, ...] = ("bob",), **options: Any
 ) -> AsyncIterator[tuple[ChatScreen, FakeNode, PipeInput]]:
     """A running screen with a fake node; ``peers`` are online, bob is a friend."""
     with create_pipe_input() as pipe:
-        screen = ChatScreen(ViewModel("me", "lobby"), input=pipe, output=DummyOutput())
+        screen = ChatScreen(ViewModel("me", "lobby"), input=pipe, output=DummyOutput(), **options)
         node = FakeNode(screen)
         screen.attach(node)
         task = asyncio.ensure_future(screen.app.run_async())
@@ -217,6 +225,227 @@ def test_ctrl_c_sends_quit_and_closes_the_screen() -> None:
     run(scenario)
 
 
+# ---------------------------------------------------------------- help queue
+
+
+def test_a_student_raises_a_hand_and_talks_to_the_mentor() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            pipe.send_text("/hand --anon my loop never ends" + ENTER)
+            await until(screen, lambda: bool(node.named("hand")))
+            assert node.named("hand") == [
+                {"cmd": "hand", "topic": "my loop never ends", "anon": True}
+            ]
+            node.push("hand", id="h1", state="raised", anon=True, topic="my loop never ends")
+            node.push("hand", id="h1", state="waiting", position=1, mentor="")
+            node.push("hand", id="h1", state="claimed", position=0, mentor="yoda")
+            await until(screen, lambda: screen.model.current == "@yoda")
+            pipe.send_text("it prints forever" + ENTER)
+            await until(screen, lambda: bool(node.named("msg")))
+            assert node.named("msg") == [{"cmd": "msg", "to": "yoda", "text": "it prints forever"}]
+            pipe.send_text("/done" + ENTER)
+            await until(screen, lambda: bool(node.named("done")))
+            assert node.named("done") == [{"cmd": "done", "id": "h1"}]
+
+    run(scenario)
+
+
+def test_a_mentor_claims_from_the_queue() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            entry = {"n": 1, "id": "h1", "who": "anon-3f2a", "topic": "wiring", "anon": True}
+            node.push("queue", entries=[{**entry, "waiting_s": 65.0, "claimed_by": ""}])
+            await until(screen, lambda: bool(screen.model.waiting_hands()))
+            pipe.send_text("/claim 1" + ENTER)
+            await until(screen, lambda: bool(node.named("claim")))
+            assert node.named("claim") == [{"cmd": "claim", "n": 1}]
+            node.push("claimed", id="h1", who="anon-3f2a", anon=True, topic="wiring")
+            node.push("queue", entries=[{**entry, "waiting_s": 66.0, "claimed_by": "me"}])
+            await until(screen, lambda: screen.model.current == "@anon-3f2a")
+            pipe.send_text("hello, show me the wiring" + ENTER)
+            await until(screen, lambda: bool(node.named("msg")))
+            assert node.named("msg") == [
+                {"cmd": "msg", "to": "anon-3f2a", "text": "hello, show me the wiring"}
+            ]
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------- status, receipts, typing
+
+
+def test_status_and_settings_commands_go_to_the_node() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            pipe.send_text("/status away lunch" + ENTER)
+            pipe.send_text("/set receipts off" + ENTER)
+            pipe.send_text("/set typing on" + ENTER)
+            await until(screen, lambda: len(node.named("set")) == 2)
+            assert node.named("status") == [{"cmd": "status", "set": "away", "text": "lunch"}]
+            assert node.named("set") == [
+                {"cmd": "set", "receipts": False},
+                {"cmd": "set", "typing": True},
+            ]
+            assert screen.model.status.presence == "away"
+
+    run(scenario)
+
+
+def test_typing_in_a_friends_chat_is_announced_every_three_seconds() -> None:
+    now = [1_700_000_000.0]
+
+    async def scenario() -> None:
+        async with running(clock=lambda: now[0]) as (screen, node, pipe):
+            pipe.send_text("hello in the room")  # the room: nobody to tell
+            await until(screen, lambda: screen.buffer.text == "hello in the room")
+            screen.buffer.reset()
+            pipe.send_text("/join bob" + ENTER)
+            await until(screen, lambda: screen.model.current == "@bob")
+            pipe.send_text("/who")  # a command: not typing to bob
+            await until(screen, lambda: screen.buffer.text == "/who")
+            screen.buffer.reset()
+            assert node.named("typing") == []
+            pipe.send_text("hel")
+            await until(screen, lambda: screen.buffer.text == "hel")
+            now[0] += 2.0
+            pipe.send_text("lo")
+            await until(screen, lambda: screen.buffer.text == "hello")
+            assert node.named("typing") == [{"cmd": "typing", "to": "bob"}]
+            now[0] += 1.5
+            pipe.send_text("!")
+            await until(screen, lambda: len(node.named("typing")) == 2)
+
+    run(scenario)
+
+
+def test_read_receipts_follow_what_is_on_screen() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            node.push("private", id="p1", text="psst", sent_t=1.0, **{"from": "bob"})
+            await until(screen, lambda: screen.model.conversations["@bob"].unread == 1)
+            assert node.named("read") == []  # in the room: bob's message is not shown
+            pipe.send_text(CTRL_N)
+            await until(screen, lambda: bool(node.named("read")))
+            assert node.named("read") == [{"cmd": "read", "with": "bob"}]
+            node.push("private", id="p2", text="again", sent_t=2.0, **{"from": "bob"})
+            await until(screen, lambda: len(node.named("read")) == 2)
+
+    run(scenario)
+
+
+def test_receipts_use_the_ids_the_node_returns() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            node.with_ids = True
+            pipe.send_text("/msg bob are you there" + ENTER)
+            await until(screen, lambda: bool(node.named("msg")))
+            own = screen.model.conversations["@bob"].lines[-1]
+            assert own.msg_id is not None
+            node.push("delivered", id=own.msg_id, to="bob", upto=1)
+            node.push("read", id=own.msg_id, by="bob")
+            await until(screen, lambda: screen.model.receipt(own) is Receipt.READ)
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------- files and notifications
+
+
+def test_f4_and_f5_answer_file_offers_oldest_first() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            for offer_id in ("a" * 32, "b" * 32):
+                node.push(
+                    "file_offer",
+                    id=offer_id,
+                    name="x.bin",
+                    size=10,
+                    sha256="0" * 64,
+                    fingerprint="f",
+                    shared=False,
+                    **{"from": "bob"},
+                )
+            pipe.send_text(F4)
+            await until(screen, lambda: bool(node.named("accept_file")))
+            assert node.named("accept_file") == [{"cmd": "accept_file", "id": "a" * 32}]
+            pipe.send_text(F5)
+            await until(screen, lambda: bool(node.named("decline_file")))
+            assert node.named("decline_file") == [{"cmd": "decline_file", "id": "b" * 32}]
+            assert screen.model.offers == {}
+            assert list(screen.model.transfers) == ["a" * 32]
+
+    run(scenario)
+
+
+def test_send_share_and_path_completion(tmp_path: Path) -> None:
+    (tmp_path / "dataset.bin").write_bytes(b"x")
+
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            pipe.send_text(f"/send bob {tmp_path}/data" + TAB)
+            await until(screen, lambda: screen.buffer.text.endswith("dataset.bin"))
+            pipe.send_text(ENTER)
+            pipe.send_text(f"/share {tmp_path}/dataset.bin" + ENTER)
+            await until(screen, lambda: bool(node.named("share")))
+            path = str(tmp_path / "dataset.bin")
+            assert node.named("send") == [{"cmd": "send", "to": "bob", "path": path}]
+            assert node.named("share") == [{"cmd": "share", "path": path}]
+
+    run(scenario)
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str]] = []
+
+    def notify(self, title: str, body: str) -> None:
+        self.shown.append((title, body))
+
+
+class FakeSettings:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+def test_desktop_notifications_for_other_chats_until_turned_off() -> None:
+    notifier, settings = FakeNotifier(), FakeSettings()
+
+    async def scenario() -> None:
+        async with running(notifier=notifier, settings=settings) as (screen, node, pipe):
+            node.push("private", id="p1", text="psst", sent_t=1.0, **{"from": "bob"})
+            node.push(
+                "file_offer",
+                id="c" * 32,
+                name="x.bin",
+                size=10,
+                sha256="0" * 64,
+                fingerprint="f",
+                shared=True,
+                **{"from": "bob"},
+            )  # shared: the room is on screen, no pop-up
+            assert notifier.shown == [("bob (private)", "psst")]
+            pipe.send_text("/set notify off" + ENTER)
+            await until(screen, lambda: not screen.notify_enabled)
+            assert settings.values == {"notify": False}
+            node.push("private", id="p2", text="hello?", sent_t=2.0, **{"from": "bob"})
+            assert len(notifier.shown) == 1
+
+    run(scenario)
+
+
+def test_the_notify_setting_is_read_from_the_profile() -> None:
+    settings = FakeSettings()
+    settings.values["notify"] = False
+    screen = ChatScreen(ViewModel("me", "lobby"), output=DummyOutput(), settings=settings)
+    assert not screen.notify_enabled
+
+
 # ---------------------------------------------------------------- the session loop
 
 
@@ -256,5 +485,42 @@ def test_leaving_the_screen_stops_the_node() -> None:
             assert node.named("history") == [{"cmd": "history", "with": None, "limit": 50}]
             screen.app.exit()  # e.g. the terminal went away: no quit command was sent
             assert await asyncio.wait_for(session, WAIT_S) == 0
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------- desktop notifier
+
+
+def test_the_desktop_notifier_is_found_only_where_a_command_exists() -> None:
+    assert DesktopNotifier.find(which=lambda _name: None, platform="linux") is None
+    mac = DesktopNotifier.find(which=lambda name: f"/usr/bin/{name}", platform="darwin")
+    linux = DesktopNotifier.find(which=lambda name: f"/usr/bin/{name}", platform="linux")
+    assert mac is not None
+    assert linux is not None
+    argv = mac._argv("ann", 'say "hi" end tell')
+    assert argv[0] == "/usr/bin/osascript"
+    assert argv[-2:] == ["ann", 'say "hi" end tell']  # data, never script source
+    assert linux._argv("ann", "-x")[-3:] == ["--", "ann", "-x"]
+
+
+def test_the_desktop_notifier_runs_in_the_background(tmp_path: Path) -> None:
+    out = tmp_path / "shown"
+    script = (
+        "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2] + '|' + sys.argv[3])"
+    )
+
+    def argv(title: str, body: str) -> list[str]:
+        return [sys.executable, "-c", script, str(out), title, body]
+
+    async def scenario() -> None:
+        notifier = DesktopNotifier(argv)
+        notifier.notify("bob (private)", "line one\nline two; $(rm -rf /)")
+        assert not out.exists()  # notify() returned at once
+        async with asyncio.timeout(WAIT_S):
+            while not out.exists() or not out.read_text():
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(notifier.drain(), WAIT_S)
+        assert out.read_text() == "bob (private)|line one line two; $(rm -rf /)"
 
     run(scenario)

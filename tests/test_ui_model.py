@@ -13,6 +13,7 @@ from lanchat.ui import render
 from lanchat.ui.commands import (
     COMMANDS,
     HELP_ROWS,
+    HELP_USAGE_WIDTH,
     Action,
     Command,
     InputContext,
@@ -20,13 +21,21 @@ from lanchat.ui.commands import (
     LocalAction,
     parse_input,
 )
-from lanchat.ui.model import MAX_LINES, PUBLIC, LineKind, ViewModel
+from lanchat.ui.model import (
+    MAX_LINES,
+    PUBLIC,
+    LineKind,
+    Receipt,
+    ViewModel,
+    human_size,
+    ordinal,
+)
 from lanchat.ui.screen import KEYS
 
 ESC = "\x1b"
 
 
-def ev(name: str, **fields: Any) -> dict[str, Any]:
+def ev(name: str, /, **fields: Any) -> dict[str, Any]:
     return {"ev": name, "t": 1_700_000_000.0, **fields}
 
 
@@ -290,6 +299,9 @@ def test_paging_up_stops_at_the_first_screenful() -> None:
 
 PUBLIC_CTX = InputContext()
 BOB_CTX = InputContext(conversation="bob", first_request="carol")
+OFFER_ID = "9f86d081884c7d659a2feaa0c55ad015"
+FILES_CTX = InputContext(offers=(OFFER_ID, "a" * 32))
+HELP_CTX = InputContext(conversation="anon-3f2a", hands=("h1",), help_hand="h1")
 
 
 @pytest.mark.parametrize(
@@ -326,6 +338,52 @@ BOB_CTX = InputContext(conversation="bob", first_request="carol")
         ("/join public", BOB_CTX, LocalAction(Action.JOIN, None)),
         ("/join", BOB_CTX, LocalAction(Action.JOIN, None)),
         ("   ", PUBLIC_CTX, LocalAction(Action.NOTHING)),
+        # help queue
+        ("/hand", PUBLIC_CTX, Command({"cmd": "hand", "topic": "", "anon": False})),
+        (
+            "/hand wiring the  sensor",
+            PUBLIC_CTX,
+            Command({"cmd": "hand", "topic": "wiring the  sensor", "anon": False}),
+        ),
+        (
+            "/hand --anon loops",
+            PUBLIC_CTX,
+            Command({"cmd": "hand", "topic": "loops", "anon": True}),
+        ),
+        ("/done", PUBLIC_CTX, Command({"cmd": "done"})),
+        ("/done", HELP_CTX, Command({"cmd": "done", "id": "h1"})),
+        ("/done h", HELP_CTX, Command({"cmd": "done", "id": "h1"})),
+        ("/queue", PUBLIC_CTX, Command({"cmd": "queue"})),
+        ("/claim 2", PUBLIC_CTX, Command({"cmd": "claim", "n": 2})),
+        ("thanks", HELP_CTX, Command({"cmd": "msg", "to": "anon-3f2a", "text": "thanks"})),
+        # status and settings
+        (
+            "/status away at lunch",
+            PUBLIC_CTX,
+            Command({"cmd": "status", "set": "away", "text": "at lunch"}),
+        ),
+        ("/status BUSY", PUBLIC_CTX, Command({"cmd": "status", "set": "busy", "text": ""})),
+        ("/away lunch", PUBLIC_CTX, Command({"cmd": "status", "set": "away", "text": "lunch"})),
+        ("/back", PUBLIC_CTX, Command({"cmd": "status", "set": "online", "text": ""})),
+        ("/set receipts off", PUBLIC_CTX, Command({"cmd": "set", "receipts": False})),
+        ("/set typing ON", PUBLIC_CTX, Command({"cmd": "set", "typing": True})),
+        ("/set notify off", PUBLIC_CTX, LocalAction(Action.NOTIFY, "off")),
+        # files
+        (
+            "/send bob ~/data/set 1.bin",
+            PUBLIC_CTX,
+            Command({"cmd": "send", "to": "bob", "path": "~/data/set 1.bin"}),
+        ),
+        (
+            '/send bob "my file.txt"',
+            PUBLIC_CTX,
+            Command({"cmd": "send", "to": "bob", "path": "my file.txt"}),
+        ),
+        ("/share notes.pdf", BOB_CTX, Command({"cmd": "share", "path": "notes.pdf"})),
+        ("/accept-file", FILES_CTX, Command({"cmd": "accept_file", "id": OFFER_ID})),
+        ("/accept-file 9f86", FILES_CTX, Command({"cmd": "accept_file", "id": OFFER_ID})),
+        ("/decline-file", FILES_CTX, Command({"cmd": "decline_file", "id": OFFER_ID})),
+        ("/decline-file zz", FILES_CTX, Command({"cmd": "decline_file", "id": "zz"})),
     ],
 )
 def test_parse_input(line: str, ctx: InputContext, expected: object) -> None:
@@ -345,6 +403,19 @@ def test_parse_input(line: str, ctx: InputContext, expected: object) -> None:
         ("/who now", "usage: /who"),
         ("/history 0", "N must be from 1 to 10000"),
         ("/history a b c", "usage: /history [H] [N]"),
+        ("/claim", "usage: /claim N"),
+        ("/claim 0", "usage: /claim N"),
+        ("/claim ²", "usage: /claim N"),
+        ("/claim " + "9" * 5000, "usage: /claim N"),
+        ("/done a b", "usage: /done [id]"),
+        ("/status", "usage: /status online|away|busy [text]"),
+        ("/status gone fishing", "usage: /status online|away|busy [text]"),
+        ("/set receipts", "usage: /set receipts|typing|notify on|off"),
+        ("/set sound off", "usage: /set receipts|typing|notify on|off"),
+        ("/send bob", "usage: /send H path"),
+        ("/share", "usage: /share path"),
+        ("/accept-file", "no file offer is waiting (usage: /accept-file ID)"),
+        ("/decline-file", "no file offer is waiting (usage: /decline-file ID)"),
     ],
 )
 def test_parse_errors_explain(line: str, message: str) -> None:
@@ -358,10 +429,19 @@ def test_parse_rejects_bad_handles_safely() -> None:
     assert ESC not in result.message
 
 
+def test_an_ambiguous_id_prefix_is_refused() -> None:
+    result = parse_input("/accept-file ", FILES_CTX)
+    assert result == Command({"cmd": "accept_file", "id": OFFER_ID})
+    assert parse_input("/decline-file a", InputContext(offers=("ab", "ac"))) == InputError(
+        "'a' could be more than one file offer: type more of its id"
+    )
+
+
 def test_every_command_is_on_the_help_screen_which_fits_80x24() -> None:
     helped = " ".join(usage for usage, _ in HELP_ROWS)
     for spec in COMMANDS:
         assert spec.name in helped
+    assert all(len(usage) < HELP_USAGE_WIDTH for usage, _ in HELP_ROWS + KEYS)
     rows = plain(render.help_screen(KEYS)).split("\n")
     assert len(rows) <= 22  # 24 rows minus the status bar and the input line
     assert max(render.cells(row) for row in rows) <= 80
@@ -387,3 +467,457 @@ def test_long_messages_wrap_at_spaces_under_the_text(width: int) -> None:
     assert all(row.startswith(" " * render.TIME_WIDTH) for row in rows[1:])
     joined = "".join(row[render.TIME_WIDTH :] for row in rows)
     assert joined.replace(" ", "") == ("carol:" + text).replace(" ", "")
+
+
+# ---------------------------------------------------------------- help queue
+
+T0 = 1_700_000_000.0
+
+
+def friend_model(*handles: str) -> ViewModel:
+    """A model where ``handles`` are online friends."""
+    model = ViewModel("me", "lobby")
+    for handle in handles:
+        model.apply(ev("peer_up", handle=handle, mentor=False))
+        model.apply(ev("accepted", by=handle))
+        model.open("@" + handle)  # seen: no attention marks left
+    model.open(PUBLIC)
+    return model
+
+
+def test_a_students_hand_goes_up_waits_and_is_taken(model: ViewModel) -> None:
+    model.apply(ev("hand", id="h1", state="raised", anon=True, topic="loops"))
+    assert "you raised your hand anonymously" in texts(model)[-1]
+    assert "your hand is up · a mentor" in plain(render.hand_bar(model))
+    model.apply(ev("hand", id="h1", state="waiting", position=2, mentor=""))
+    assert "your hand is up (2nd in line)" in plain(render.hand_bar(model))
+
+    rang = model.apply(ev("hand", id="h1", state="claimed", position=0, mentor="mentor1"))
+    assert rang
+    assert model.current == "@mentor1"  # from the room, straight into the help session
+    assert model.current_conversation.hand == "h1"
+    assert "mentor1 is with you — type to talk privately" in plain(render.hand_bar(model))
+    assert "mentor1 is with you" in texts(model, "@mentor1")[-1]
+    assert model.parse_input("it loops forever") == Command(
+        {"cmd": "msg", "to": "mentor1", "text": "it loops forever"}
+    )
+    assert model.parse_input("/done") == Command({"cmd": "done", "id": "h1"})
+    model.apply(
+        ev("private", id="hand:h1:m:1", text="show me", sent_t=1, hand="h1", **{"from": "mentor1"})
+    )
+    assert texts(model, "@mentor1")[-1] == "show me"
+    assert model.take_reads() == []  # no read receipts in help sessions
+    entry = next(e for e in model.sidebar() if e.key == "@mentor1")
+    assert entry.helping
+    assert entry.online
+
+    model.open(PUBLIC)
+    assert "/join mentor1 to talk privately" in plain(render.hand_bar(model))
+    model.apply(ev("hand", id="h1", state="done", position=0, mentor="mentor1"))
+    assert model.hands == {}
+    assert render.hand_bar(model) == []
+    assert model.conversations["@mentor1"].hand is None
+    assert texts(model)[-1] == "the help session with mentor1 has ended"
+
+
+def test_a_claimed_hand_does_not_pull_the_student_out_of_a_private_chat() -> None:
+    model = friend_model("bob")
+    model.open("@bob")
+    model.apply(ev("hand", id="h1", state="raised", anon=False, topic=""))
+    model.apply(ev("hand", id="h1", state="claimed", position=0, mentor="yoda"))
+    assert model.current == "@bob"
+    assert model.conversations["@yoda"].attention
+    assert texts(model, "@bob")[-1] == "yoda is with you: /join yoda to talk"
+    model.apply(ev("hand", id="h2", state="raised", anon=False, topic="x"))
+    model.apply(ev("hand", id="h2", state="done", position=0, mentor=""))
+    assert texts(model, "@bob")[-1] == "your hand is down"
+
+
+def queue_event(*entries: tuple[int, str, str, str, float], t: float = T0) -> dict[str, Any]:
+    return {
+        "ev": "queue",
+        "t": t,
+        "entries": [
+            {
+                "n": n,
+                "id": i,
+                "who": who,
+                "topic": topic,
+                "anon": who.startswith("anon-"),
+                "waiting_s": waiting,
+                "claimed_by": "",
+            }
+            for n, i, who, topic, waiting in entries
+        ],
+    }
+
+
+def test_mentors_see_the_queue_and_hear_new_hands() -> None:
+    model = ViewModel("yoda", "lobby", mentor=True)
+    assert model.apply(queue_event((1, "h1", "anon-3f2a", "wiring", 180.0)))  # bell
+    assert model.take_alerts()[0].title == "new hand: anon-3f2a"
+    panel = plain(render.queue_panel(model, 80, now=T0))
+    assert "help queue: 1 waiting · /claim N helps hand N" in panel
+    assert "1. anon-3f2a — wiring (waiting 3 min)" in panel
+    assert not model.apply(queue_event((1, "h1", "anon-3f2a", "wiring", 181.0)))  # not new
+    assert model.apply(
+        queue_event((1, "h1", "anon-3f2a", "wiring", 200.0), (2, "h2", "carol", "", 1.0))
+    )
+    assert "2. carol (just now)" in plain(render.queue_panel(model, 80, now=T0 + 1))
+    assert [word for word, _ in model.id_candidates("/claim")] == ["1", "2"]
+
+    model.will_send({"cmd": "queue"})
+    model.apply(queue_event((1, "h1", "anon-3f2a", "wiring", 240.0)))
+    assert texts(model)[-2:] == ["help queue: 1 waiting", "  1. anon-3f2a — wiring (waiting 4 min)"]
+    model.will_send({"cmd": "queue"})
+    model.apply(queue_event())
+    assert texts(model)[-1] == "the help queue is empty"
+    student = ViewModel("me", "lobby")
+    student.will_send({"cmd": "queue"})
+    student.apply(queue_event())
+    assert texts(student)[-1] == "only mentors see the help queue; /hand asks one for help"
+
+
+def test_a_claim_opens_a_help_session_under_the_pseudonym() -> None:
+    model = ViewModel("yoda", "lobby", mentor=True)
+    model.apply(queue_event((1, "h1", "anon-3f2a", "wiring", 10.0)))
+    model.apply(ev("claimed", id="h1", who="anon-3f2a", anon=True, topic="wiring"))
+    assert model.current == "@anon-3f2a"
+    assert "you are helping anon-3f2a (anonymous" in texts(model, "@anon-3f2a")[-1]
+    assert model.parse_input("hi, what is wrong?") == Command(
+        {"cmd": "msg", "to": "anon-3f2a", "text": "hi, what is wrong?"}
+    )
+    model.sent({"cmd": "msg", "to": "anon-3f2a", "text": "hi"}, T0)
+    assert texts(model, "@anon-3f2a")[-1] == "hi"
+    assert (
+        model.apply(
+            ev(
+                "private",
+                id="hand:h1:s:1",
+                text="it sparks",
+                sent_t=1,
+                hand="h1",
+                **{"from": "anon-3f2a"},
+            )
+        )
+        is False
+    )  # on screen: no bell
+    entry = next(e for e in model.sidebar() if e.key == "@anon-3f2a")
+    assert entry.helping
+    assert entry.online
+    assert entry.current
+    assert "✚" in plain(render.sidebar(model, 22))
+    # The queue after the claim lists it as ours: not waiting, so no panel.
+    model.apply(
+        {
+            "ev": "queue",
+            "t": T0,
+            "entries": [
+                {
+                    "n": 1,
+                    "id": "h1",
+                    "who": "anon-3f2a",
+                    "topic": "",
+                    "anon": True,
+                    "waiting_s": 20.0,
+                    "claimed_by": "yoda",
+                }
+            ],
+        }
+    )
+    assert render.queue_panel(model, 80) == []
+    assert model.parse_input("/done") == Command({"cmd": "done", "id": "h1"})
+    model.apply(ev("hand", id="h1", state="done", who="anon-3f2a"))
+    assert model.claims == {}
+    assert model.conversations["@anon-3f2a"].hand is None
+    assert texts(model, "@anon-3f2a")[-1] == "the help session with anon-3f2a is done"
+
+
+# ---------------------------------------------------------------- status, receipts, typing
+
+
+def test_peer_status_marks_the_sidebar_and_the_status_bar() -> None:
+    model = friend_model("ann", "bob")
+    model.apply(ev("peer_status", handle="ann", status="away", text="lunch"))
+    model.apply(ev("peer_status", handle="bob", status="busy", text=""))
+    entries = {e.label: e for e in model.sidebar()}
+    assert (entries["ann"].status, entries["ann"].status_text) == ("away", "lunch")
+    bar = render.sidebar(model, 30)
+    assert any(
+        style == "class:sidebar.away" and "♥ ann (away: lunch)" in text for style, text in bar
+    )
+    assert any(style == "class:sidebar.busy" and "bob (busy)" in text for style, text in bar)
+    model.open("@ann")
+    assert "ann is away: lunch" in plain(render.status_left(model, now=T0))
+    model.apply(ev("peer_status", handle="ann", status="online", text=""))
+    assert "away" not in plain(render.status_left(model, now=T0))
+    model.apply(
+        ev(
+            "who",
+            peers=[
+                {
+                    "handle": "ann",
+                    "mentor": False,
+                    "state": "friend",
+                    "status": "busy",
+                    "status_text": "exam",
+                    "fingerprint": "f",
+                }
+            ],
+        )
+    )
+    assert model.peers["@ann"].status_text == "exam"
+
+
+def test_own_status_shows_in_the_status_bar(model: ViewModel) -> None:
+    model.sent({"cmd": "status", "set": "away", "text": "lunch"}, T0)
+    assert texts(model)[-1] == "your status: away (lunch)"
+    assert "away: lunch" in plain(render.status_right(model))
+    model.sent({"cmd": "status", "set": "online", "text": ""}, T0)
+    assert "away" not in plain(render.status_right(model))
+
+
+def own_marks(model: ViewModel) -> list[str]:
+    rows = plain(render.conversation(model, 20)).split("\n")
+    return [row.rsplit(" ", 1)[-1] for row in rows if "me:" in row]
+
+
+def test_receipts_tick_own_messages_by_their_ids() -> None:
+    model = friend_model("bob")
+    model.open("@bob")
+    model.sent({"cmd": "msg", "to": "bob", "text": "one"}, T0, "m1")
+    model.sent({"cmd": "msg", "to": "bob", "text": "two"}, T0, "m2")
+    assert own_marks(model) == ["one", "two"]
+    model.apply(ev("delivered", id="m1", to="bob", upto=1))
+    assert own_marks(model) == ["✓", "two"]
+    model.apply(ev("delivered", id="m2", to="bob", upto=2))
+    model.apply(ev("read", id="m1", by="bob"))
+    assert own_marks(model) == ["✓✓", "✓"]
+    model.apply(ev("delivered", id="m1", to="bob", upto=2))  # late: read stays read
+    assert model.receipts["m1"] is Receipt.READ
+    assert own_marks(render_model := model) == ["✓✓", "✓"]
+    assert "vv" in plain(render.conversation(render_model, 20, markers=render.ASCII))
+
+
+def test_without_ids_from_the_node_receipts_follow_the_order_of_deliveries() -> None:
+    model = friend_model("bob")
+    model.open("@bob")
+    model.apply(
+        ev(
+            "history",
+            messages=[
+                {"id": "old", "from": "me", "text": "earlier", "sent_t": T0 - 99, "outgoing": True}
+            ],
+            **{"with": "bob"},
+        )
+    )
+    model.sent({"cmd": "msg", "to": "bob", "text": "one"}, T0)
+    model.sent({"cmd": "msg", "to": "bob", "text": "two"}, T0 + 1)
+    model.apply(ev("delivered", id="old", to="bob", upto=1))  # shown with its id: not taken
+    model.apply(ev("delivered", id="x1", to="bob", upto=2))
+    model.apply(ev("read", id="x1", by="bob"))
+    assert own_marks(model) == ["✓", "✓✓", "two"]
+    model.apply(ev("delivered", id="x2", to="bob", upto=3))
+    assert own_marks(model) == ["✓", "✓✓", "✓"]
+
+
+def test_history_tells_the_ids_of_lines_sent_without_one() -> None:
+    model = friend_model("bob")
+    model.open("@bob")
+    model.sent({"cmd": "msg", "to": "bob", "text": "one"}, T0)
+    model.apply(
+        ev(
+            "history",
+            messages=[
+                {"id": "m1", "from": "me", "text": "one", "sent_t": T0 + 0.2, "outgoing": True}
+            ],
+            **{"with": "bob"},
+        )
+    )
+    assert [line.msg_id for line in model.conversations["@bob"].lines][-1:] == ["m1"]
+    model.apply(ev("read", id="m1", by="bob"))
+    assert own_marks(model) == ["✓✓"]
+
+
+def test_typing_shows_for_five_seconds_and_stops_with_the_message() -> None:
+    model = friend_model("bob")
+    model.open("@bob")
+    model.apply(ev("typing", active=True, **{"from": "bob"}))
+    assert "bob is typing…" in plain(render.status_left(model, now=T0 + 1))
+    assert "typing" not in plain(render.status_left(model, now=T0 + 6))
+    model.apply(ev("typing", active=True, **{"from": "bob"}))
+    model.apply(ev("private", id="p1", text="hi", sent_t=1, **{"from": "bob"}))
+    assert "typing" not in plain(render.status_left(model, now=T0 + 1))
+    model.open(PUBLIC)
+    model.apply(ev("typing", active=True, **{"from": "bob"}))
+    assert "typing" not in plain(render.status_left(model, now=T0 + 1))  # another chat
+
+
+def test_typing_goes_only_to_online_friends() -> None:
+    model = friend_model("bob")
+    assert model.typing_target() is None  # the room
+    model.open("@bob")
+    assert model.typing_target() == "bob"
+    model.apply(ev("settings", receipts=True, typing=False))
+    assert texts(model, "@bob")[-1] == "read receipts on · typing indicator off"
+    assert model.typing_target() is None
+    model.apply(ev("settings", receipts=True, typing=True))
+    model.apply(ev("peer_down", handle="bob"))
+    assert model.typing_target() is None
+
+
+def test_read_receipts_are_due_only_for_what_is_on_screen() -> None:
+    model = friend_model("bob")
+    model.apply(ev("private", id="p1", text="hi", sent_t=1, **{"from": "bob"}))
+    assert model.take_reads() == []  # in the room: bob's chat is not on screen
+    model.open("@bob")
+    assert model.take_reads() == ["bob"]
+    assert model.take_reads() == []  # once
+    model.show_help = True
+    model.apply(ev("private", id="p2", text="there?", sent_t=2, **{"from": "bob"}))
+    assert model.take_reads() == []
+    model.show_help = False
+    assert model.take_reads() == ["bob"]
+    # Read while bob is offline: he is told when he is back.
+    model.apply(ev("private", id="p3", text="bye", sent_t=3, **{"from": "bob"}))
+    model.apply(ev("peer_down", handle="bob"))
+    assert model.take_reads() == []
+    model.open(PUBLIC)
+    model.apply(ev("peer_up", handle="bob", mentor=False))
+    assert model.take_reads() == ["bob"]
+
+
+def test_private_messages_requests_and_offers_elsewhere_raise_alerts() -> None:
+    model = friend_model("bob")
+    model.apply(ev("private", id="p1", text="psst", sent_t=1, **{"from": "bob"}))
+    model.apply(ev("request", fingerprint="ca01", **{"from": "carol"}))
+    model.open("@bob")
+    model.apply(ev("private", id="p2", text="on screen", sent_t=2, **{"from": "bob"}))
+    assert [(a.title, a.body) for a in model.take_alerts()] == [
+        ("bob (private)", "psst"),
+        ("carol wants to chat", "answer in lanchat: F2 accept, F3 reject"),
+    ]
+    assert model.take_alerts() == []
+
+
+# ---------------------------------------------------------------- files
+
+
+def offer_event(offer_id: str = OFFER_ID, *, shared: bool = False) -> dict[str, Any]:
+    return ev(
+        "file_offer",
+        id=offer_id,
+        name="dataset.bin",
+        size=3_000_000,
+        sha256="00" * 32,
+        fingerprint="be01",
+        shared=shared,
+        **{"from": "ben"},
+    )
+
+
+def test_a_file_offer_prompts_and_is_downloaded_with_progress() -> None:
+    model = friend_model("ben")
+    assert model.apply(offer_event())  # bell
+    assert model.conversations["@ben"].attention
+    note = texts(model)[-1]
+    assert note == (
+        "ben offers dataset.bin (3.0 MB) — F4 accept / F5 decline or /accept-file 9f86d081"
+    )
+    assert model.take_alerts()[0].title == "ben offers a file"
+    bar = plain(render.offer_bar(model))
+    assert "ben offers dataset.bin (3.0 MB): F4 accept · F5 decline" in bar
+    assert model.parse_input("/accept-file") == Command({"cmd": "accept_file", "id": OFFER_ID})
+
+    model.sent({"cmd": "accept_file", "id": OFFER_ID}, T0)
+    assert model.offers == {}
+    assert texts(model)[-1] == "downloading dataset.bin from ben…"
+    model.apply(
+        ev(
+            "file_progress",
+            id=OFFER_ID,
+            name="dataset.bin",
+            done=1_500_000,
+            size=3_000_000,
+            rate=1_000_000,
+            eta=1.5,
+        )
+    )
+    panel = plain(render.transfer_panel(model, 100))
+    assert "dataset.bin ██████████░░░░░░░░░░  50% · 1.0 MB/s · 0:02 left" in panel
+    assert "##########----------" in plain(render.transfer_panel(model, 100, render.ASCII))
+    model.apply(
+        ev(
+            "file_done",
+            id=OFFER_ID,
+            name="dataset.bin",
+            path="/home/me/Downloads/dataset.bin",
+            size=3_000_000,
+            sha256="00" * 32,
+        )
+    )
+    assert model.transfers == {}
+    assert texts(model, "@ben")[-1] == (
+        "saved dataset.bin (3.0 MB) to /home/me/Downloads/dataset.bin"
+    )
+
+
+def test_declined_and_failed_files(model: ViewModel) -> None:
+    model.apply(offer_event(shared=True))
+    assert "to the room" in texts(model)[-1]
+    model.apply(offer_event("b" * 32))
+    assert "(1 more waiting)" in plain(render.offer_bar(model))
+    model.sent({"cmd": "decline_file", "id": OFFER_ID}, T0)
+    assert texts(model)[-1] == "declined dataset.bin from ben"
+    model.apply(
+        ev("file_failed", id=OFFER_ID, name="", reason="declined", message="offer declined")
+    )
+    assert texts(model)[-1] == "declined dataset.bin from ben"  # nothing more to say
+    model.sent({"cmd": "accept_file", "id": "b" * 32}, T0)
+    model.apply(
+        ev(
+            "file_failed",
+            id="b" * 32,
+            name="dataset.bin",
+            reason="no_space",
+            message="dataset.bin needs 3.0 MB but only 1 MB is free",
+        )
+    )
+    last = model.conversations["@ben"].lines[-1]
+    assert (last.kind, last.text) == (
+        LineKind.ERROR,
+        "dataset.bin failed: dataset.bin needs 3.0 MB but only 1 MB is free",
+    )
+    assert model.transfers == {}
+    assert model.offers == {}
+
+
+def test_our_own_offers_are_confirmed(model: ViewModel) -> None:
+    model.sent({"cmd": "send", "to": "bob", "path": "~/data/set.bin"}, T0)
+    assert texts(model)[-1] == "preparing set.bin for bob…"
+    model.apply(ev("file_offered", id="o1", name="set.bin", size=2048, to="bob"))
+    assert texts(model, "@bob")[-1] == "you offered set.bin (2.0 kB) to bob"
+    model.apply(ev("file_offered", id="o2", name="notes.pdf", size=10, to=None))
+    assert texts(model)[-1] == "you shared notes.pdf (10 B) with the room"
+
+
+def test_sizes_and_ordinals() -> None:
+    assert [human_size(n) for n in (0, 999, 1000, 3_000_000, 5 * 10**12)] == [
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "3.0 MB",
+        "5000.0 GB",
+    ]
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == [
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "101st",
+    ]

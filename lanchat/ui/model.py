@@ -289,6 +289,7 @@ class ViewModel:
         self.alerts: deque[Alert] = deque(maxlen=_MAX_ALERTS)  # for desktop notifications
         self._awaiting_id: dict[str, deque[Line]] = {}  # own lines sent without a known id
         self._queue_known: set[str] = set()
+        self._reads_owed: set[str] = set()  # peer keys: read receipts to send once online
         self._wanted: Counter[str] = Counter()  # listings the user asked for
         self._mention = _mention_pattern(self.status.handle)
         self._conversation(PUBLIC, self.status.room)
@@ -350,16 +351,20 @@ class ViewModel:
             return None
         return peer.handle
 
-    def take_unseen(self) -> str | None:
-        """The friend to send a read receipt to: their new messages are on screen now."""
-        if self.show_help or self.scroll or self.current == PUBLIC:
-            return None
-        conv = self.current_conversation
-        if not conv.unseen:
-            return None
-        conv.unseen = False
-        peer = self.peers.get(self.current)
-        return peer.handle if peer is not None and peer.relation is Friendship.FRIEND else None
+    def take_reads(self) -> list[str]:
+        """Friends to send a read receipt to now: their new messages have been on screen.
+
+        A friend who is offline is told once they are back (the node only tells peers online).
+        """
+        if not (self.show_help or self.scroll or self.current == PUBLIC):
+            conv = self.current_conversation
+            peer = self.peers.get(self.current)
+            if conv.unseen and peer is not None and peer.relation is Friendship.FRIEND:
+                self._reads_owed.add(self.current)
+            conv.unseen = False
+        due = sorted(key for key in self._reads_owed if self.peers[key].online)
+        self._reads_owed.difference_update(due)
+        return [self.peers[key].handle for key in due]
 
     def take_alerts(self) -> list[Alert]:
         alerts = list(self.alerts)
@@ -932,10 +937,12 @@ class ViewModel:
         self.queue = entries
         if self._take("queue"):
             waiting = self.waiting_hands()
-            self.note(
-                f"help queue: {len(waiting)} waiting" if entries else "the help queue is empty",
-                now,
-            )
+            if entries:
+                self.note(f"help queue: {len(waiting)} waiting", now)
+            elif self.mentor:
+                self.note("the help queue is empty", now)
+            else:
+                self.note("only mentors see the help queue; /hand asks one for help", now)
             for entry in entries:
                 self.note("  " + queue_row(entry, now), now)
         if not fresh:

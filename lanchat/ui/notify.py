@@ -74,6 +74,11 @@ class DesktopNotifier:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    async def drain(self) -> None:
+        """Wait for the notifications under way (tests; nothing on the screen's path)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
 
 def _osascript(exe: str, title: str, body: str) -> list[str]:
     argv = [exe]

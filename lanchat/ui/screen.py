@@ -350,8 +350,7 @@ class ChatScreen:
 
     def _rendered(self, _app: object) -> None:
         """New messages of a friend are on screen now: say so (a read receipt)."""
-        handle = self.model.take_unseen()
-        if handle is not None:
+        for handle in self.model.take_reads():
             self.send({"cmd": "read", "with": handle}, user=False)
 
     def _on_enter(self, buffer: Buffer) -> bool:
