@@ -57,7 +57,15 @@ class PeerGone:
     handle: str
 
 
-DiscoveryEvent = PeerSeen | PeerGone
+@dataclass(frozen=True, slots=True)
+class HandleClash:
+    """Another node advertises our own handle under another key (we both started at once,
+    so neither saw the other before registering)."""
+
+    advert: Advert
+
+
+DiscoveryEvent = PeerSeen | PeerGone | HandleClash
 
 
 class HandleTaken(Exception):
@@ -90,6 +98,7 @@ class Discovery:
         self._aiozc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
+        self._clash_checks: set[asyncio.Task[None]] = set()
         self._advert: Advert | None = None
         self._serial = 0
         # Keyed by lower-cased service name, as mDNS names are case-insensitive.
@@ -289,7 +298,13 @@ class Discovery:
         state_change: ServiceStateChange,
     ) -> None:
         key = name.lower()
-        if self._closed or (self._info is not None and key == self._info.key):
+        if self._closed:
+            return
+        if self._info is not None and key == self._info.key:
+            if state_change is not ServiceStateChange.Removed:
+                task = asyncio.get_running_loop().create_task(self._resolve(zeroconf, name, True))
+                self._clash_checks.add(task)
+                task.add_done_callback(self._clash_checks.discard)
             return
         pending = self._resolving.pop(key, None)
         if pending is not None:
@@ -308,7 +323,7 @@ class Discovery:
         if self._resolving.get(key) is task:
             del self._resolving[key]
 
-    async def _resolve(self, zeroconf: Zeroconf, name: str) -> None:
+    async def _resolve(self, zeroconf: Zeroconf, name: str, own_name: bool = False) -> None:
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(zeroconf, RESOLVE_TIMEOUT_MS):
             log.debug("could not resolve %s within %d ms", name, RESOLVE_TIMEOUT_MS)
@@ -326,6 +341,10 @@ class Discovery:
         except AdvertError as exc:
             self._malformed += 1
             log.debug("ignoring %s: %s", name, exc)
+            return
+        if own_name:
+            if self._advert is not None and advert.id_key != self._advert.id_key:
+                self._emit(HandleClash(advert))
             return
         self._by_name[name.lower()] = advert
         self._notify_waiters()

@@ -31,7 +31,7 @@ from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.relay import BEAT_INTERVAL_S, BrokerRelay, Publish, ToClient
 from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
-from lanchat.discovery import Discovery, PeerGone, PeerSeen
+from lanchat.discovery import Discovery, HandleClash, PeerGone, PeerSeen
 from lanchat.files import FileError, FileService
 from lanchat.store import HistoryRecord, OutboxItem, Profile
 from lanchat.transport import BrokerLink, Incoming, Transport
@@ -360,7 +360,22 @@ class Node:
 
     # ================================================================ discovery
 
-    def _on_discovery(self, event: PeerSeen | PeerGone) -> None:
+    def _on_discovery(self, event: PeerSeen | PeerGone | HandleClash) -> None:
+        if isinstance(event, HandleClash):
+            # Two of us took the same handle at the same moment: the one that started
+            # later (then the larger key) gives way, and both sides reach that verdict.
+            other = event.advert
+            mine = (round(self.started_at, 3), self.me.key)
+            if (other.started_at, other.id_key) < mine:
+                self._fatal(
+                    NodeExit(
+                        "handle_taken",
+                        f"the handle {self.cfg.handle!r} was taken at the same moment by "
+                        f"another person ({other.address}, key "
+                        f"{ident.fingerprint(other.id_key)}); choose another with --handle",
+                    )
+                )
+            return
         if isinstance(event, PeerSeen):
             adv = event.advert
             if adv.id_key == self.me.key:

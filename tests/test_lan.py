@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from typing import TYPE_CHECKING
@@ -272,3 +273,22 @@ def test_once_settled_a_running_broker_is_not_preempted(
     assert teach.wait("broker")["handle"] == "s1"
     with pytest.raises(TimeoutError):
         teach.wait("broker", timeout=1.5)
+
+
+def test_the_same_handle_taken_at_the_same_moment_leaves_exactly_one(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    twins = [LanNode(lan, i, "ann", tmp_path / f"ann{i}") for i in (1, 2)]
+    # Neither saw the other before registering; whichever gives way says so and exits 2.
+    deadline = time.monotonic() + 15
+    losers: list[LanNode] = []
+    while not losers and time.monotonic() < deadline:
+        for twin in twins:
+            with contextlib.suppress(TimeoutError):
+                twin.wait("error", lambda e: e["code"] == "handle_taken", timeout=0.5)
+                losers.append(twin)
+    assert len(losers) == 1, "both kept the same handle"
+    assert losers[0].proc.wait(timeout=10) == 2
+    winner = next(t for t in twins if t is not losers[0])
+    assert winner.proc.poll() is None
