@@ -180,6 +180,7 @@ class Node:
         )
         self._offers_out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
         self._offers_in: dict[str, tuple[FileOffer, bytes]] = {}  # id -> (offer, sender)
+        self._identity_of_curve: dict[bytes, bytes] = {}  # transport key -> identity key
         self.started_at = wall()
         self.relay: BrokerRelay | None = None
         self.link: _Link | None = None
@@ -904,6 +905,8 @@ class Node:
             return
         peers = [e for e in roster.peers if self._entry_ok(e)]
         self.roster = peers
+        for e in peers:
+            self._identity_of_curve[e.curve_key] = e.id_key
         self.roster_version = roster.version
         now_online = {e.id_key: e for e in peers if e.id_key != self.me.key}
         for key, entry in now_online.items():
@@ -1404,12 +1407,12 @@ class Node:
         if known is None:
             return False
         _offer, to = known
-        if to is not None:
-            entry = self.online.get(to)
-            return entry is not None and entry.curve_key == curve_key
-        return any(
-            e.curve_key == curve_key and not self._blocked(e.id_key) for e in self.online.values()
-        )
+        # By the keys seen in any roster of this session, not only who is online this
+        # second: a receiver whose Wi-Fi dropped must be able to resume its download.
+        who = self._identity_of_curve.get(curve_key)
+        if who is None or self._blocked(who):
+            return False
+        return to is None or who == to
 
     def _emit_file_event(self, event: dict[str, Any]) -> None:
         fields = dict(event)

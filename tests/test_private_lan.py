@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,7 +17,6 @@ from lannode import LanNode, start_nodes, wait_connected
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from vlan import VirtualLan
 
@@ -304,12 +304,13 @@ def test_files_go_peer_to_peer_intact_and_a_room_share_reaches_everyone(
     ann, ben, cat = nodes
     wait_connected(nodes)
     befriend(ben, cat)
-    data = os.urandom(3 * 1024 * 1024 + 17)
+    data = os.urandom(50 * 1024 * 1024 + 17)
     src = tmp_path / "dataset.bin"
     src.write_bytes(data)
     # Private: ben -> cat (a friend); the offer names file, size and sender.
+    broker_bytes_before = _interface_bytes(lan, 1)
     ben.send(cmd="send", to="cat", path=str(src))
-    offer = cat.wait("file_offer")
+    offer = cat.wait("file_offer", timeout=30)
     assert (offer["from"], offer["name"], offer["size"], offer["shared"]) == (
         "ben",
         "dataset.bin",
@@ -317,7 +318,10 @@ def test_files_go_peer_to_peer_intact_and_a_room_share_reaches_everyone(
         False,
     )
     cat.send(cmd="accept_file", id=offer["id"])
-    done = cat.wait("file_done", lambda e: e["id"] == offer["id"], timeout=30)
+    done = cat.wait("file_done", lambda e: e["id"] == offer["id"], timeout=60)
+    # Peer to peer: the broker (ann) carried only the offer, not the 50 MB.
+    broker_bytes = _interface_bytes(lan, 1) - broker_bytes_before
+    assert broker_bytes < len(data) // 50, broker_bytes
     landed = tmp_path / "cat" / "downloads" / "dataset.bin"
     assert done["path"] == str(landed)
     assert hashlib.sha256(landed.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
@@ -339,3 +343,63 @@ def test_files_go_peer_to_peer_intact_and_a_room_share_reaches_everyone(
     cat.send(cmd="decline_file", id=cat_offer["id"])
     cat.wait("file_failed", lambda e: e["id"] == cat_offer["id"])
     assert sorted(p.name for p in (tmp_path / "cat" / "downloads").iterdir()) == ["dataset.bin"]
+
+
+def _interface_bytes(lan: VirtualLan, host: int) -> int:
+    """Bytes received plus sent on a host's LAN interface so far."""
+    out = lan.run(
+        host,
+        [
+            "cat",
+            "/sys/class/net/eth0/statistics/rx_bytes",
+            "/sys/class/net/eth0/statistics/tx_bytes",
+        ],
+    ).stdout.split()
+    return int(out[0]) + int(out[1])
+
+
+def test_an_interrupted_transfer_resumes_after_the_link_returns(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    _ann, ben, cat = nodes
+    wait_connected(nodes)
+    befriend(ben, cat)
+    # A 200 Mbit/s port towards cat (a Wi-Fi-like link), so the transfer takes seconds.
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.switch_ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "p3",
+            "root",
+            "tbf",
+            "rate",
+            "200mbit",
+            "burst",
+            "256kb",
+            "latency",
+            "50ms",
+        ],
+        check=True,
+    )
+    data = os.urandom(60 * 1024 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    ben.send(cmd="send", to="cat", path=str(src))
+    offer = cat.wait("file_offer", timeout=60)
+    cat.send(cmd="accept_file", id=offer["id"])
+    cat.wait("file_progress", lambda e: 0 < e["done"] < len(data), timeout=30)
+    lan.link_down(3, side="switch")
+    cat.wait("peer_down", timeout=10)  # the link is really gone for a while
+    assert not cat.seen("file_done"), "finished before the link went down: nothing to resume"
+    lan.link_up(3, side="switch")
+    done = cat.wait("file_done", lambda e: e["id"] == offer["id"], timeout=90)
+    landed = Path(done["path"])
+    assert hashlib.sha256(landed.read_bytes()).digest() == hashlib.sha256(data).digest()
