@@ -58,6 +58,7 @@ RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
 SETTLE_S = 3.0
+ROOM_CONTACT_S = 5.0
 LINK_CHECK_S = 0.5  # a new student broker still gives way to a mentor for this long
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
 PRESENCE_STATES = ("online", "away", "busy")
@@ -204,6 +205,7 @@ class Node:
         self._stop = asyncio.Event()
         self._exit: NodeExit | None = None
         self._election_from = 0.0
+        self._last_room_contact = -1e9  # last relay or beat while others were online
         self._last_heartbeat = 0.0
         self._last_reannounce = 0.0
         self._last_private_resend = 0.0
@@ -634,6 +636,8 @@ class Node:
             if isinstance(msg, wire.Roster):
                 self._on_roster(msg)
             return
+        if isinstance(msg, wire.Relay | wire.Beat) and self.online:
+            self._last_room_contact = now
         if isinstance(msg, wire.Relay):
             link.last_beat = now
             self._on_relay(msg, now)
@@ -688,7 +692,12 @@ class Node:
             link.tasks.append(task)
         self.last_epoch = max(self.last_epoch, msg.epoch)
         self.gap.reset(msg.epoch, msg.bseq)
-        if msg.bseq > 0:
+        # Recent public messages, for a newcomer or a node back from being away. Right after
+        # a failover we already have them (the new broker's backlog is what its node
+        # received, like ours), and a whole room asking at once would flood the new
+        # broker just when it is busiest.
+        with_the_room_just_now = now - self._last_room_contact < ROOM_CONTACT_S
+        if msg.bseq > 0 and not with_the_room_just_now:
             first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
             self._send_to_broker(
                 wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq))

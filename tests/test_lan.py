@@ -292,3 +292,21 @@ def test_the_same_handle_taken_at_the_same_moment_leaves_exactly_one(
     assert losers[0].proc.wait(timeout=10) == 2
     winner = next(t for t in twins if t is not losers[0])
     assert winner.proc.poll() is None
+
+
+def test_a_late_joiner_sees_recent_public_messages_once(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    early = start_nodes(lan, tmp_path, ["ann", "ben"])
+    wait_connected(early)
+    for i in range(5):
+        early[0].send(cmd="say", text=f"before you came {i}")
+    early[1].wait("public", lambda e: e["text"] == "before you came 4")
+    late = LanNode(lan, 3, "cat", tmp_path / "cat")
+    for i in range(5):
+        late.wait("public", lambda e, i=i: e["text"] == f"before you came {i}")
+    early[0].send(cmd="say", text="welcome cat")
+    late.wait("public", lambda e: e["text"] == "welcome cat")
+    texts = [e["text"] for e in late.seen("public")]
+    assert len(texts) == len(set(texts)) == 6
