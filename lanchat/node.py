@@ -697,8 +697,11 @@ class Node:
         # received, like ours), and a whole room asking at once would flood the new
         # broker just when it is busiest.
         with_the_room_just_now = now - self._last_room_contact < ROOM_CONTACT_S
-        if msg.bseq > 0 and not with_the_room_just_now:
-            first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
+        first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
+        if with_the_room_just_now:
+            # Only what the new broker relayed before we got to it.
+            first = max(first, msg.first_live)
+        if msg.bseq >= first:
             self._send_to_broker(
                 wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq))
             )

@@ -90,6 +90,7 @@ class BrokerRelay:
     pub_port: int
     verify: Verify
     bseq: int = 0
+    first_live: int = 1
     roster_version: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     _clients: dict[bytes, _Client] = field(default_factory=dict)
@@ -111,6 +112,7 @@ class BrokerRelay:
         for msg, sig in history:
             if msg.room == self.room and self._remember(msg.msg_id):
                 self._append_relay(msg, sig)
+        self.first_live = self.bseq + 1
 
     def receive(
         self, rid: bytes, transport_key: bytes, frames: list[bytes], now: float
@@ -247,6 +249,7 @@ class BrokerRelay:
             pub_port=self.pub_port,
             bseq=self.bseq,
             since=self.since,
+            first_live=self.first_live,
         )
         published = self._roster_changed(now)
         # The roster goes to the newcomer directly too: its SUB may not be connected yet,

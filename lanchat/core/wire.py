@@ -200,6 +200,9 @@ class Welcome:
     pub_port: int = 0
     bseq: int = 0
     since: float = 0.0
+    # Relays numbered below this were carried over from the previous broker (the
+    # backlog); from here on they were relayed by this one.
+    first_live: int = 1
 
 
 @dataclass(frozen=True, slots=True)
