@@ -40,6 +40,7 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 
 BEAT_INTERVAL_S = 0.4
 ROSTER_MIN_INTERVAL_S = 0.25
+ROSTER_S_PER_CLIENT = 0.01  # 100 laptops: at most one roster a second
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -162,7 +163,7 @@ class BrokerRelay:
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
-        if gone or (self._roster_dirty and now - self._roster_sent >= ROSTER_MIN_INTERVAL_S):
+        if gone or (self._roster_dirty and now - self._roster_sent >= self._roster_interval()):
             effects += self._roster_changed(now)
         if now >= self._next_beat:
             self._next_beat = now + BEAT_INTERVAL_S
@@ -403,6 +404,10 @@ class BrokerRelay:
             del self._rid_by_key[client.hello.id_key]
         return client
 
+    def _roster_interval(self) -> float:
+        # A roster costs every client O(room size) to decode: in a big room, fewer of them.
+        return max(ROSTER_MIN_INTERVAL_S, ROSTER_S_PER_CLIENT * len(self._clients))
+
     def _roster_changed(self, now: float) -> list[Effect]:
         """Publish the new roster, at most every ROSTER_MIN_INTERVAL_S.
 
@@ -411,7 +416,7 @@ class BrokerRelay:
         while a single change (someone left) still goes out at once.
         """
         self.roster_version += 1
-        if now - self._roster_sent < ROSTER_MIN_INTERVAL_S:
+        if now - self._roster_sent < self._roster_interval():
             self._roster_dirty = True
             return []
         self._roster_dirty = False
