@@ -53,11 +53,14 @@ HANDLE_CHECK_S = 0.25
 ELECTION_WAIT_S = 0.15
 REANNOUNCE_S = 2.0  # brokers repeat their mDNS announcement (healed partitions)
 BACKLOG_REQUEST = 200  # a newcomer asks for this many recent public messages
+BACKLOG_KEPT = 2000  # the broker's backlog (lanchat.core.relay.BACKLOG_SIZE)
+RESEND_CHUNK = 500  # the relay answers at most this many per Resend
 PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
 SETTLE_S = 3.0
+ASLEEP_S = 1.0
 ROOM_CONTACT_S = 5.0
 LINK_CHECK_S = 0.5  # a new student broker still gives way to a mentor for this long
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
@@ -205,6 +208,8 @@ class Node:
         self._stop = asyncio.Event()
         self._exit: NodeExit | None = None
         self._election_from = 0.0
+        self._last_tick = clock()
+        self._numbering: tuple[bytes, int] | None = None  # (broker, epoch) of our relay count
         self._last_room_contact = -1e9  # last relay or beat while others were online
         self._last_heartbeat = 0.0
         self._last_reannounce = 0.0
@@ -684,27 +689,23 @@ class Node:
         if msg.broker_key != link.target.key:
             self._count("welcome_wrong_key")
             return
+        again = link.welcome is not None  # the broker had forgotten us (we were silent)
         link.welcome = msg
         link.last_beat = now
-        link.sockets.subscribe(msg.pub_port)
-        task = self._spawn(self._sub_loop(link))
-        if task is not None:
-            link.tasks.append(task)
+        if not again:
+            link.sockets.subscribe(msg.pub_port)
+            task = self._spawn(self._sub_loop(link))
+            if task is not None:
+                link.tasks.append(task)
         self.last_epoch = max(self.last_epoch, msg.epoch)
-        self.gap.reset(msg.epoch, msg.bseq)
-        # Recent public messages, for a newcomer or a node back from being away. Right after
-        # a failover we already have them (the new broker's backlog is what its node
-        # received, like ours), and a whole room asking at once would flood the new
-        # broker just when it is busiest.
-        with_the_room_just_now = now - self._last_room_contact < ROOM_CONTACT_S
-        first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
-        if with_the_room_just_now:
-            # Only what the new broker relayed before we got to it.
-            first = max(first, msg.first_live)
-        if msg.bseq >= first:
-            self._send_to_broker(
-                wire.encode(wire.Resend(epoch=msg.epoch, first=first, last=msg.bseq))
-            )
+        if (msg.broker_key, msg.epoch) == self._numbering:
+            # The same broker as before (we were away a moment: asleep, stopped, or the
+            # broker timed us out): ask for exactly what we missed, as far as it keeps.
+            self._request_relays(msg.epoch, self.gap.next_bseq, msg.bseq)
+            self.gap.next_bseq = max(self.gap.next_bseq, msg.bseq + 1)
+        else:
+            self._numbering = (msg.broker_key, msg.epoch)
+            self._welcome_backlog(msg, now)
         for frames in self.outbox.for_new_broker(now):
             self._send_to_broker(frames)
         self._pump_public()
@@ -723,6 +724,27 @@ class Node:
             self._send_hand(hand)
         for hand_id in self.my_claims:
             self._send_to_broker(wire.encode(wire.Claim(hand_id=hand_id)))
+
+    def _welcome_backlog(self, msg: wire.Welcome, now: float) -> None:
+        self.gap.reset(msg.epoch, msg.bseq)
+        # Recent public messages, for a newcomer or a node back from being away. Right after
+        # a failover we already have them (the new broker's backlog is what its node
+        # received, like ours), and a whole room asking at once would flood the new
+        # broker just when it is busiest.
+        with_the_room_just_now = now - self._last_room_contact < ROOM_CONTACT_S
+        first = max(1, msg.bseq - BACKLOG_REQUEST + 1)
+        if with_the_room_just_now:
+            # Only what the new broker relayed before we got to it.
+            first = max(first, msg.first_live)
+        self._request_relays(msg.epoch, first, msg.bseq)
+
+    def _request_relays(self, epoch: int, first: int, last: int) -> None:
+        """Ask the broker again for relays first..last, in pieces it will answer."""
+        first = max(first, last - BACKLOG_KEPT + 1, 1)
+        while first <= last:
+            upto = min(last, first + RESEND_CHUNK - 1)
+            self._send_to_broker(wire.encode(wire.Resend(epoch=epoch, first=first, last=upto)))
+            first = upto + 1
 
     def _on_refused(self, link: _Link, msg: wire.Refused, now: float) -> None:
         if msg.code == "handle_taken":
@@ -1682,6 +1704,10 @@ class Node:
             await asyncio.sleep(TICK_S)
 
     def _tick(self, now: float) -> None:
+        # A laptop lid, SIGSTOP or a starved CPU: we did not run for a while. Whatever is
+        # queued in our sockets is still to be read; no timeout may fire on our account.
+        asleep = now - self._last_tick > ASLEEP_S
+        self._last_tick = now
         self._check_link(now)
         if self.relay is not None:
             for eff in self.relay.tick(now):
@@ -1699,6 +1725,8 @@ class Node:
             if now - link.started > CONNECT_TIMEOUT_S:
                 self._broker_lost("no answer")
             return
+        if asleep:
+            link.last_beat = now  # we were not running: the broker is not to blame
         if now - link.last_beat > BROKER_TIMEOUT_S:
             self._broker_lost("heartbeat timeout")
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING
@@ -310,3 +311,30 @@ def test_a_late_joiner_sees_recent_public_messages_once(
     late.wait("public", lambda e: e["text"] == "welcome cat")
     texts = [e["text"] for e in late.seen("public")]
     assert len(texts) == len(set(texts)) == 6
+
+
+def test_a_receiver_stopped_for_seconds_catches_up_on_everything(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    ann, ben, cat = nodes
+    wait_connected(nodes)
+    cat.proc.send_signal(signal.SIGSTOP)  # a frozen laptop, a process that falls behind
+    try:
+        for i in range(1500):
+            ben.send(cmd="say", text=f"while you slept {i}")
+        ann.wait("public", lambda e: e["text"] == "while you slept 1499", timeout=30)
+        time.sleep(3)  # the rule under test: away longer than the heartbeat timeout
+    finally:
+        cat.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = {e["text"] for e in cat.seen("public") if e["text"].startswith("while you")}
+        if len(got) == 1500:
+            break
+        with contextlib.suppress(TimeoutError):
+            cat.wait("public", timeout=1)
+    got_list = [e["text"] for e in cat.seen("public") if e["text"].startswith("while you")]
+    assert len(got_list) == 1500, f"got {len(set(got_list))} of 1500"
+    assert len(set(got_list)) == 1500

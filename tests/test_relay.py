@@ -466,6 +466,7 @@ def test_silent_clients_time_out_and_the_roster_is_republished(
     join(relay, b"r-b", bob, "bob", now=T0 + ROSTER_MIN_INTERVAL_S)
     relay.tick(T0 + ROSTER_MIN_INTERVAL_S)
     send(relay, b"r-b", wire.Heartbeat(t=1.0, status="online"), now=T0 + 1.5)
+    relay.tick(T0 + 1.0)  # the relay ticks all the time (a gap would mean it was asleep)
     # Not yet at the timeout itself (strictly longer), only a Beat.
     assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
     effects = relay.tick(T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S)
@@ -549,3 +550,18 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     assert sorted(handles(msgs[0])) == ["p0", "p1", "p2"]
     # The Beat never announces a version nobody was sent (that would make all ask for it).
     assert msgs[1].roster_version == msgs[0].version
+
+
+def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    # Nothing ran for 30 s (a closed lid): on waking up, alice gets a fresh chance.
+    assert [type(m) for _, m in opened(relay.tick(T0 + 30))] == [wire.Beat]
+    assert relay.client_count() == 1
+    # Still silent after that: she times out as usual.
+    relay.tick(T0 + 30.5)
+    assert relay.client_count() == 1
+    assert next(type(m) for _, m in opened(relay.tick(T0 + 31.1))) is wire.Roster
+    assert relay.client_count() == 0

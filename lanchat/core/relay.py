@@ -102,6 +102,7 @@ class BrokerRelay:
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _queue: HelpQueue = field(default_factory=HelpQueue)
     _next_beat: float = 0.0
+    _last_tick: float = -1e9
     _roster_sent: float = -1e9
     _roster_dirty: bool = False
     _published: int = 0
@@ -159,6 +160,12 @@ class BrokerRelay:
 
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        if now - self._last_tick > CLIENT_TIMEOUT_S / 2:
+            # The broker itself did not run (lid closed, stopped): its clients did nothing
+            # wrong, so nobody times out for that gap.
+            for client in self._clients.values():
+                client.last_seen = max(client.last_seen, now - CLIENT_TIMEOUT_S / 2)
+        self._last_tick = now
         gone = [rid for rid, c in self._clients.items() if now - c.last_seen > CLIENT_TIMEOUT_S]
         for rid in gone:
             self._forget(rid)
