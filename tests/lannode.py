@@ -95,20 +95,33 @@ def start_nodes(
     return [LanNode(lan, i + 1, h, tmp / h, extra.get(h, ())) for i, h in enumerate(handles)]
 
 
-def wait_connected(nodes: Sequence[LanNode], timeout: float = WAIT_S) -> str:
-    """Every node reports a broker and sees all the others; returns the broker's handle."""
-    brokers = set()
+def wait_connected(
+    nodes: Sequence[LanNode], timeout: float = WAIT_S, expect: str | None = None
+) -> str:
+    """Every node reports a broker and sees all the others; returns the broker's handle.
+
+    With ``expect``, also wait until every node is on that broker (a mentor may take over
+    from a student broker that is still settling, or two brokers may merge).
+    """
     for node in nodes:
-        brokers.add(node.wait("broker", timeout=timeout)["handle"])
+        node.wait("broker", timeout=timeout)
     for node in nodes:
         want = {n.handle for n in nodes} - {node.handle}
         got: set[str] = set()
         while not want <= got:
             got.add(node.wait("peer_up", timeout=timeout)["handle"])
-    # A node may have been told of a first broker before a merge; the last one counts.
-    final = {n.seen("broker")[-1]["handle"] for n in nodes}
-    assert len(final) == 1, f"more than one broker: {final} (seen {brokers})"
-    return final.pop()
+    deadline = time.monotonic() + timeout
+    while True:
+        # A node may have been told of a first broker before a handover or merge.
+        final = {n.seen("broker")[-1]["handle"] for n in nodes}
+        if final == {expect} or (expect is None and len(final) == 1):
+            return final.pop()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"brokers do not agree: {final} (expected {expect})")
+        for node in nodes:
+            if node.seen("broker")[-1]["handle"] != expect:
+                with contextlib.suppress(TimeoutError):
+                    node.wait("broker", timeout=0.3)
 
 
 def wait_online(node: LanNode, handles: set[str], timeout: float = WAIT_S) -> None:

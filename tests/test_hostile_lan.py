@@ -25,7 +25,7 @@ def test_malformed_forged_and_flooding_clients_do_not_hurt_the_room(
 ) -> None:
     lan = vlan(3)
     ann, ben = start_nodes(lan, tmp_path, ["ann", "ben"], extra={"ann": ["--mentor"]})
-    assert wait_connected([ann, ben]) == "ann"
+    assert wait_connected([ann, ben], expect="ann") == "ann"
     rogue = lan.spawn(
         3,
         [sys.executable, str(ROGUE), lan.ip(1), "47100"],

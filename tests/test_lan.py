@@ -54,7 +54,7 @@ def test_nodes_discover_each_other_and_elect_one_broker(
 def test_mentor_is_preferred_as_broker(vlan: Callable[..., VirtualLan], tmp_path: Path) -> None:
     lan = vlan(3)
     nodes = start_nodes(lan, tmp_path, ["s1", "s2", "teach"], extra={"teach": ["--mentor"]})
-    assert wait_connected(nodes) == "teach"
+    assert wait_connected(nodes, expect="teach") == "teach"
     up = nodes[0].seen("peer_up")
     assert {"handle": "teach", "mentor": True} in [
         {"handle": e["handle"], "mentor": e["mentor"]} for e in up
@@ -130,7 +130,7 @@ def test_vanished_peer_is_noticed_and_seen_again_when_its_link_returns(
 ) -> None:
     lan = vlan(3)
     nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    assert wait_connected(nodes) == "ann"
+    assert wait_connected(nodes, expect="ann") == "ann"
     lan.link_down(3, side="switch")
     nodes[0].wait("peer_down", lambda e: e["handle"] == "cat", timeout=6)
     nodes[1].wait("peer_down", lambda e: e["handle"] == "cat", timeout=6)
@@ -144,7 +144,7 @@ def test_vanished_peer_is_noticed_and_seen_again_when_its_link_returns(
 def test_host_side_link_down_and_up(vlan: Callable[..., VirtualLan], tmp_path: Path) -> None:
     lan = vlan(3)
     nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    assert wait_connected(nodes) == "ann"
+    assert wait_connected(nodes, expect="ann") == "ann"
     lan.link_down(2, side="host")
     # Ben is told plainly that his network is down, not that he became a broker.
     offline = nodes[1].wait("status", lambda e: e["state"] == "offline", timeout=5)

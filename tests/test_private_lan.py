@@ -248,7 +248,7 @@ def test_broker_killed_during_a_private_exchange_loses_nothing(
     lan = vlan(3)
     nodes = start_nodes(lan, tmp_path, ["boss", "ann", "ben"], extra={"boss": ["--mentor"]})
     boss, ann, ben = nodes
-    assert wait_connected(nodes) == "boss"
+    assert wait_connected(nodes, expect="boss") == "boss"
     befriend(ann, ben)
     for i in range(10):
         ann.send(cmd="msg", to="ben", text=f"a{i}")

@@ -99,7 +99,7 @@ def test_help_queue_survives_broker_sigkill(
     boss.wait("status", lambda e: e["state"] == "broker")
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor", "--room", "q"])
     stu = LanNode(lan, 3, "stu", tmp_path / "stu", ["--room", "q"])
-    assert wait_connected([boss, m2, stu]) == "boss"
+    assert wait_connected([boss, m2, stu], expect="boss") == "boss"
     stu.send(cmd="hand", topic="segfault")
     stu.send(cmd="hand", topic="merge conflict", anon=True)
     queue_ids(m2, lambda es: len(es) == 2)
