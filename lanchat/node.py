@@ -750,6 +750,8 @@ class Node:
         if msg.code == "handle_taken":
             self._fatal(NodeExit("handle_taken", msg.message))
         elif msg.code == "hello_first":
+            # The broker dropped us (we were silent too long): joining again is news.
+            self.announced_broker = None
             hello, sig = self._hello()
             self._send_to_broker(wire.encode(hello, sig))
         elif msg.code == "queue":
