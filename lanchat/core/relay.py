@@ -101,6 +101,7 @@ class BrokerRelay:
     )
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _queue: HelpQueue = field(default_factory=HelpQueue)
+    _seeded: set[str] = field(default_factory=set)
     _next_beat: float = 0.0
     _last_tick: float = -1e9
     _roster_sent: float = -1e9
@@ -110,9 +111,16 @@ class BrokerRelay:
     # ------------------------------------------------------------ inputs
 
     def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes]]) -> None:
-        """Carry recent public messages over a failover, so late joiners still see them."""
+        """Carry recent public messages over a failover, so late joiners still see them.
+
+        Seeded messages are not counted as relayed: what this broker's node received, some
+        other node may have missed when the old broker died. When their author sends them
+        again (it re-sends its recent messages to every new broker), they go out once more,
+        and receivers drop what they already have.
+        """
         for msg, sig in history:
-            if msg.room == self.room and self._remember(msg.msg_id):
+            if msg.room == self.room and msg.msg_id not in self._seeded:
+                self._seeded.add(msg.msg_id)
                 self._append_relay(msg, sig)
         self.first_live = self.bseq + 1
 
@@ -295,6 +303,7 @@ class BrokerRelay:
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
+        self._seeded.discard(msg.msg_id)
         self._remember(msg.msg_id)
         frames = self._append_relay(msg, sig)
         return [Publish(frames), ack]
