@@ -1216,26 +1216,9 @@ class Node:
                     self._queue_private(sender, fs.Notice.REJECT.value, "")
                 return
             msg_id = self._private_id(sender, self.me.key, item.cseq)
-            rec = HistoryRecord(
-                id=msg_id,
-                conversation=_conv(sender),
-                sender=handle,
-                sender_key=sender.hex(),
-                text=item.text,
-                sent_t=item.sent_t,
-                received_t=self.wall(),
-                outgoing=False,
-            )
-            if self.profile.history.append(rec):
-                self._emit(
-                    "private",
-                    id=msg_id,
-                    **{"from": handle},
-                    text=safe_text(item.text),
-                    sent_t=item.sent_t,
-                )
-                if self.cfg.auto_read:
-                    self._send_signal(sender, "read", item.cseq)
+            shown = self._show_private(msg_id, _conv(sender), handle, sender.hex(), item)
+            if shown and self.cfg.auto_read:
+                self._send_signal(sender, "read", item.cseq)
             return
         if item.item == "file":
             if not fs.can_message(state):
@@ -1329,6 +1312,38 @@ class Node:
         self.presence = state if not text else f"{state}:{safe_label(text)[:48]}"
         self._auto_away = False
         self._last_heartbeat = 0.0  # tell the broker at the next tick
+
+    def _show_private(
+        self,
+        msg_id: str,
+        conversation: str,
+        who: str,
+        sender_key: str,
+        item: wire.Private,
+        **extra: Any,
+    ) -> bool:
+        """Store an incoming private text and show it, unless it was seen before."""
+        record = HistoryRecord(
+            id=msg_id,
+            conversation=conversation,
+            sender=who,
+            sender_key=sender_key,
+            text=item.text,
+            sent_t=item.sent_t,
+            received_t=self.wall(),
+            outgoing=False,
+        )
+        if not self.profile.history.append(record):
+            return False
+        self._emit(
+            "private",
+            id=msg_id,
+            **{"from": who},
+            text=safe_text(item.text),
+            sent_t=item.sent_t,
+            **extra,
+        )
+        return True
 
     def history(self, with_handle: str | None, limit: int) -> list[dict[str, Any]]:
         conv = PUBLIC if with_handle is None else _conv(self._key_for_handle(with_handle))
@@ -1669,25 +1684,8 @@ class Node:
         for ready in session.inbound.receive(inner.cseq, inner.base, inner):
             assert isinstance(ready, wire.Private)
             msg_id = f"hand:{msg.hand_id}:{author}:{ready.cseq}"
-            rec = HistoryRecord(
-                id=msg_id,
-                conversation=f"hand:{msg.hand_id}",
-                sender=who,
-                sender_key="",
-                text=ready.text,
-                sent_t=ready.sent_t,
-                received_t=self.wall(),
-                outgoing=False,
-            )
-            if self.profile.history.append(rec):
-                self._emit(
-                    "private",
-                    id=msg_id,
-                    **{"from": who},
-                    text=safe_text(ready.text),
-                    sent_t=ready.sent_t,
-                    hand=msg.hand_id,
-                )
+            conversation = f"hand:{msg.hand_id}"
+            self._show_private(msg_id, conversation, who, "", ready, hand=msg.hand_id)
         ack = wire.encode_inner(wire.PrivateAck(upto=session.inbound.delivered_upto))
         self._send_to_broker(
             wire.encode(
