@@ -738,6 +738,30 @@ def print_resources(resources: list[dict[str, Any]]) -> None:
         )
 
 
+def table_from_files(paths: Sequence[Path]) -> int:
+    """Print the table (and the per-node figures) from saved --json files."""
+    results: dict[str, dict[str, list[float | None]]] = {"lanchat": {}, "pyre": {}}
+    machines: dict[str, str] = {}
+    resources: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        for chat, values in data["results"].items():
+            if values:
+                results[chat] = values
+                machine = data["machine"]
+                machines[chat] = machine if isinstance(machine, str) else machine[chat]
+                resources[chat] = [r for r in data["resources"] if r["flavor"] == chat]
+    keys = set(results["lanchat"]) | set(results["pyre"])
+    sizes = sorted(int(k[4:].split("_")[0]) for k in keys if k.endswith("_spawn") and "cold" in k)
+    runs = max((len(v) for chat in results.values() for v in chat.values()), default=0)
+    for chat, machine in machines.items():
+        print(f"{chat}: {machine}")
+    print(f"up to {runs} run(s) per figure")
+    print_table(results, sizes)
+    print_resources([r for chat in ("lanchat", "pyre") for r in resources.get(chat, [])])
+    return 0
+
+
 # ---- a quiet machine ------------------------------------------------------------------
 
 
@@ -817,9 +841,23 @@ def main() -> int:
         help="before each figure, wait until this share of CPU time is idle (0: never wait)",
     )
     ap.add_argument("--keep", type=Path, help="keep every node's output under this directory")
+    ap.add_argument("--chats", default="lanchat,pyre", help="measure only these (lanchat,pyre)")
+    ap.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: print the table from --json files (for each chat, the last"
+        " file that has it wins)",
+    )
     args = ap.parse_args()
+    if args.table:
+        return table_from_files(args.table)
     global KEEP
     KEEP = args.keep
+    chats = [f for f in (LANCHAT, PYRE) if f.name in args.chats.split(",")]
+    if not chats:
+        ap.error("--chats: lanchat, pyre or both")
     why = _why_not()
     if why:
         print(f"compare_pyre: cannot run: {why}", file=sys.stderr)
@@ -856,7 +894,7 @@ def main() -> int:
     print(f"lanchat vs pyre on a virtual LAN; {args.runs} run(s); {machine}", file=sys.stderr)
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs}", file=sys.stderr)
-        for flavor in (LANCHAT, PYRE):
+        for flavor in chats:
             if "cold" in only:
                 for n in sizes:
                     record(flavor, f"cold N={n}", lambda f=flavor, n=n: bench_cold(f, n))
@@ -882,7 +920,14 @@ def main() -> int:
     print_resources(resources)
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": machine, "results": results, "resources": resources}, indent=1)
+            json.dumps(
+                {
+                    "machine": {f.name: machine for f in chats},
+                    "results": {f.name: results[f.name] for f in chats},
+                    "resources": resources,
+                },
+                indent=1,
+            )
             + "\n"
         )
     return 0
