@@ -17,11 +17,15 @@ Figures (min / median / max over --runs runs, and the ratio of the medians):
      report it gone; 4. rejoin after link up until all others see it again;
   5. public latency p50/p99 at N=10 (one sender, 200 messages at 20/s);
   6. the highest sustained lossless rate 1 -> 9 (200-byte messages), and a burst;
-  7. a receiver stopped (SIGSTOP) 5 s during a 2,000-message stream;
-  8. failover (lanchat only): broker SIGKILL;
-plus CPU and RSS per node from /proc in the N=10 room.
+  7. a receiver stopped (SIGSTOP) 5 s during a 2,000-message stream at 400/s, and
+     during a 10,000-message one at 2,000/s;
+  8. failover (lanchat only): broker SIGKILL, and the broker's link going down;
+plus CPU and RSS per node from /proc in the N=10 room. docs/performance.md has the
+definitions, the measured table and the discussion.
 
     python3 benchmarks/compare_pyre.py [--runs 3] [--sizes 3,10,20,40] [--only cold,room,...]
+        [--chats lanchat,pyre] [--json OUT] [--keep DIR] [--min-idle 0.85]
+    python3 benchmarks/compare_pyre.py --table pyre.json lanchat.json
 
 Needs root, iproute2 and zeromq-pyre (pip install -e '.[bench]').
 """
