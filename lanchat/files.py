@@ -43,6 +43,7 @@ from lanchat.core.files import (
     safe_filename,
     unique_name,
 )
+from lanchat.transport import drain_nowait as _drain
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -111,26 +112,6 @@ def _pread_all(spans: list[tuple[int, int, int]]) -> list[bytes | None]:
             data = None
         # A file that shrank after it was offered cannot be served correctly.
         out.append(data if data is not None and len(data) == length else None)
-    return out
-
-
-def _drain(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
-    """Whatever else is already queued on ``sock`` (up to ``limit`` messages), without waiting.
-
-    Non-blocking calls on the asyncio socket itself: its file descriptor is edge-triggered,
-    and only the asyncio wrapper knows to re-check it.
-    """
-    out: list[list[zmq.Frame]] = []
-    while len(out) < limit:
-        fut = typing.cast(
-            "asyncio.Future[list[zmq.Frame]]", sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        )
-        exc = fut.exception()
-        if isinstance(exc, zmq.Again):
-            break
-        if exc is not None:
-            raise exc
-        out.append(fut.result())
     return out
 
 

@@ -56,8 +56,8 @@ def _incoming(frames: list[zmq.Frame]) -> Incoming:
 # file descriptor is edge-triggered, and only the asyncio wrapper knows to re-check it).
 
 
-def _drain(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
-    """Whatever else is already queued on ``sock`` (up to ``limit`` messages)."""
+def drain_nowait(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
+    """Whatever else is already queued on ``sock`` (up to ``limit`` messages), no waiting."""
     out: list[list[zmq.Frame]] = []
     while len(out) < limit:
         fut = typing.cast(
@@ -154,12 +154,12 @@ class BrokerLink:
 
     async def recv_dealer_batch(self, limit: int = 500) -> list[list[bytes]]:
         first = await self.dealer.recv_multipart()
-        return [first, *[[f.bytes for f in m] for m in _drain(self.dealer, limit)]]
+        return [first, *[[f.bytes for f in m] for m in drain_nowait(self.dealer, limit)]]
 
     async def recv_sub_batch(self, limit: int = 500) -> list[list[bytes]]:
         assert self.sub is not None
         first = await self.sub.recv_multipart()
-        return [first, *[[f.bytes for f in m] for m in _drain(self.sub, limit)]]
+        return [first, *[[f.bytes for f in m] for m in drain_nowait(self.sub, limit)]]
 
     async def next_event(self) -> int:
         msg = parse_monitor_message(await self.monitor.recv_multipart())
@@ -234,7 +234,7 @@ class Transport:
     async def recv_router_batch(self, limit: int = 500) -> list[Incoming]:
         """The next incoming message, plus whatever else is already queued."""
         batch = [await self.recv_router()]
-        batch.extend(_incoming(frames) for frames in _drain(self.router, limit))
+        batch.extend(_incoming(frames) for frames in drain_nowait(self.router, limit))
         return batch
 
     def send_router_nowait(self, rid: bytes, frames: list[bytes]) -> None:
