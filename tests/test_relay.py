@@ -544,6 +544,13 @@ def test_close_and_redirect_publish_to_everyone(relay: BrokerRelay) -> None:
     assert wire.decode(eff.frames) == (to, b"")
 
 
+def test_a_redirect_also_reaches_each_client_directly(relay: BrokerRelay) -> None:
+    # A client that has only just joined may not be subscribed yet: PUB alone can miss it.
+    opened(join(relay, b"r-a", Identity.generate(), "alice"))
+    to = wire.Redirect(broker_key=b"k" * 32, curve_key=b"c" * 32, address="10.0.0.9", epoch=7)
+    assert opened(relay.redirect(to)) == [(None, to), (b"r-a", to)]
+
+
 def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     people = [Identity.generate() for _ in range(3)]
     first = opened(join(relay, b"r-0", people[0], "p0"))

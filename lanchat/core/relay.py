@@ -192,7 +192,10 @@ class BrokerRelay:
         return [Publish(wire.encode(wire.Goodbye(reason=reason)))]
 
     def redirect(self, to: wire.Redirect) -> list[Effect]:
-        return [Publish(wire.encode(to))]
+        # Also to each client directly: one that joined a moment ago may not have its
+        # subscription through yet (PUB drops for it), and a missed redirect splits the room.
+        frames = wire.encode(to)
+        return [Publish(frames), *(ToClient(rid, frames) for rid in self._clients)]
 
     # ------------------------------------------------------------ queries
 
