@@ -229,6 +229,8 @@ class Node:
         self._offline = False
         self._after_offline = ("starting", "")
         self._last_link_check = 0.0
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = float("inf")
 
     # ================================================================ life cycle
 
@@ -289,6 +291,8 @@ class Node:
             self._tg.create_task(self._connect_direct())
 
     async def _shutdown(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
         # Say goodbye first so nobody waits for a heartbeat timeout.
         with contextlib.suppress(Exception):
             if self.link is not None and self.link.welcome is not None:
@@ -421,6 +425,7 @@ class Node:
                 self._open_link(_target_of_entry(succ), now)
             return
         if now - self._election_from < ELECTION_WAIT_S:
+            self._tick_at(self._election_from + ELECTION_WAIT_S)
             return
         cands = [_candidate_of_advert(a) for a in self._room_adverts() if a.id_key not in self.gone]
         mine = election.Candidate(
@@ -793,6 +798,9 @@ class Node:
         while True:
             for incoming in await self.transport.recv_router_batch():
                 self._on_router(incoming)
+            due = self.relay.roster_due() if self.relay is not None else None
+            if due is not None:
+                self._tick_at(due)
 
     def _on_router(self, incoming: Incoming) -> None:
         relay = self.relay
@@ -1702,6 +1710,25 @@ class Node:
             now = self.clock()
             self._tick(now)
             await asyncio.sleep(TICK_S)
+
+    def _tick_at(self, when: float) -> None:
+        """Run a tick at `when` (our clock) too: a decision due between two regular ticks
+        (an election wait, a coalesced roster) is taken on time, not up to TICK_S late."""
+        if self._wake is not None and self._wake_at <= when:
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake_at = when
+        delay = max(0.0, when - self.clock()) + 0.001  # never just before it is due
+        self._wake = asyncio.get_running_loop().call_later(delay, self._tick_now)
+
+    def _tick_now(self) -> None:
+        self._wake, self._wake_at = None, float("inf")
+        try:
+            self._tick(self.clock())
+        except Exception:  # like a tick of the loop, a bug here must not end the node
+            self._count("handler_error")
+            log.exception("error in a scheduled tick")
 
     def _tick(self, now: float) -> None:
         # A laptop lid, SIGSTOP or a starved CPU: we did not run for a while. Whatever is

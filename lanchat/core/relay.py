@@ -39,8 +39,8 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 """``verify(identity_key, data, signature)``; injected so the core needs no crypto library."""
 
 BEAT_INTERVAL_S = 0.4
-ROSTER_MIN_INTERVAL_S = 0.25
-ROSTER_S_PER_CLIENT = 0.01  # 100 laptops: at most one roster a second
+ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced together
+ROSTER_S_PER_CLIENT = 0.005  # 100 laptops: at most two rosters a second
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -178,7 +178,8 @@ class BrokerRelay:
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
-        if gone or (self._roster_dirty and now - self._roster_sent >= self._roster_interval()):
+        due = self.roster_due()
+        if gone or (due is not None and now >= due):
             effects += self._roster_changed(now)
         if now >= self._next_beat:
             self._next_beat = now + BEAT_INTERVAL_S
@@ -423,19 +424,25 @@ class BrokerRelay:
             del self._rid_by_key[client.hello.id_key]
         return client
 
+    def roster_due(self) -> float | None:
+        """When a coalesced roster change should go out (call `tick` then), if one waits."""
+        if not self._roster_dirty:
+            return None
+        return self._roster_sent + self._roster_interval()
+
     def _roster_interval(self) -> float:
         # A roster costs every client O(room size) to decode: in a big room, fewer of them.
         return max(ROSTER_MIN_INTERVAL_S, ROSTER_S_PER_CLIENT * len(self._clients))
 
     def _roster_changed(self, now: float) -> list[Effect]:
-        """Publish the new roster, at most every ROSTER_MIN_INTERVAL_S.
+        """Publish the new roster, at most once per `_roster_interval()`.
 
         The roster grows with the room and every change goes to everyone, so a wave of
         100 laptops joining would cost 100 x 100 rosters; coalescing keeps it to a few,
         while a single change (someone left) still goes out at once.
         """
         self.roster_version += 1
-        if now - self._roster_sent < self._roster_interval():
+        if now < self._roster_sent + self._roster_interval():
             self._roster_dirty = True
             return []
         self._roster_dirty = False
