@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -52,17 +53,24 @@ CONNECT_TIMEOUT_S = 2.0  # no Welcome for this long: try the next candidate
 HANDLE_CHECK_S = 0.25
 ELECTION_WAIT_S = 0.15
 REANNOUNCE_S = 2.0  # brokers repeat their mDNS announcement (healed partitions)
+# Just cut off from the room (its broker timed out, our link went down): announce more
+# often for a while, so the room hears us the moment the link is back.
+LOST_REANNOUNCE_S = 0.5
+LOST_FAST_FOR_S = 120.0
+ANSWER_REANNOUNCE_S = 0.25  # at most this often, a broker answers a worse broker's advert
 BACKLOG_REQUEST = 200  # a newcomer asks for this many recent public messages
 BACKLOG_KEPT = 2000  # the broker's backlog (lanchat.core.relay.BACKLOG_SIZE)
 RESEND_CHUNK = 500  # the relay answers at most this many per Resend
 PRIVATE_RESEND_S = 2.0
 RECENT_RELAYS = 2000  # kept to seed our relay if we become broker
+POSITIONS_KEPT = 8
 PUBLIC = "public"
 REQUEST_GAP_S = 3.0
 SETTLE_S = 3.0
 ASLEEP_S = 1.0
+WOKE_GRACE_S = 2.0
 ROOM_CONTACT_S = 5.0
-LINK_CHECK_S = 0.5  # a new student broker still gives way to a mentor for this long
+LINK_CHECK_S = 0.25  # how often we read our interface's state (a file in /sys)
 AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next command)
 PRESENCE_STATES = ("online", "away", "busy")
 BACKGROUND_COMMANDS = frozenset({"read", "history", "friends", "who", "queue", "status"})
@@ -210,9 +218,14 @@ class Node:
         self._election_from = 0.0
         self._last_tick = clock()
         self._numbering: tuple[bytes, int] | None = None  # (broker, epoch) of our relay count
+        # Where we were in the numbering of brokers we left: on return, catch up exactly.
+        self._positions: dict[tuple[bytes, int], int] = {}
         self._last_room_contact = -1e9  # last relay or beat while others were online
         self._last_heartbeat = 0.0
         self._last_reannounce = 0.0
+        self._lost_room_at = -1e9  # when we were last cut off from a room we were in
+        self._woke_at = -1e9
+        self._last_answer = -1e9
         self._last_private_resend = 0.0
         self._tg: asyncio.TaskGroup | None = None
         self._last_request: dict[bytes, float] = {}
@@ -394,6 +407,21 @@ class Node:
                 return
             # A fresh advert is a sign of life: give that node another chance.
             self.gone.discard(adv.id_key)
+            self._answer_worse_broker(adv)
+
+    def _answer_worse_broker(self, adv: Advert) -> None:
+        """A second broker in our room announced itself (a laptop back from a walk, the
+        other half of a healed partition): if we are the better one, announce ourselves
+        now, so it moves to us at once instead of at our next periodic announcement."""
+        relay, now = self.relay, self.clock()
+        if relay is None or adv.room != self.cfg.room or adv.broker_epoch <= 0:
+            return
+        if now - self._last_answer < ANSWER_REANNOUNCE_S:
+            return
+        ours = election.BrokerClaim(self.me.key, self.cfg.mentor, relay.since, relay.epoch)
+        if election.better_broker(ours, _claim(adv)) is ours:
+            self._last_answer = now
+            self._spawn(self._reannounce())
 
     def _room_adverts(self) -> list[Advert]:
         return [
@@ -583,9 +611,19 @@ class Node:
         link = self.link
         if link is None:
             return
+        now = self.clock()
+        just_woke = now - self._last_tick > ASLEEP_S or now - self._woke_at < WOKE_GRACE_S
+        if why == "connection closed" and just_woke and link.target.key != self.me.key:
+            # We were not running (lid, SIGSTOP, starved CPU) and the broker dropped our
+            # connection meanwhile: it is most likely still there, so go back to it
+            # rather than elect ourselves (a failed reconnect times out as usual).
+            self._open_link(link.target, now)
+            return
         log.info("broker %s lost: %s", link.target.handle, why)
         if link.target.key != self.me.key:
             self.gone.add(link.target.key)
+            if why != "broker left":
+                self._lost_room_at = self.clock()
         if link.welcome is not None:
             self.last_epoch = max(self.last_epoch, link.welcome.epoch)
         self.announced_broker = None  # reconnecting, even to the same broker, is news
@@ -703,14 +741,24 @@ class Node:
             if task is not None:
                 link.tasks.append(task)
         self.last_epoch = max(self.last_epoch, msg.epoch)
-        if (msg.broker_key, msg.epoch) == self._numbering:
-            # The same broker as before (we were away a moment: asleep, stopped, or the
-            # broker timed us out): ask for exactly what we missed, as far as it keeps.
+        numbering = (msg.broker_key, msg.epoch)
+        if numbering != self._numbering:
+            if self._numbering is not None and self.gap.epoch == self._numbering[1]:
+                self._positions[self._numbering] = self.gap.next_bseq
+                while len(self._positions) > POSITIONS_KEPT:
+                    del self._positions[next(iter(self._positions))]
+            self._numbering = numbering
+            back_at = self._positions.pop(numbering, None)
+            if back_at is None:
+                self._welcome_backlog(msg, now)
+            else:
+                self.gap.reset(msg.epoch, back_at - 1)
+        if self.gap.epoch == msg.epoch and self.gap.next_bseq <= msg.bseq:
+            # A broker we were with before (we were away a moment: asleep, stopped, cut
+            # off and our own broker meanwhile): ask for exactly what we missed, as far
+            # as it keeps.
             self._request_relays(msg.epoch, self.gap.next_bseq, msg.bseq)
-            self.gap.next_bseq = max(self.gap.next_bseq, msg.bseq + 1)
-        else:
-            self._numbering = (msg.broker_key, msg.epoch)
-            self._welcome_backlog(msg, now)
+            self.gap.next_bseq = msg.bseq + 1
         for frames in self.outbox.for_new_broker(now):
             self._send_to_broker(frames)
         self._pump_public()
@@ -1707,8 +1755,7 @@ class Node:
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self.clock()
-            self._tick(now)
+            self._tick_now()
             await asyncio.sleep(TICK_S)
 
     def _tick_at(self, when: float) -> None:
@@ -1720,29 +1767,37 @@ class Node:
             self._wake.cancel()
         self._wake_at = when
         delay = max(0.0, when - self.clock()) + 0.001  # never just before it is due
-        self._wake = asyncio.get_running_loop().call_later(delay, self._tick_now)
+        self._wake = asyncio.get_running_loop().call_later(
+            delay, functools.partial(self._tick_now, scheduled=True)
+        )
 
-    def _tick_now(self) -> None:
-        self._wake, self._wake_at = None, float("inf")
+    def _tick_now(self, *, scheduled: bool = False) -> None:
+        if scheduled:
+            self._wake, self._wake_at = None, float("inf")
         try:
             self._tick(self.clock())
-        except Exception:  # like a tick of the loop, a bug here must not end the node
+        except Exception:  # one bug in a tick must not end the node (and the room's relay)
             self._count("handler_error")
-            log.exception("error in a scheduled tick")
+            log.exception("error in a tick")
 
     def _tick(self, now: float) -> None:
         # A laptop lid, SIGSTOP or a starved CPU: we did not run for a while. Whatever is
         # queued in our sockets is still to be read; no timeout may fire on our account.
         asleep = now - self._last_tick > ASLEEP_S
         self._last_tick = now
+        if asleep:
+            self._woke_at = now
         self._check_link(now)
         if self.relay is not None:
             for eff in self.relay.tick(now):
                 self._apply(eff)
-            self._maybe_hand_over()
-            if now - self._last_reannounce >= REANNOUNCE_S:
+            lost_lately = now - self._lost_room_at < LOST_FAST_FOR_S
+            alone = self.relay.client_count() <= 1
+            every = LOST_REANNOUNCE_S if lost_lately and alone else REANNOUNCE_S
+            if now - self._last_reannounce >= every:
                 self._last_reannounce = now
                 self._spawn(self._reannounce())
+            self._maybe_hand_over()
         link = self.link
         if link is None:
             if self.cfg.connect is None or self.roster:
@@ -1975,6 +2030,7 @@ class Node:
         state = netif.link_state(self._iface)
         down = state is not None and state not in ("up", "unknown")
         if down and not self._offline:
+            self._lost_room_at = now
             self._after_offline = (self.status, self._status_text)
             self._set_status(
                 "offline", f"the network is down ({self._iface} is {state}); waiting for it"
@@ -1986,6 +2042,14 @@ class Node:
             self._set_status("electing", "the network is back; finding the broker")
             if state_now in ("connected", "broker"):
                 self._set_status(state_now, text)
+            # Nobody we lost while our own link was down is to blame: try them again (a
+            # cached advert is enough to find the broker), and tell the room we are back.
+            self.gone.clear()
+            self._lost_room_at = now
+            self._last_reannounce = now
+            self._spawn(self._reannounce())
+            if self.relay is not None:
+                self._check_merge()
 
     def _emit(self, ev: str, /, **fields: Any) -> None:
         self._emit_raw({"ev": ev, "t": round(self.wall(), 6), **fields})

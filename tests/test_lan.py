@@ -338,3 +338,36 @@ def test_a_receiver_stopped_for_seconds_catches_up_on_everything(
     got_list = [e["text"] for e in cat.seen("public") if e["text"].startswith("while you")]
     assert len(got_list) == 1500, f"got {len(set(got_list))} of 1500"
     assert len(set(got_list)) == 1500
+
+
+def test_a_node_cut_off_silently_rejoins_and_catches_up_on_what_it_missed(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    ann, ben, cat = nodes
+    wait_connected(nodes)
+    # Its packets vanish and its carrier stays up: only heartbeats can tell.
+    lan.link_down(3, side="silent")
+    cat.wait("broker", lambda e: e["self"])  # alone: the broker of a room of one
+    ann.wait("peer_down", lambda e: e["handle"] == "cat")
+    # More relays than a newcomer asks for (one each: every text waits for the one
+    # before it to be acknowledged), so only an exact catch-up gets them all.
+    missed = 250
+    for i in range(missed):
+        ben.send(cmd="say", text=f"while you were away {i}")
+        ben.wait("sent")
+    ann.wait("public", lambda e: e["text"] == f"while you were away {missed - 1}", timeout=30)
+    lan.link_up(3, side="silent")
+    cat.wait("broker", lambda e: e["handle"] == "ann")
+    ann.wait("peer_up", lambda e: e["handle"] == "cat")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = {e["text"] for e in cat.seen("public") if e["text"].startswith("while you")}
+        if len(got) == missed:
+            break
+        with contextlib.suppress(TimeoutError):
+            cat.wait("public", timeout=1)
+    got_list = [e["text"] for e in cat.seen("public") if e["text"].startswith("while you")]
+    assert len(set(got_list)) == missed, f"got {len(set(got_list))} of {missed}"
+    assert len(got_list) == missed  # and none twice

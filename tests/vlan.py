@@ -64,7 +64,7 @@ _cleaning = 0
 _old_sigterm: Any = None
 _stale_removed = False
 
-Side = Literal["host", "switch"]
+Side = Literal["host", "switch", "silent"]
 
 
 class LabError(RuntimeError):
@@ -442,7 +442,10 @@ class VirtualLan:
 
         "host": eth0 down inside the host (Wi-Fi switched off: sends fail
         with ENETUNREACH). "switch": the bridge port goes down (walked out of
-        range: the host keeps its route, packets vanish silently).
+        range: the host keeps its route, packets vanish silently; a veth pair
+        still tells the host that its carrier is gone). "silent": the bridge
+        port stops forwarding and the carrier stays up (an access point that
+        drops the laptop, a cable cut beyond the switch): nothing tells the host.
         """
         self._set_link(i, side, "down")
 
@@ -455,8 +458,20 @@ class VirtualLan:
         elif side == "switch":
             self._check_host(i)
             _ip(["link", "set", f"p{i}", state], ns=self.switch_ns)
+        elif side == "silent":
+            self._check_host(i)
+            port_state = "0" if state == "down" else "3"  # disabled / forwarding
+            cmd = ["ip", "netns", "exec", self.switch_ns, "bridge", "link", "set"]
+            done = subprocess.run(
+                [*cmd, "dev", f"p{i}", "state", port_state],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise LabError(f"`bridge link set` failed: {done.stderr.strip()}")
         else:
-            raise LabError(f"side must be 'host' or 'switch', not {side!r}")
+            raise LabError(f"side must be 'host', 'switch' or 'silent', not {side!r}")
 
 
 # ---- awaiting JSON lines from a subprocess ----------------------------------
