@@ -846,9 +846,8 @@ class Node:
         while True:
             for incoming in await self.transport.recv_router_batch():
                 self._on_router(incoming)
-            due = self.relay.roster_due() if self.relay is not None else None
-            if due is not None:
-                self._tick_at(due)
+            if self.relay is not None:
+                self._tick_at(self.relay.next_due())
 
     def _on_router(self, incoming: Incoming) -> None:
         relay = self.relay

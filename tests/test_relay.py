@@ -11,6 +11,7 @@ from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
     CLIENT_TIMEOUT_S,
+    JOIN_BEAT_S,
     ROSTER_MIN_INTERVAL_S,
     BrokerRelay,
     Effect,
@@ -585,3 +586,15 @@ def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     assert relay.client_count() == 1
     assert next(type(m) for _, m in opened(relay.tick(T0 + 31.1))) is wire.Roster
     assert relay.client_count() == 0
+
+
+def test_a_join_brings_the_next_beat_forward(relay: BrokerRelay) -> None:
+    # A newcomer's SUB connects just after its Welcome and may miss the roster published
+    # meanwhile: the early Beat tells it which version to ask for.
+    join(relay, b"r-0", Identity.generate(), "p0")
+    relay.tick(T0)  # the regular Beat
+    assert relay.next_due() == T0 + BEAT_INTERVAL_S
+    join(relay, b"r-1", Identity.generate(), "p1", now=T0 + 0.01)
+    assert relay.next_due() <= T0 + 0.01 + JOIN_BEAT_S
+    beats = [m for _, m in opened(relay.tick(T0 + 0.01 + JOIN_BEAT_S)) if isinstance(m, wire.Beat)]
+    assert len(beats) == 1

@@ -28,6 +28,7 @@ from lanchat.core.helpqueue import HelpQueue, QueueError
 __all__ = [
     "BEAT_INTERVAL_S",
     "CLIENT_TIMEOUT_S",
+    "JOIN_BEAT_S",
     "BrokerRelay",
     "Effect",
     "Publish",
@@ -39,6 +40,7 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 """``verify(identity_key, data, signature)``; injected so the core needs no crypto library."""
 
 BEAT_INTERVAL_S = 0.4
+JOIN_BEAT_S = 0.1  # a Beat this soon after someone joins (see _hello)
 ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced together
 ROSTER_S_PER_CLIENT = 0.005  # 100 laptops: at most two rosters a second
 CLIENT_TIMEOUT_S = 2.0
@@ -262,6 +264,10 @@ class BrokerRelay:
         self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
         self._clients[rid].refilled = now
         self._rid_by_key[hello.id_key] = rid
+        # The newcomer's SUB connects a moment after its Welcome and misses whatever is
+        # published meanwhile (the roster of the next one to join): an early Beat tells it
+        # which roster version and relay it should have, and it asks for what it lacks.
+        self._next_beat = min(self._next_beat, now + JOIN_BEAT_S)
         welcome = wire.Welcome(
             epoch=self.epoch,
             broker_handle=self.handle,
@@ -429,6 +435,11 @@ class BrokerRelay:
         if not self._roster_dirty:
             return None
         return self._roster_sent + self._roster_interval()
+
+    def next_due(self) -> float:
+        """When `tick` has something to do next (a roster, a Beat), at the latest."""
+        roster = self.roster_due()
+        return self._next_beat if roster is None else min(roster, self._next_beat)
 
     def _roster_interval(self) -> float:
         # A roster costs every client O(room size) to decode: in a big room, fewer of them.
