@@ -408,6 +408,9 @@ class Node:
             # A fresh advert is a sign of life: give that node another chance.
             self.gone.discard(adv.id_key)
             self._answer_worse_broker(adv)
+            registered = self._advert is not None
+            if registered and self.link is None and self.cfg.connect is None and adv.broker_epoch:
+                self._choose_target(self.clock())  # a broker turned up: join it now
 
     def _answer_worse_broker(self, adv: Advert) -> None:
         """A second broker in our room announced itself (a laptop back from a walk, the
