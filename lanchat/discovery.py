@@ -12,7 +12,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from zeroconf import IPVersion, NonUniqueNameException, ServiceStateChange
+# DNSOutgoing and DNSQuestion: importable from zeroconf's top level for years, just not
+# listed in its __all__.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSOutgoing,
+    DNSQuestion,
+    IPVersion,
+    NonUniqueNameException,
+    ServiceStateChange,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
@@ -41,6 +49,10 @@ SERIAL_KEY = "n"
 # only ten announcements later, long after receivers flushed the record that
 # carried it (a superseded TXT expires one second after its successor).
 SERIAL_MODULO = 10
+# DNS protocol numbers (RFC 1035) for the one query we build ourselves.
+_DNS_FLAGS_QUERY = 0
+_DNS_TYPE_PTR = 12
+_DNS_CLASS_IN = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,22 @@ class Discovery:
         self._browser = AsyncServiceBrowser(
             self._aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change]
         )
+        self.ask_everyone()
+
+    def ask_everyone(self) -> None:
+        """Ask every node for its advert now, as a QU question (RFC 6762 §5.4).
+
+        The browser's first query waits a random 20-120 ms and is answered after another
+        20-120 ms (answers to a shared PTR question are delayed to avoid collisions);
+        QU questions are answered at once. That is what a node starting up, or one back
+        on the network, wants: everyone's adverts in one round trip.
+        """
+        aiozc = self._require_started()
+        question = DNSQuestion(SERVICE_TYPE, _DNS_TYPE_PTR, _DNS_CLASS_IN)
+        question.unicast = True
+        out = DNSOutgoing(_DNS_FLAGS_QUERY)
+        out.add_question(question)
+        aiozc.zeroconf.async_send(out)
 
     def peers(self) -> dict[str, Advert]:
         """The current view of other nodes, by case-folded handle."""
@@ -230,6 +258,16 @@ class Discovery:
         zc.registry.async_update(info)
         # One packet: the caller repeats this every few seconds anyway.
         zc.async_send(zc.generate_service_broadcast(info, None))
+
+    def disown(self) -> None:
+        """Stop answering for our name without a goodbye: another node holds it too (we
+        lost a clash), and a goodbye for the name would withdraw *its* advert everywhere."""
+        if self._aiozc is None or self._info is None:
+            return
+        self._stop_announcing()
+        self._aiozc.zeroconf.registry.async_remove(self._info)
+        self._info = None
+        self._advert = None
 
     async def close(self) -> None:
         """Say goodbye (peers see PeerGone at once), then close the sockets. Idempotent."""

@@ -50,7 +50,12 @@ BROKER_TIMEOUT_S = 2.0  # no Beat for this long: the broker is gone
 CONNECT_TIMEOUT_S = 2.0  # no Welcome for this long: try the next candidate
 # Browsing finds existing nodes in 25-120 ms (DESIGN.md): listen this long for a node that
 # already holds our handle, then this long after registering before electing a broker.
-HANDLE_CHECK_S = 0.25
+# Listening for a node that already holds our handle before we announce it. Everyone
+# answers our start-up query at once (discovery.ask_everyone), so on a wired LAN the
+# holder is heard within milliseconds; the margin is for Wi-Fi, where multicast waits for
+# the next beacon. A holder heard too late still wins: see HandleClash, and the broker
+# refuses a second Hello for a handle.
+HANDLE_CHECK_S = 0.15
 ELECTION_WAIT_S = 0.15
 REANNOUNCE_S = 2.0  # brokers repeat their mDNS announcement (healed partitions)
 # Just cut off from the room (its broker timed out, our link went down): announce more
@@ -392,6 +397,7 @@ class Node:
             other = event.advert
             mine = (round(self.started_at, 3), self.me.key)
             if (other.started_at, other.id_key) < mine:
+                self.discovery.disown()  # a goodbye for the name would withdraw theirs
                 self._fatal(
                     NodeExit(
                         "handle_taken",
@@ -400,6 +406,9 @@ class Node:
                         f"{ident.fingerprint(other.id_key)}); choose another with --handle",
                     )
                 )
+            else:
+                # Our announcement is what the newcomer's overwrote in everyone's cache.
+                self._spawn(self._reannounce())
             return
         if isinstance(event, PeerSeen):
             adv = event.advert
@@ -2050,6 +2059,8 @@ class Node:
             self._lost_room_at = now
             self._last_reannounce = now
             self._spawn(self._reannounce())
+            with contextlib.suppress(Exception):  # best effort, like every announcement
+                self.discovery.ask_everyone()
             if self.relay is not None:
                 self._check_merge()
 

@@ -6,6 +6,7 @@ stdin commands (one JSON object per line), each answered on stdout:
     {"cmd": "register"}                      -> {"ev": "registered", "t0": .., "t": ..}
     {"cmd": "update", "changes": {...}}      -> {"ev": "updated", ...}
     {"cmd": "reannounce"}                    -> {"ev": "reannounced"}
+    {"cmd": "disown"}                        -> {"ev": "disowned"}
     {"cmd": "find_conflict", "handle": h, "key": hex, "wait_s": s}
                                 -> {"ev": "conflict", "advert": {...} | null, "elapsed": s}
     {"cmd": "peers"}                         -> {"ev": "peers", "peers": {handle: advert}}
@@ -73,6 +74,9 @@ async def handle(discovery: Discovery, advert: Advert, command: dict[str, Any]) 
     elif cmd == "reannounce":
         await discovery.reannounce()
         emit("reannounced")
+    elif cmd == "disown":
+        discovery.disown()
+        emit("disowned")
     elif cmd == "find_conflict":
         t0 = time.monotonic()
         found = await discovery.find_conflict(

@@ -132,6 +132,19 @@ def test_clean_close_is_promptly_gone_elsewhere(vlan: Callable[[int], VirtualLan
         assert "user3" not in nodes[i].request("peers", cmd="peers")["peers"]
 
 
+def test_a_disowned_name_gets_no_goodbye(vlan: Callable[[int], VirtualLan]) -> None:
+    # The loser of a handle clash must not withdraw the name: the winner holds it too.
+    lab = vlan(2)
+    adverts = {i: make_advert(lab, i) for i in (1, 2)}
+    nodes = {i: Node(lab, i, adverts[i], register=True) for i in (1, 2)}
+    nodes[1].wait_seen(adverts[2])
+    nodes[2].request("disowned", cmd="disown")
+    nodes[2].close()
+    with pytest.raises(TimeoutError):
+        nodes[1].wait_gone("user2", timeout=1.5)  # a goodbye arrives in ~0.1 s (above)
+    assert "user2" in nodes[1].request("peers", cmd="peers")["peers"]
+
+
 def test_find_conflict_detects_taken_handle_only(vlan: Callable[[int], VirtualLan]) -> None:
     lab = vlan(2)
     holder = make_advert(lab, 1, handle="Ann")
