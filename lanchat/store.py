@@ -85,6 +85,11 @@ CREATE TABLE outbox (
 ) WITHOUT ROWID;
 """
 
+_SET_SEQ = (
+    "INSERT INTO counters (name, value) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
 _LOCKED_ADVICE = (
     "another lanchat is already running with this profile; close it or use --profile DIR"
 )
@@ -373,6 +378,9 @@ class HistoryStore:
     synchronous=NORMAL: in WAL mode it never corrupts the database; a power loss can at
     worst drop the last few commits (a killed process loses nothing committed), and it
     saves an fsync per message.
+
+    Inside a :meth:`batch`, counters are written once, just before the batch commits: in the
+    same transaction as the messages that used them, so they are exactly as durable.
     """
 
     def __init__(self, path: Path) -> None:
@@ -382,6 +390,7 @@ class HistoryStore:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         # Autocommit mode: we issue BEGIN/COMMIT ourselves so each call is one transaction.
         self._db = sqlite3.connect(path, isolation_level=None)
+        self._seqs_due: dict[str, int] = {}  # set_seq inside the open transaction
         try:
             self._open_checked()
         except BaseException:
@@ -423,9 +432,13 @@ class HistoryStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            if self._seqs_due:
+                self._db.executemany(_SET_SEQ, self._seqs_due.items())
         except BaseException:
+            self._seqs_due.clear()
             self._db.execute("ROLLBACK")
             raise
+        self._seqs_due.clear()
         self._db.execute("COMMIT")
 
     def close(self) -> None:
@@ -503,15 +516,18 @@ class HistoryStore:
     # counters
 
     def max_seq(self, name: str) -> int:
+        due = self._seqs_due.get(name)
+        if due is not None:
+            return due
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
     def set_seq(self, name: str, value: int) -> None:
-        self._db.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, value),
-        )
+        """Store a counter; inside a batch, with the batch (a sender sets one per message)."""
+        if self._db.in_transaction:
+            self._seqs_due[name] = value
+        else:
+            self._db.execute(_SET_SEQ, (name, value))
 
     # outbox
 

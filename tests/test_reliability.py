@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lanchat.core import reliability
 from lanchat.core.reliability import (
     INBOUND_BUFFER_MAX,
     RESEND_AFTER_S,
@@ -94,6 +97,58 @@ def test_acked_messages_expire_after_retain_time_pending_never() -> None:
     box.expire(T0 + 10 * RETAIN_S)
     assert box.pending_count() == 1
     assert box.ack(1, T0 + 10 * RETAIN_S) is False  # forgotten
+
+
+def test_beyond_retain_max_the_earliest_acked_go_first() -> None:
+    with mock.patch.object(reliability, "RETAIN_MAX", 3):
+        box = outbox_with(1, 2, 3, 4, 5)
+        box.sendable(T0)
+        for i, seq in enumerate((4, 5, 1, 2, 3)):
+            box.ack(seq, T0 + i / 10)
+        box.expire(T0 + 1)
+        # The messages acked last are the ones a dying broker may not have published.
+        assert box.for_new_broker(T0 + 1) == [frames(1), frames(2), frames(3)]
+
+
+_OUTBOX_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["say", "send", "ack", "expire", "failover"]),
+        st.integers(1, 12),
+        st.sampled_from([0.0, 0.001, 0.5, 3.0, RETAIN_S - 0.001, RETAIN_S]),
+    ),
+    max_size=80,
+)
+
+
+@given(_OUTBOX_OPS)
+def test_retention_keeps_the_latest_acked_within_retain_time(
+    ops: list[tuple[str, int, float]],
+) -> None:
+    """Whatever the order of acks: retained = acked within RETAIN_S, the latest RETAIN_MAX."""
+    with mock.patch.object(reliability, "RETAIN_MAX", 4):
+        box = PublicOutbox(window=3)
+        now = T0
+        acked: dict[int, float] = {}  # the model: seq -> ack time, in ack order
+        said = acks = 0
+        for op, seq, step in ops:
+            now += step
+            if op == "say":
+                said += 1
+                box.add(box.allocate(), frames(said), now)
+            elif op == "send":
+                box.sendable(now)
+            elif op == "ack" and box.ack(seq, now):
+                acks += 1
+                acked[seq] = now
+            elif op in ("expire", "failover"):
+                acked = {s: t for s, t in acked.items() if now - t <= RETAIN_S}
+                while len(acked) > reliability.RETAIN_MAX:
+                    del acked[next(iter(acked))]
+                if op == "expire":
+                    box.expire(now)
+                else:
+                    assert box.for_new_broker(now) == [frames(s) for s in sorted(acked)]
+            assert box.pending_count() == said - acks
 
 
 # ---------------------------------------------------------------- GapTracker

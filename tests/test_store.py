@@ -379,6 +379,65 @@ def test_counters(profile_dir: Path) -> None:
         assert p.history.max_seq(f"peer:{KEY_A}") == 3
 
 
+def _reader(profile_dir: Path) -> sqlite3.Connection:
+    """A second connection: it sees only what the store has committed."""
+    uri = (profile_dir / "history.sqlite3").resolve().as_uri()
+    return sqlite3.connect(f"{uri}?mode=ro", uri=True)
+
+
+def _committed(reader: sqlite3.Connection) -> tuple[int, dict[str, int]]:
+    count = reader.execute("SELECT count(*) FROM messages").fetchone()[0]
+    return count, dict(reader.execute("SELECT name, value FROM counters").fetchall())
+
+
+def test_a_batch_commits_messages_and_counters_together(
+    profile: Profile, profile_dir: Path
+) -> None:
+    history = profile.history
+    reader = _reader(profile_dir)
+    try:
+        history.set_seq("public", 1)  # outside a batch: committed at once
+        assert _committed(reader) == (0, {"public": 1})
+        with history.batch():
+            for seq in range(2, 5):
+                history.set_seq("public", seq)
+                assert history.max_seq("public") == seq  # read back before the commit
+                assert history.append(record(f"me:{seq}"))
+            with history.batch():  # re-entrant: part of the same transaction
+                history.set_seq("in:peer", 7)
+            assert history.max_seq("in:peer") == 7
+            assert _committed(reader) == (0, {"public": 1})
+        assert _committed(reader) == (3, {"public": 4, "in:peer": 7})
+        assert history.max_seq("public") == 4
+    finally:
+        reader.close()
+
+
+def test_a_failed_batch_leaves_neither_messages_nor_counters(
+    profile: Profile, profile_dir: Path
+) -> None:
+    history = profile.history
+    history.set_seq("public", 1)
+
+    def burst() -> None:
+        with history.batch():
+            history.set_seq("public", 2)
+            history.append(record("me:2"))
+            raise RuntimeError("crash mid-burst")
+
+    with pytest.raises(RuntimeError, match="mid-burst"):
+        burst()
+    assert history.max_seq("public") == 1
+    assert not history.has("me:2")
+    with history.batch():
+        history.set_seq("other", 3)
+    assert history.max_seq("public") == 1
+    profile.close()
+    with Profile.open(profile_dir) as again:
+        assert again.history.max_seq("public") == 1
+        assert again.history.max_seq("other") == 3
+
+
 def test_outbox(profile_dir: Path) -> None:
     with Profile.open(profile_dir) as p:
         assert p.history.outbox_peers() == []

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lanchat.core.text import MAX_TEXT_CHARS, TextError, check_text, clean_text, safe_label
+from lanchat.core.text import (
+    MAX_TEXT_CHARS,
+    TextError,
+    _clean_slowly,
+    check_text,
+    clean_text,
+    safe_label,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +83,33 @@ def test_safe_label_has_no_line_breaks(raw: str) -> None:
     label = safe_label(raw)
     assert "\n" not in label
     assert all(unicodedata.category(char) != "Cc" for char in label)
+
+
+# ---------------------------------------------------------------- the fast path
+
+# Mostly printable text with a newline or an unsafe character here and there: the fast path
+# must take only the texts that are printable apart from their newlines.
+_PRINTABLE = st.characters(codec=None, exclude_categories=()).filter(str.isprintable)
+_MOSTLY_PRINTABLE = st.lists(_PRINTABLE | st.just("\n") | _TRICKY, max_size=30).map("".join)
+
+
+@given(_TEXT | _MOSTLY_PRINTABLE | st.text(_PRINTABLE | st.just("\n")))
+def test_the_fast_path_gives_what_the_passes_give(raw: str) -> None:
+    assert clean_text(raw) == _clean_slowly(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["a\nb\tc", "a\nb\rc", "a\n\u202eb", "a\n\x1b[31mb", "x\n\ud800", "\n\u2028", "\n\x85"],
+)
+def test_newlines_with_something_to_clean_take_the_slow_path(raw: str) -> None:
+    assert clean_text(raw) == _clean_slowly(raw) != raw
+
+
+def test_the_passes_leave_every_printable_character_and_the_newline_alone() -> None:
+    # All of Unicode at once: no printable character is removed, replaced or starts a
+    # match, so a text made only of them (and newlines) is already clean.
+    printable = "".join(c for c in map(chr, range(0x110000)) if c.isprintable())
+    assert _clean_slowly(printable) == printable
+    with_newlines = "\n".join(printable)
+    assert _clean_slowly(with_newlines) == with_newlines

@@ -32,6 +32,17 @@ class TextError(ValueError):
 
 def clean_text(text: str) -> str:
     """``text`` without escapes, controls (except newline) or bidi overrides; tabs as spaces."""
+    # Every character the passes below remove, replace or start a match with is
+    # non-printable (C0/C1 controls, DEL, CR, tab, U+2028/U+2029, bidi controls, surrogates).
+    # The newline is non-printable too, but they keep it: text that is printable apart from
+    # its newlines has nothing to clean, and ordinary chat text skips the regex passes.
+    if text.isprintable() or ("\n" in text and text.replace("\n", "").isprintable()):
+        return text
+    return _clean_slowly(text)
+
+
+def _clean_slowly(text: str) -> str:
+    """The cleaning passes themselves, for text that may need them."""
     text = _NEWLINES.sub("\n", text)
     text = _ESCAPE_SEQUENCE.sub("", text)
     text = text.replace("\t", " " * TAB_SPACES)

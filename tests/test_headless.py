@@ -1,0 +1,260 @@
+"""EventWriter: one JSON line per event, in order, flushed before the loop waits again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from lanchat.headless import EventWriter, parse_command, run_headless
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lanchat.node import Node
+
+
+class FlushLog(io.StringIO):
+    """A text stream that remembers what had reached the reader at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = self.flushes = 0
+        self.flushed = ""
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushes += 1
+        self.flushed = self.getvalue()
+
+
+def lines(text: str) -> list[dict[str, Any]]:
+    assert text.endswith("\n") or not text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def event(n: int, text: str = "hi") -> dict[str, Any]:
+    return {"ev": "public", "n": n, "text": text}
+
+
+def test_outside_a_loop_every_event_is_flushed_at_once() -> None:
+    stream = FlushLog()
+    emit = EventWriter(stream)
+    emit(event(1))
+    assert lines(stream.flushed) == [event(1)]
+    emit(event(2))
+    assert lines(stream.flushed) == [event(1), event(2)]
+    assert stream.flushes == 2
+
+
+def test_one_line_per_event_compact_and_not_ascii_escaped() -> None:
+    stream = FlushLog()
+    EventWriter(stream)(event(1, "caf\u00e9 \U0001f600\nsecond line"))
+    assert stream.flushed == ('{"ev":"public","n":1,"text":"caf\u00e9 \U0001f600\\nsecond line"}\n')
+
+
+def test_a_burst_in_one_loop_iteration_is_flushed_once_in_order() -> None:
+    stream = FlushLog()
+
+    async def main() -> None:
+        emit = EventWriter(stream)
+        for n in range(100):
+            emit(event(n))
+        assert stream.flushes == 0  # not yet: the rest of this iteration may add more
+        await asyncio.sleep(0)  # the loop runs its next callbacks: the flush is one
+        assert (stream.writes, stream.flushes) == (1, 1)  # even for a write-through stream
+        assert lines(stream.flushed) == [event(n) for n in range(100)]
+        emit(event(100))
+        await asyncio.sleep(0)
+        assert stream.flushes == 2
+        assert lines(stream.flushed)[-1] == event(100)
+
+    asyncio.run(main())
+
+
+def test_no_event_waits_while_the_loop_sleeps() -> None:
+    # A receiver that goes back to waiting for the network has already sent its events.
+    stream = FlushLog()
+
+    async def main() -> None:
+        emit = EventWriter(stream)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(emit, event(1))
+        loop.call_later(0.01, emit, event(2))
+        await asyncio.sleep(0.005)
+        assert lines(stream.flushed) == [event(1)]
+        await asyncio.sleep(0.1)
+        assert lines(stream.flushed) == [event(1), event(2)]
+
+    asyncio.run(main())
+
+
+def test_events_from_other_callbacks_of_the_iteration_go_out_together() -> None:
+    stream = FlushLog()
+
+    async def main() -> None:
+        emit = EventWriter(stream)
+        loop = asyncio.get_running_loop()
+        for n in range(5):
+            loop.call_soon(emit, event(n))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert lines(stream.flushed) == [event(n) for n in range(5)]
+        assert stream.flushes == 1
+
+    asyncio.run(main())
+
+
+def test_an_event_from_another_thread_is_flushed_at_once_after_the_loops_own() -> None:
+    stream = FlushLog()
+
+    async def main() -> None:
+        emit = EventWriter(stream)
+        emit(event(1))  # buffered until the loop's next iteration
+        worker = threading.Thread(target=emit, args=(event(2),))
+        worker.start()
+        worker.join()
+        assert lines(stream.flushed) == [event(1), event(2)]
+
+    asyncio.run(main())
+
+
+def test_a_real_pipe_gets_whole_lines_in_order() -> None:
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w", encoding="utf-8") as stream, open(read_fd, "rb") as reader:
+
+        async def main() -> None:
+            emit = EventWriter(stream)
+            for n in range(50):
+                emit(event(n, "x" * 200))
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        os.set_blocking(read_fd, False)
+        data = reader.read()
+    assert [json.loads(line) for line in data.splitlines()] == [
+        event(n, "x" * 200) for n in range(50)
+    ]
+
+
+def test_a_reader_that_went_away_does_not_stop_the_writer() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        emit = EventWriter(stream)
+        emit(event(1))
+
+        async def main() -> None:
+            emit(event(2))
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        emit.flush()
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            stream.close()  # what is left in the buffer cannot go anywhere
+
+
+def test_an_event_that_cannot_be_encoded_loses_only_itself() -> None:
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w", encoding="utf-8") as stream, open(read_fd, "rb") as reader:
+
+        async def main() -> None:
+            emit = EventWriter(stream)
+            emit(event(1))
+            emit(event(2, "lone \ud800 surrogate"))
+            emit(event(3))
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        os.set_blocking(read_fd, False)
+        data = reader.read()
+    assert [json.loads(line) for line in data.splitlines()] == [event(1), event(3)]
+
+
+def test_a_closed_stream_is_ignored() -> None:
+    stream = FlushLog()
+    emit = EventWriter(stream)
+    stream.close()
+    emit(event(1))
+    emit.flush()
+
+
+class _QuitsWithAnError:
+    """Stands in for Node.run: emits its last events, like a NodeExit, and returns 2."""
+
+    def __init__(self, emit: EventWriter) -> None:
+        self.emit = emit
+
+    async def run(self, commands: asyncio.Queue[dict[str, Any] | None]) -> int:
+        del commands
+        self.emit({"ev": "status", "state": "discovering"})
+        self.emit({"ev": "error", "code": "handle_taken", "message": "choose another"})
+        return 2
+
+    def stop(self) -> None:
+        pass
+
+
+def test_run_headless_flushes_the_last_events_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = FlushLog()
+    emit = EventWriter(stream)
+    node: Node = _QuitsWithAnError(emit)  # type: ignore[assignment]
+    with (tmp_path / "stdin").open("w+") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+
+        async def main() -> int:
+            status = await run_headless(node, emit)
+            # Returned without another loop iteration: the error must be out already.
+            assert [e["ev"] for e in lines(stream.flushed)] == ["status", "error"]
+            return status
+
+        assert asyncio.run(main()) == 2
+
+
+def test_parse_command() -> None:
+    assert parse_command('{"cmd":"say","text":"hi"}') == {"cmd": "say", "text": "hi"}
+    assert isinstance(parse_command("[1]"), str)
+    assert isinstance(parse_command("not json"), str)
+
+
+_STOPS_BEFORE_THE_FLUSH = """
+import asyncio, sys
+from lanchat.headless import EventWriter
+
+emit = EventWriter(sys.stdout)
+loop = asyncio.new_event_loop()
+loop.call_soon(emit, {"ev": "error", "code": "last"})
+loop.call_soon(loop.stop)  # the same iteration: the flush it scheduled never runs
+loop.run_forever()
+loop.close()
+"""
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_lines_kept_by_a_loop_that_stopped_are_written_at_exit(unbuffered: str) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    done = subprocess.run(
+        [sys.executable, "-c", _STOPS_BEFORE_THE_FLUSH],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=True,
+    )
+    assert lines(done.stdout) == [{"ev": "error", "code": "last"}]
