@@ -937,21 +937,24 @@ class Node:
     def say(self, text: str) -> str:
         text = check_text(text)
         seq = self.outbox.allocate()
-        self.profile.history.set_seq("public", seq)
         sent_t = round(self.wall(), 3)
         msg_id = f"{self.me.key.hex()[:16]}:{seq}"
-        self.profile.history.append(
-            HistoryRecord(
-                id=msg_id,
-                conversation=PUBLIC,
-                sender=self.cfg.handle,
-                sender_key=self.me.key_hex,
-                text=text,
-                sent_t=sent_t,
-                received_t=sent_t,
-                outgoing=True,
+        # One transaction for the counter and the text (the TUI calls us outside the
+        # command loop's batch; inside it, this adds nothing).
+        with self.profile.history.batch():
+            self.profile.history.set_seq("public", seq)
+            self.profile.history.append(
+                HistoryRecord(
+                    id=msg_id,
+                    conversation=PUBLIC,
+                    sender=self.cfg.handle,
+                    sender_key=self.me.key_hex,
+                    text=text,
+                    sent_t=sent_t,
+                    received_t=sent_t,
+                    outgoing=True,
+                )
             )
-        )
         # Packed and sent once the current burst of commands is done (see _pack_public).
         self._unpacked.append((seq, text, sent_t))
         if not self._pump_scheduled:
