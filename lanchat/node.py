@@ -80,6 +80,8 @@ AUTO_AWAY_S = 600.0  # no command for this long: shown as away (until the next c
 PRESENCE_STATES = ("online", "away", "busy")
 BACKGROUND_COMMANDS = frozenset({"read", "history", "friends", "who", "queue", "status"})
 REQUESTS_PER_MIN = 20
+STREAM_GAP_S = 0.005  # texts closer than this to the previous pack are a stream...
+PACK_DELAY_S = 0.002  # ...and wait this long to be packed with the next ones
 
 
 class NodeExit(Exception):
@@ -213,6 +215,7 @@ class Node:
         )
         self._unpacked: list[tuple[int, str, float]] = []  # said, not yet signed and queued
         self._pump_scheduled = False
+        self._last_pack = -1e9
         self.counters: dict[str, int] = {}
         self.hello_ok: dict[bytes, bool] = {}
         self.last_epoch = 0
@@ -959,12 +962,19 @@ class Node:
         self._unpacked.append((seq, text, sent_t))
         if not self._pump_scheduled:
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump_public)
+            loop = asyncio.get_running_loop()
+            if self.clock() - self._last_pack < STREAM_GAP_S:
+                # A stream of texts (a bot, a paste): wait a moment for the next ones, so
+                # they go out packed under one signature. A lone text goes at once.
+                loop.call_later(PACK_DELAY_S, self._pump_public)
+            else:
+                loop.call_soon(self._pump_public)
         return msg_id
 
     def _pack_public(self) -> None:
         """Turn queued texts into signed messages: one per text, or a batch for a burst."""
         now = self.clock()
+        self._last_pack = now
         pending, self._unpacked = self._unpacked, []
         while pending:
             chunk = [pending.pop(0)]
