@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import secrets
 import time
@@ -310,6 +311,9 @@ class Node:
         self._tg.create_task(self._command_loop(commands))
         if self.cfg.connect is not None:
             self._tg.create_task(self._connect_direct())
+        # What start-up built (modules, classes, caches) lives as long as we do: keep it out
+        # of the cyclic collector's full passes, which would otherwise stall a busy relay.
+        gc.freeze()
 
     async def _shutdown(self) -> None:
         if self._wake is not None:
