@@ -6,7 +6,6 @@ This is the interface for bots, scripts and tests; docs/headless.md is its contr
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -14,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-import weakref
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,8 +43,6 @@ class EventWriter:
         self._lock = threading.Lock()
         self._lines: list[str] = []  # kept for the flush the loop will run next
         self._flush_due = False
-        # A safety net for lines kept by a loop that stopped before the flush it was given.
-        atexit.register(_flush_if_alive, weakref.ref(self))
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = _ENCODER.encode(event)
@@ -81,12 +77,6 @@ class EventWriter:
                 self._stream.flush()
             except (BrokenPipeError, ValueError):
                 pass  # the reader went away; the node keeps running until stdin closes
-
-
-def _flush_if_alive(ref: weakref.ref[EventWriter]) -> None:
-    writer = ref()
-    if writer is not None:
-        writer.flush()
 
 
 def parse_command(line: str) -> dict[str, Any] | str:

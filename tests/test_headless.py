@@ -7,17 +7,16 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 from lanchat.headless import EventWriter, parse_command, run_headless
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
     from lanchat.node import Node
 
@@ -231,30 +230,3 @@ def test_parse_command() -> None:
     assert parse_command('{"cmd":"say","text":"hi"}') == {"cmd": "say", "text": "hi"}
     assert isinstance(parse_command("[1]"), str)
     assert isinstance(parse_command("not json"), str)
-
-
-_STOPS_BEFORE_THE_FLUSH = """
-import asyncio, sys
-from lanchat.headless import EventWriter
-
-emit = EventWriter(sys.stdout)
-loop = asyncio.new_event_loop()
-loop.call_soon(emit, {"ev": "error", "code": "last"})
-loop.call_soon(loop.stop)  # the same iteration: the flush it scheduled never runs
-loop.run_forever()
-loop.close()
-"""
-
-
-@pytest.mark.parametrize("unbuffered", ["", "1"])
-def test_lines_kept_by_a_loop_that_stopped_are_written_at_exit(unbuffered: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
-    done = subprocess.run(
-        [sys.executable, "-c", _STOPS_BEFORE_THE_FLUSH],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=True,
-    )
-    assert lines(done.stdout) == [{"ev": "error", "code": "last"}]
