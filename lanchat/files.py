@@ -80,7 +80,9 @@ class _Failed(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: these records are looked up by offer id, never compared or hashed; generated
+# __eq__ and __hash__ methods would only add to every node's start-up time.
+@dataclass(frozen=True, slots=True, eq=False)
 class _Served:
     """One of our offers: its descriptor stays open, so the path cannot be swapped later."""
 
@@ -88,7 +90,7 @@ class _Served:
     fd: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Download:
     """One running download; ``stop`` (resolved with a reason) and ``ended`` let decline()
     and close() stop it and wait for it."""

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import nacl.bindings
-import nacl.encoding
 import nacl.exceptions
-import nacl.hash
 import nacl.public
 import nacl.signing
 
@@ -74,9 +72,8 @@ class Identity:
 
     def __post_init__(self) -> None:
         seed = bytes(self.signing_key)
-        curve_secret = nacl.hash.blake2b(
-            seed, key=_CURVE_DOMAIN, digest_size=KEY_BYTES, encoder=nacl.encoding.RawEncoder
-        )
+        # Keyed BLAKE2b, as libsodium's crypto_generichash computes it (same bytes).
+        curve_secret = hashlib.blake2b(seed, key=_CURVE_DOMAIN, digest_size=KEY_BYTES).digest()
         object.__setattr__(self, "_box_key", self.signing_key.to_curve25519_private_key())
         object.__setattr__(self, "_boxes", {})
         object.__setattr__(self, "_curve_secret", curve_secret)

@@ -8,6 +8,7 @@ the CLI and `lanchat doctor` can show.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,11 @@ _RFC1918 = (
     ipaddress.IPv4Network("192.168.0.0/16"),
 )
 _LAN_OR_LOCAL = (*_RFC1918, _LOOPBACK, _LINK_LOCAL, _CGNAT)
+# A start asks for the machine's interfaces three times within milliseconds (the CLI picks
+# the address, the node names its interface, discovery takes the subnet); one listing, kept
+# this long, answers all three. Link up/down is watched separately (link_state).
+SYSTEM_LISTING_TTL_S = 1.0
+_system_listing: tuple[float, list[Candidate]] | None = None
 
 
 class NetifError(Exception):
@@ -121,11 +127,22 @@ def _sort_key(candidate: Candidate) -> tuple[bool, bool, str, int]:
 def list_interfaces(adapters: Iterable[ifaddr.Adapter] | None = None) -> list[Candidate]:
     """Every local IPv4 address (plus IPv6-only/addressless interfaces, as unusable).
 
-    `adapters` defaults to `ifaddr.get_adapters()`; tests pass fabricated ones.
+    `adapters` defaults to `ifaddr.get_adapters()` (a listing at most SYSTEM_LISTING_TTL_S
+    old); tests pass fabricated ones.
     """
+    global _system_listing
+    if adapters is not None:
+        return _candidates(adapters)
+    now = time.monotonic()
+    if _system_listing is None or not 0 <= now - _system_listing[0] < SYSTEM_LISTING_TTL_S:
+        _system_listing = (now, _candidates(ifaddr.get_adapters()))
+    return list(_system_listing[1])
+
+
+def _candidates(adapters: Iterable[ifaddr.Adapter]) -> list[Candidate]:
     found: list[Candidate] = []
     addressless: list[Candidate] = []
-    for adapter in ifaddr.get_adapters() if adapters is None else adapters:
+    for adapter in adapters:
         # ifaddr gives an IPv4 address as a str and an IPv6 one as a tuple.
         v4 = [(ip.ip, ip.network_prefix) for ip in adapter.ips if isinstance(ip.ip, str)]
         for text, prefixlen in v4:

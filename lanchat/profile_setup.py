@@ -7,7 +7,6 @@ other nor ``lanchat.cli``. Start-up failures are reported as ``error`` events th
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import time
@@ -125,6 +124,8 @@ def parse_connect(value: str) -> tuple[str, int]:
 
 def login_name() -> str:
     """The user's login name (a first handle to suggest), or "guest"."""
+    import getpass  # only the interactive first run asks; headless starts never need it
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

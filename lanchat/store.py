@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import platformdirs
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
@@ -123,6 +122,8 @@ class ProfileCorrupt(ProfileError):
 
 def default_profile_dir() -> Path:
     """The profile used when no --profile is given."""
+    import platformdirs  # only without --profile: scripted starts pass one and skip it
+
     return platformdirs.user_data_path("lanchat") / "default"
 
 

@@ -202,3 +202,34 @@ def test_only_headless_mode_logs_to_stderr(args: list[str], to_stderr: bool) -> 
         check=True,
     )
     assert done.stdout.strip().endswith(str(to_stderr)), done.stdout
+
+
+# Runs a headless start up to the event loop, then lists what it imported that only the
+# screen, the doctor or an interactive first run needs (each costs start-up CPU).
+_HEADLESS_IMPORTS = """
+import asyncio, json, sys
+import lanchat.cli
+
+def report(coro):
+    coro.close()
+    unwanted = ("prompt_toolkit", "lanchat.ui", "lanchat.doctor", "getpass")
+    print(json.dumps(sorted(name for name in unwanted if name in sys.modules)))
+    return 0
+
+asyncio.run = report
+sys.exit(lanchat.cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_headless_start_imports_only_what_it_uses(tmp_path: Path) -> None:
+    args = ["--headless", "--handle", "bot", "--profile", str(tmp_path / "p")]
+    done = subprocess.run(
+        [sys.executable, "-c", _HEADLESS_IMPORTS, *args, "--interface", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []

@@ -183,3 +183,15 @@ def test_z85_round_trip_and_errors() -> None:
         z85_decode(b"abc~d")
     with pytest.raises(ValueError, match="out of range"):
         z85_decode(b"#####")
+
+
+def test_the_curve_key_derivation_never_changes() -> None:
+    # Keyed BLAKE2b of the seed (libsodium's crypto_generichash and hashlib agree): a
+    # profile keeps its transport key across versions.
+    one = Identity.from_seed(bytes(range(32)))
+    assert one.curve_secret.hex() == (
+        "ce97a5c876467569588b198aefcda699846e5f1df851a7cd945dba801a959585"
+    )
+    assert one.curve_public.hex() == (
+        "3dfdfed55676fca88d869c3ca4a414a25437faf55938b6dd43201cb24724715f"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ifaddr
 import pytest
 
+from lanchat import netif
 from lanchat.netif import (
     Candidate,
     NetifError,
@@ -173,3 +174,27 @@ def test_real_machine() -> None:
     else:
         with pytest.raises(NoLanInterface, match="loopback"):
             choose_address(None)
+
+
+def test_the_system_listing_is_reused_for_a_moment_then_taken_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def fake_adapters() -> list[ifaddr.Adapter]:
+        calls.append(1)
+        return LAPTOP
+
+    clock = [1000.0]
+    monkeypatch.setattr(netif, "_system_listing", None)
+    monkeypatch.setattr(ifaddr, "get_adapters", fake_adapters)
+    monkeypatch.setattr(netif.time, "monotonic", lambda: clock[0])
+    first = list_interfaces()
+    assert choose_address(None) == Candidate("wlp2s0", "192.168.1.37", 24, True, "")
+    first.clear()  # callers get their own list
+    assert netif.interface_of("192.168.1.37") == "wlp2s0"
+    assert len(calls) == 1
+    clock[0] += netif.SYSTEM_LISTING_TTL_S
+    assert list_interfaces() == list_interfaces(LAPTOP)
+    assert len(calls) == 2
+    monkeypatch.setattr(netif, "_system_listing", None)

@@ -195,6 +195,68 @@ def test_frames_are_three_except_relay_six(example: tuple[Any, bytes]) -> None:
     assert len(encode(msg, sig)) == (6 if isinstance(msg, Relay) else 3)
 
 
+INNER_EXAMPLES: list[Any] = [
+    Private(item="text", cseq=4, base=2, handle="bob", text="hi ✓", sent_t=1.5),
+    PrivateAck(upto=9),
+    wire.Signal(what="read", value=3),
+]
+
+
+def _generated_twin(cls: type[Any]) -> type[Any]:
+    """The class plain ``@dataclass(frozen=True, slots=True)`` would make, to compare with."""
+    fields = [(f.name, f.type, dataclasses.field(default=None)) for f in dataclasses.fields(cls)]
+    twin = dataclasses.make_dataclass(cls.__name__, fields, frozen=True, slots=True)
+    twin.__qualname__ = cls.__qualname__
+    return twin
+
+
+def _as_twin(msg: Any) -> Any:
+    twin = _generated_twin(type(msg))
+    return twin(**{f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)})
+
+
+@pytest.mark.parametrize(
+    "msg", [m for m, _ in EXAMPLES] + INNER_EXAMPLES, ids=lambda m: type(m).__name__
+)
+def test_eq_hash_and_repr_are_those_dataclass_would_generate(msg: Any) -> None:
+    twin = _as_twin(msg)
+    assert repr(msg) == repr(twin)
+    assert hash(msg) == hash(twin)
+    copy = dataclasses.replace(msg)
+    assert copy is not msg
+    assert (copy == msg, copy != msg) == (True, False)
+    assert hash(copy) == hash(msg)
+    first = dataclasses.fields(msg)[0]
+    changed = dataclasses.replace(msg, **{first.name: _other_value(getattr(msg, first.name))})
+    assert (changed == msg, changed != msg) == (False, True)
+    # Another class with the same fields is never equal, as with a generated __eq__.
+    assert msg.__eq__(twin) is NotImplemented
+    assert msg != twin
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.__setattr__(first.name, getattr(msg, first.name))
+    assert not hasattr(msg, "__dict__")
+
+
+def _other_value(value: Any) -> Any:
+    """A value of the same type that differs from ``value``."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    assert isinstance(value, bytes)
+    return value + b"x"
+
+
+def test_hello_and_its_roster_entry_are_never_equal() -> None:
+    # Same field values where they overlap, different classes: as with generated __eq__.
+    entry = _hello().entry(SIG)
+    assert hello_of(entry) == _hello()
+    assert entry != _hello()
+    assert {_hello(), _hello(), hello_of(entry)} == {_hello()}
+
+
 def test_relay_envelope_carries_the_public_frames_unchanged() -> None:
     pub = _public()
     frames = encode(Relay(epoch=3, bseq=42, inner=pub, inner_sig=SIG))

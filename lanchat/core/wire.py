@@ -20,6 +20,7 @@ import binascii
 import dataclasses
 import json
 import math
+import operator
 import typing
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -112,6 +113,63 @@ class Kind(IntEnum):
     PUBLIC_BATCH = 24
 
 
+class _Record:
+    """Equality, hash and repr of every message class, shared rather than generated.
+
+    ``dataclass`` compiles every method it generates separately, and for these classes that
+    compiling was the largest part of a node's own start-up (benchmarks/bench_startup.py).
+    The classes say ``eq=False, repr=False`` only so that ``dataclass`` keeps these; the
+    results are the generated ones': ``==`` compares the field tuples of two objects of the
+    same class (``NotImplemented`` otherwise), ``hash`` is the hash of that tuple, and
+    ``repr`` is ``Class(field=value, ...)`` (tests/test_wire.py checks all three).
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            values = _field_values(self.__class__)
+            return bool(values(self) == values(other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_field_values(self.__class__)(self))
+
+    def __repr__(self) -> str:
+        names = _field_names(self.__class__)
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{self.__class__.__qualname__}({inner})"
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_FIELD_VALUES: dict[type[Any], typing.Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _field_values(cls: type[Any]) -> typing.Callable[[Any], tuple[Any, ...]]:
+    """A function from an object of ``cls`` to the tuple of its field values."""
+    values = _FIELD_VALUES.get(cls)
+    if values is None:
+        names = _field_names(cls)
+        # attrgetter of two or more names returns the tuple itself, in C.
+        values = operator.attrgetter(*names) if len(names) >= 2 else _one_or_no_field(names)
+        _FIELD_VALUES[cls] = values
+    return values
+
+
+def _one_or_no_field(names: tuple[str, ...]) -> typing.Callable[[Any], tuple[Any, ...]]:
+    def values(obj: Any) -> tuple[Any, ...]:
+        return tuple(getattr(obj, name) for name in names)
+
+    return values
+
+
 def _key() -> Any:
     return field(default=b"", metadata={"len": KEY_BYTES})
 
@@ -120,8 +178,8 @@ def _short(limit: int = _MAX_SHORT) -> Any:
     return field(default="", metadata={"max": limit})
 
 
-@dataclass(frozen=True, slots=True)
-class PeerEntry:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class PeerEntry(_Record):
     """One roster line: a peer's own signed Hello, so receivers can check the broker."""
 
     handle: str = _short(_MAX_HANDLE)
@@ -138,8 +196,8 @@ class PeerEntry:
     status: str = _short(64)
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Hello(_Record):
     """Client -> broker: who I am. Signed by the identity key it names."""
 
     KIND: ClassVar[Kind] = Kind.HELLO
@@ -188,8 +246,8 @@ def hello_of(entry: PeerEntry) -> Hello:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Welcome:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Welcome(_Record):
     """Broker -> client: you are in; here is where to subscribe and what to expect."""
 
     KIND: ClassVar[Kind] = Kind.WELCOME
@@ -205,8 +263,8 @@ class Welcome:
     first_live: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Refused(_Record):
     """Broker -> client: your Hello (or a later frame) was not accepted."""
 
     KIND: ClassVar[Kind] = Kind.REFUSED
@@ -215,8 +273,8 @@ class Refused:
     message: str = _short(500)
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Heartbeat(_Record):
     """Client -> broker: still here."""
 
     KIND: ClassVar[Kind] = Kind.HEARTBEAT
@@ -225,8 +283,8 @@ class Heartbeat:
     status: str = _short(64)
 
 
-@dataclass(frozen=True, slots=True)
-class Beat:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Beat(_Record):
     """Broker -> everyone (PUB): still here, last sequence number, roster version."""
 
     KIND: ClassVar[Kind] = Kind.BEAT
@@ -236,8 +294,8 @@ class Beat:
     roster_version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Roster:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Roster(_Record):
     """Broker -> everyone: who is connected, in succession order (first = next broker)."""
 
     KIND: ClassVar[Kind] = Kind.ROSTER
@@ -248,8 +306,8 @@ class Roster:
     peers: tuple[PeerEntry, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Public:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Public(_Record):
     """A message to the whole room. Signed by its author; the broker cannot forge it."""
 
     KIND: ClassVar[Kind] = Kind.PUBLIC
@@ -273,8 +331,8 @@ MAX_BATCH = 64
 MAX_BATCH_CHARS = 32_000
 
 
-@dataclass(frozen=True, slots=True)
-class PublicBatch:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class PublicBatch(_Record):
     """Several consecutive public messages of one author under one signature.
 
     An author that has many messages queued (a bot, a paste, a burst after a failover)
@@ -315,8 +373,8 @@ class PublicBatch:
             raise DecodeError(f"a batch holds at most {MAX_BATCH_CHARS} characters")
 
 
-@dataclass(frozen=True, slots=True)
-class Relay:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Relay(_Record):
     """Broker -> everyone (PUB): a Public stamped with the broker's sequence number."""
 
     KIND: ClassVar[Kind] = Kind.RELAY
@@ -327,8 +385,8 @@ class Relay:
     inner_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Ack(_Record):
     """Broker -> author: your Public (or batch) starting at ``seq`` is stored and relayed."""
 
     KIND: ClassVar[Kind] = Kind.ACK
@@ -337,8 +395,8 @@ class Ack:
     count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Resend:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Resend(_Record):
     """Client -> broker: I missed relays first..last (inclusive) of this epoch."""
 
     KIND: ClassVar[Kind] = Kind.RESEND
@@ -348,8 +406,8 @@ class Resend:
     last: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Goodbye:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Goodbye(_Record):
     """Either way: I am leaving now (clean exit, so nobody waits for a timeout)."""
 
     KIND: ClassVar[Kind] = Kind.GOODBYE
@@ -357,8 +415,8 @@ class Goodbye:
     reason: str = _short()
 
 
-@dataclass(frozen=True, slots=True)
-class Direct:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Direct(_Record):
     """Sender -> broker -> recipient: a sealed (NaCl Box) Private or PrivateAck, signed."""
 
     KIND: ClassVar[Kind] = Kind.DIRECT
@@ -368,8 +426,8 @@ class Direct:
     box: bytes = field(default=b"", metadata={"max": 64 * 1024})
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Redirect(_Record):
     """Broker -> its clients: another broker won the merge; move there."""
 
     KIND: ClassVar[Kind] = Kind.REDIRECT
@@ -381,8 +439,8 @@ class Redirect:
     epoch: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Sync:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Sync(_Record):
     """Client -> broker: send me the roster (mine is older than your Beat says)."""
 
     KIND: ClassVar[Kind] = Kind.SYNC
@@ -399,8 +457,8 @@ def _opt_key() -> Any:
     return field(default=b"", metadata={"len_or_empty": KEY_BYTES})
 
 
-@dataclass(frozen=True, slots=True)
-class Hand:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Hand(_Record):
     """Student -> broker: I raise (or, after a failover, re-raise) my hand.
 
     ``eph_key`` is a per-hand X25519 key: the conversation with the mentor is sealed to it,
@@ -418,8 +476,8 @@ class Hand:
     claimed_by: bytes = _opt_key()
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Claim(_Record):
     """Mentor -> broker: I take this hand."""
 
     KIND: ClassVar[Kind] = Kind.CLAIM
@@ -427,8 +485,8 @@ class Claim:
     hand_id: str = _hand_id()
 
 
-@dataclass(frozen=True, slots=True)
-class HandDone:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class HandDone(_Record):
     """Student or claiming mentor -> broker: this hand is resolved (or lowered)."""
 
     KIND: ClassVar[Kind] = Kind.HAND_DONE
@@ -436,8 +494,8 @@ class HandDone:
     hand_id: str = _hand_id()
 
 
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class QueueEntry(_Record):
     hand_id: str = _hand_id()
     label: str = _short(_MAX_HANDLE)  # the handle, or a pseudonym for an anonymous hand
     topic: str = _short()
@@ -449,8 +507,8 @@ class QueueEntry:
     claimed_key: bytes = _opt_key()
 
 
-@dataclass(frozen=True, slots=True)
-class Queue:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Queue(_Record):
     """Broker -> each mentor: the whole help queue, oldest hand first."""
 
     KIND: ClassVar[Kind] = Kind.QUEUE
@@ -459,8 +517,8 @@ class Queue:
     entries: tuple[QueueEntry, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class HandStatus:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class HandStatus(_Record):
     """Broker -> the student: where your hand stands (waiting, claimed, done)."""
 
     KIND: ClassVar[Kind] = Kind.HAND_STATUS
@@ -472,8 +530,8 @@ class HandStatus:
     mentor_key: bytes = _opt_key()
 
 
-@dataclass(frozen=True, slots=True)
-class HelpMsg:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class HelpMsg(_Record):
     """Student <-> claiming mentor, routed by the broker by hand id; sealed end to end
     between the student's per-hand key and the mentor's identity (box) key."""
 
@@ -487,8 +545,8 @@ class HelpMsg:
 PRIVATE_ITEMS = frozenset({"request", "accept", "reject", "text", "file"})
 
 
-@dataclass(frozen=True, slots=True)
-class Private:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Private(_Record):
     """Inside a Direct: one item of a private conversation, numbered per sender->recipient.
 
     ``base`` is the lowest number the sender still holds unacknowledged; everything below
@@ -505,8 +563,8 @@ class Private:
     sent_t: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class PrivateAck:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class PrivateAck(_Record):
     """Inside a Direct: I have every item of yours up to and including ``upto``."""
 
     KIND: ClassVar[Kind] = Kind.PRIVATE_ACK
@@ -517,8 +575,8 @@ class PrivateAck:
 SIGNALS = frozenset({"typing", "read"})
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Signal(_Record):
     """Inside a Direct: a hint that is not worth queueing (typing now; read up to item N).
 
     Not numbered and never re-sent: a lost one is covered by the next.
