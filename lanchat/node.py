@@ -108,7 +108,9 @@ class NodeConfig:
     auto_read: bool = True
 
 
-@dataclass(slots=True)
+# eq=False on the private records below: never compared (a link is checked with `is`), and
+# each generated __eq__ costs start-up time.
+@dataclass(slots=True, eq=False)
 class _Target:
     key: bytes
     curve_key: bytes
@@ -117,7 +119,7 @@ class _Target:
     handle: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Peer:
     entry: wire.PeerEntry
 
@@ -126,7 +128,7 @@ class _Peer:
         return self.entry.id_key
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Link:
     target: _Target
     sockets: BrokerLink
@@ -137,7 +139,7 @@ class _Link:
     refused_not_broker: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _HelpSession:
     """One side of a hand's conversation: numbered items, acked, re-sent until acked."""
 
@@ -147,7 +149,7 @@ class _HelpSession:
     inbound: InboundChannel = field(default_factory=InboundChannel)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _MyHand:
     hand_id: str
     topic: str
@@ -161,7 +163,7 @@ class _MyHand:
     session: _HelpSession = field(default_factory=_HelpSession)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Claimed:
     entry: wire.QueueEntry
     session: _HelpSession = field(default_factory=_HelpSession)
@@ -1170,6 +1172,40 @@ class Node:
         if outcome.state == fs.Friendship.FRIEND and move in (fs.Move.ACCEPT, fs.Move.REQUEST):
             self._emit("accepted", by=self.cfg.handle, **{"with": name})
 
+    def trust_new_key(self, handle: str, fingerprint: str) -> None:
+        """Pin the key a handle uses now in place of the pinned one (a reinstall, a new
+        laptop), once the user has compared its fingerprint with its owner out of band.
+
+        The friendship of the old key is not carried over: the new key starts as a
+        stranger, so a chat request is needed again. What was queued for the old key stays
+        sealed to it and is never sent to the new one.
+        """
+        try:
+            validate_handle(handle)
+        except HandleError as exc:
+            raise CommandError("bad_command", str(exc)) from None
+        state = self.profile.state
+        pin = state.pin_for_handle(handle)
+        now_key = next(
+            (e.id_key for e in self.online.values() if handle_key(e.handle) == handle_key(handle)),
+            None,
+        )
+        if now_key is None:
+            raise CommandError("unknown_handle", f"{handle!r} is not online: nothing to trust")
+        if pin is None or pin.key == now_key.hex():
+            raise CommandError("bad_command", f"{handle!r} already uses the key you trust")
+        wanted = ident.fingerprint(now_key)
+        if fingerprint.strip().casefold() != wanted.casefold():
+            raise CommandError(
+                "fingerprint_mismatch",
+                f"that is not the fingerprint of {handle!r}'s new key; compare it with them "
+                "in person (they see theirs in their status bar)",
+            )
+        for old in [p for p in state.pins() if handle_key(p.handle) == handle_key(handle)]:
+            state.remove_pin(old.key)
+        state.set_pin(handle, now_key.hex(), self.wall())
+        self._emit("trusted", handle=handle, fingerprint=wanted)
+
     def _limit_requests(self, key: bytes, name: str) -> None:
         """A pending request is re-sent at most every REQUEST_GAP_S; REQUESTS_PER_MIN in all."""
         now = self.clock()
@@ -1972,6 +2008,8 @@ class Node:
             self.friend_move(arg("handle"), fs.Move.BLOCK)
         elif name == "unblock":
             self.friend_move(arg("handle"), fs.Move.UNBLOCK)
+        elif name == "trust":
+            self.trust_new_key(arg("handle"), arg("fingerprint"))
         elif name == "who":
             self._emit("who", peers=self.who())
         elif name == "friends":

@@ -210,6 +210,36 @@ def test_changed_key_for_a_known_handle_is_flagged_and_messages_held_back(
         fake.wait("request", timeout=0.1)
 
 
+def test_a_new_key_trusted_by_fingerprint_starts_as_a_stranger(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(3)
+    ann = LanNode(lan, 1, "ann", tmp_path / "ann", ["--mentor"])
+    ben = LanNode(lan, 2, "ben", tmp_path / "ben")
+    wait_connected([ann, ben])
+    befriend(ann, ben)
+    assert ben.quit() == 0
+    # ben reinstalled: same handle, new key. ann holds a message for the old key.
+    ben2 = LanNode(lan, 3, "ben", tmp_path / "ben-reinstalled")
+    new_fingerprint = ben2.wait("ready")["fingerprint"]
+    ann.wait("warning", lambda e: e["code"] == "key_changed")
+    ann.send(cmd="msg", to="ben", text="sealed for the old key")
+    ann.send(cmd="trust", handle="ben", fingerprint="0000-0000-0000-0000-0000")
+    assert ann.wait("error")["code"] == "fingerprint_mismatch"
+    ann.send(cmd="trust", handle="ben", fingerprint=new_fingerprint.upper())
+    trusted = ann.wait("trusted")
+    assert (trusted["handle"], trusted["fingerprint"]) == ("ben", new_fingerprint)
+    # Not a friend yet: the old friendship stays with the old key.
+    ann.send(cmd="msg", to="ben", text="too early")
+    assert ann.wait("error")["code"] == "not_friends"
+    befriend(ann, ben2)
+    ann.send(cmd="msg", to="ben", text="hello new ben")
+    got = ben2.wait("private")
+    assert got["text"] == "hello new ben"
+    with pytest.raises(TimeoutError):
+        ben2.wait("private", lambda e: e["text"] == "sealed for the old key", timeout=2)
+
+
 def test_offline_request_and_message_are_delivered_later_and_survive_restart(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:

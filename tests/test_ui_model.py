@@ -29,6 +29,7 @@ from lanchat.ui.model import (
     ViewModel,
     human_size,
     ordinal,
+    peer_key,
 )
 from lanchat.ui.screen import KEYS
 
@@ -921,3 +922,15 @@ def test_sizes_and_ordinals() -> None:
         "22nd",
         "101st",
     ]
+
+
+def test_trusting_a_new_key_is_typed_with_its_code_and_starts_over(model: ViewModel) -> None:
+    assert parse_input("/trust bob 1a2b-3c4d-5e6f-7a8b-9c0d", InputContext()) == Command(
+        {"cmd": "trust", "handle": "bob", "fingerprint": "1a2b-3c4d-5e6f-7a8b-9c0d"}
+    )
+    assert isinstance(parse_input("/trust bob", InputContext()), InputError)
+    model.apply(ev("warning", code="key_changed", handle="bob", message="bob changed key"))
+    assert "/trust bob CODE" in texts(model)[-1]
+    model.apply(ev("trusted", handle="bob", fingerprint="1a2b-3c4d-5e6f-7a8b-9c0d"))
+    assert "/request bob" in texts(model)[-1]
+    assert model.peers[peer_key("bob")].relation is Friendship.NONE

@@ -60,6 +60,9 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/reject", "/reject [H]", "decline a request (default: the first)", True),
     CommandSpec("/block", "/block H", "ignore H everywhere", handle_arg=True),
     CommandSpec("/unblock", "/unblock H", "stop ignoring H", handle_arg=True),
+    CommandSpec(
+        "/trust", "/trust H code", "trust H's new key (compare its code with H)", handle_arg=True
+    ),
     CommandSpec("/who", "/who", "list who is online"),
     CommandSpec("/friends", "/friends", "list friends with their safety codes"),
     CommandSpec("/history", "/history [H] [N]", "load the last N messages", handle_arg=True),
@@ -92,9 +95,9 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
 HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/msg H text, /say text", "private message to friend H / public message"),
     ("/join H | public", "switch to the chat with H, or back to the room"),
-    ("/request H", "ask H for a private, end-to-end encrypted chat"),
-    ("/accept [H], /reject [H]", "answer a chat request (F2 / F3: the oldest)"),
+    ("/request, /accept, /reject H", "ask H for a private chat / answer (F2 / F3)"),
     ("/block H, /unblock H", "ignore H everywhere / stop ignoring H"),
+    ("/trust H code", "H changed keys: trust the new one (code compared)"),
     ("/who, /friends", "who is online / your friends and safety codes"),
     ("/history [H] [N]", "load the last N stored messages of a chat"),
     ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
@@ -266,6 +269,12 @@ def _with_handle(cmd: str, key: str) -> _Parser:
     return parse
 
 
+def _trust(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) != 2:
+        raise _UsageError()
+    return Command({"cmd": "trust", "handle": _handle(words[0]), "fingerprint": words[1]})
+
+
 def _bare(cmd: str) -> _Parser:
     def parse(_rest: str, words: list[str], _ctx: InputContext) -> Command:
         _no_args(words)
@@ -397,6 +406,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "/reject": _answer("reject"),
     "/block": _with_handle("block", "handle"),
     "/unblock": _with_handle("unblock", "handle"),
+    "/trust": _trust,
     "/who": _bare("who"),
     "/friends": _bare("friends"),
     "/history": _history,

@@ -1070,11 +1070,26 @@ class ViewModel:
 
     def _on_warning(self, ev: Mapping[str, Any], now: float) -> bool:
         message = _text(ev.get("message")) or label(ev.get("code"))
+        if ev.get("code") == "key_changed":
+            message += (
+                f" If they only reinstalled, compare the new code with them and type "
+                f"/trust {label(ev.get('handle'))} CODE."
+            )
         self.note(message, now, LineKind.WARNING)
         key = peer_key(label(ev.get("handle")))
         if key != self.current and key in self.conversations:
             self._add(self.conversations[key], Line(now, LineKind.WARNING, message))
         return False
+
+    def _on_trusted(self, ev: Mapping[str, Any], now: float) -> None:
+        handle = label(ev.get("handle"))
+        peer = self._peer(handle)
+        peer.relation = Friendship.NONE  # the friendship stays with the old key
+        self.note(
+            f"you trust {handle}'s new key ({label(ev.get('fingerprint'))}); "
+            f"send /request {handle} to chat privately again",
+            now,
+        )
 
     def _on_error(self, ev: Mapping[str, Any], now: float) -> None:
         code = label(ev.get("code"))
