@@ -2116,7 +2116,13 @@ class Node:
             self._spawn(self._reannounce())
             with contextlib.suppress(Exception):  # best effort, like every announcement
                 self.discovery.ask_everyone()
-            if self.relay is not None:
+            if self.link is not None and self.link.welcome is None:
+                # A connection attempt made while cut off (to a successor from the old
+                # roster, most likely) would only time out: choose again with what we
+                # know now, the room's broker first.
+                self._drop_link()
+                self._choose_target(now)
+            elif self.relay is not None:
                 self._check_merge()
 
     def _emit(self, ev: str, /, **fields: Any) -> None:

@@ -132,6 +132,9 @@ class BrokerLink:
         sock.curve_secretkey = _z85(self._secret)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # A SYN lost while a link comes back (the first packets after carrier-on are
+        # dropped) would wait for the kernel's 1 s retransmit: connect afresh instead.
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, 300)
         # ZMTP heartbeats drop a dead connection even when no data is flowing.
         sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
