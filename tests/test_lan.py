@@ -31,6 +31,20 @@ def _wait_publics(node: LanNode, count: int, timeout: float = 15.0) -> None:
         node.wait("public", timeout=timeout)
 
 
+def _assert_all_once(node: LanNode, prefix: str, count: int, timeout: float) -> None:
+    """Wait until `node` shows `count` public texts starting with `prefix`: each once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = {e["text"] for e in node.seen("public") if e["text"].startswith(prefix)}
+        if len(got) == count:
+            break
+        with contextlib.suppress(TimeoutError):
+            node.wait("public", timeout=1)
+    got_list = [e["text"] for e in node.seen("public") if e["text"].startswith(prefix)]
+    assert len(set(got_list)) == count, f"got {len(set(got_list))} of {count}"
+    assert len(got_list) == count  # and none twice
+
+
 def test_nodes_discover_each_other_and_elect_one_broker(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
@@ -328,16 +342,7 @@ def test_a_receiver_stopped_for_seconds_catches_up_on_everything(
         time.sleep(3)  # the rule under test: away longer than the heartbeat timeout
     finally:
         cat.proc.send_signal(signal.SIGCONT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        got = {e["text"] for e in cat.seen("public") if e["text"].startswith("while you")}
-        if len(got) == 1500:
-            break
-        with contextlib.suppress(TimeoutError):
-            cat.wait("public", timeout=1)
-    got_list = [e["text"] for e in cat.seen("public") if e["text"].startswith("while you")]
-    assert len(got_list) == 1500, f"got {len(set(got_list))} of 1500"
-    assert len(set(got_list)) == 1500
+    _assert_all_once(cat, "while you slept", 1500, timeout=30)
 
 
 def test_a_node_cut_off_silently_rejoins_and_catches_up_on_what_it_missed(
@@ -361,13 +366,4 @@ def test_a_node_cut_off_silently_rejoins_and_catches_up_on_what_it_missed(
     lan.link_up(3, side="silent")
     cat.wait("broker", lambda e: e["handle"] == "ann")
     ann.wait("peer_up", lambda e: e["handle"] == "cat")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        got = {e["text"] for e in cat.seen("public") if e["text"].startswith("while you")}
-        if len(got) == missed:
-            break
-        with contextlib.suppress(TimeoutError):
-            cat.wait("public", timeout=1)
-    got_list = [e["text"] for e in cat.seen("public") if e["text"].startswith("while you")]
-    assert len(set(got_list)) == missed, f"got {len(set(got_list))} of {missed}"
-    assert len(got_list) == missed  # and none twice
+    _assert_all_once(cat, "while you were away", missed, timeout=20)
