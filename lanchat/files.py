@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 import zmq.asyncio
-from zmq.utils import z85
 
 from lanchat.core.files import (
     CHUNK_BYTES,
@@ -43,6 +42,7 @@ from lanchat.core.files import (
     safe_filename,
     unique_name,
 )
+from lanchat.transport import authenticated_key, curve_client_socket, curve_server_socket
 from lanchat.transport import drain_nowait as _drain
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ FREE_SPACE_MARGIN_BYTES: Final = 50 * 1024**2  # a download never leaves the dis
 STALL_TIMEOUT_S: Final = 60.0  # a download fails after this long without a single new chunk
 RETRY_S: Final = 1.0  # silence before re-requesting (doubles up to RETRY_MAX_FACTOR times)
 RETRY_MAX_FACTOR: Final = 8
-_ZAP_DOMAIN: Final = b"lanchat"
 _OK: Final = b"ok"
 _DENIED: Final = b"denied"
 _UNKNOWN: Final = b"unknown"
@@ -177,10 +176,6 @@ def _publish(part: Path, directory: Path, name: str) -> Path:
         return final
 
 
-def _z85(key: bytes) -> bytes:
-    return z85.encode(key)
-
-
 class FileService:
     """Serves this node's offers and downloads other nodes' offers into ``downloads``."""
 
@@ -223,16 +218,9 @@ class FileService:
         """Bind the file server on our LAN address (``port`` 0: any free port); its port."""
         if self._router is not None or self._closed:
             raise RuntimeError("a file service starts once")
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.curve_server = True
-        sock.curve_publickey = _z85(self.curve_public)
-        sock.curve_secretkey = _z85(self._curve_secret)
-        # Every client passes the ZAP handler, which stamps its CURVE key on each message
-        # ("User-Id"): authorize() decides per offer who may fetch it.
-        sock.zap_domain = _ZAP_DOMAIN
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+        # Every client's CURVE key is stamped on its messages: authorize() decides per
+        # offer who may fetch it.
+        sock = curve_server_socket(self._ctx, zmq.ROUTER, self.curve_public, self._curve_secret)
         try:
             if port:
                 sock.bind(f"tcp://{self.address}:{port}")
@@ -275,7 +263,7 @@ class FileService:
             index = int.from_bytes(head[2], "big")
             if served is None:
                 replies.append([*head, _UNKNOWN, b""])
-            elif not self._authorize(offer_id, _client_key(frames[1])):
+            elif not self._authorize(offer_id, authenticated_key(frames[1])):
                 replies.append([*head, _DENIED, b""])
             elif not 0 <= index < served.offer.chunks:
                 replies.append([*head, _RANGE, b""])
@@ -452,15 +440,9 @@ class FileService:
         return final
 
     def _client_socket(self, offer: FileOffer) -> zmq.asyncio.Socket:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.curve_serverkey = _z85(offer.server_key)
-        sock.curve_publickey = _z85(self.curve_public)
-        sock.curve_secretkey = _z85(self._curve_secret)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+        sock = curve_client_socket(
+            self._ctx, zmq.DEALER, offer.server_key, self.curve_public, self._curve_secret
+        )
         sock.connect(f"tcp://{offer.address}:{offer.port}")
         return sock
 
@@ -711,15 +693,6 @@ def _writer_closed(task: asyncio.Task[None], fd: int | None) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _client_key(frame: zmq.Frame) -> bytes:
-    # Set by the ZAP handler: the CURVE public key this client authenticated with.
-    try:
-        user = frame.get("User-Id")
-        return z85.decode(str(user)) if user else b""
-    except (ValueError, zmq.ZMQError):
-        return b""
 
 
 def _open_regular(path: Path) -> int:

@@ -42,13 +42,53 @@ def _z85(key: bytes) -> bytes:
     return z85.encode(key)
 
 
-def _incoming(frames: list[zmq.Frame]) -> Incoming:
-    # Set by the ZAP handler: the CURVE key this peer authenticated with.
-    user = frames[1].get("User-Id") if len(frames) > 1 else ""
+def curve_server_socket(
+    ctx: zmq.asyncio.Context, kind: int, public: bytes, secret: bytes
+) -> zmq.asyncio.Socket:
+    """A CURVE server socket whose every client passes the ZAP handler (see `Transport`)."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_server = True
+    sock.curve_publickey = _z85(public)
+    sock.curve_secretkey = _z85(secret)
+    # The ZAP handler stamps each client's CURVE key on its messages ("User-Id").
+    sock.zap_domain = _ZAP_DOMAIN
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+    return sock
+
+
+def curve_client_socket(
+    ctx: zmq.asyncio.Context, kind: int, server_key: bytes, public: bytes, secret: bytes
+) -> zmq.asyncio.Socket:
+    """A CURVE client socket for the server with `server_key` (connect it yourself)."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_serverkey = _z85(server_key)
+    sock.curve_publickey = _z85(public)
+    sock.curve_secretkey = _z85(secret)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    # A SYN lost while a link comes back (the first packets after carrier-on are
+    # dropped) would wait for the kernel's 1 s retransmit: connect afresh instead.
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, 300)
+    # ZMTP heartbeats drop a dead connection even when no data is flowing.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+    return sock
+
+
+def authenticated_key(frame: zmq.Frame) -> bytes:
+    """The CURVE key the sender of `frame` authenticated with (set by the ZAP handler)."""
     try:
-        key = z85.decode(str(user)) if user else b""
-    except ValueError:
-        key = b""
+        user = frame.get("User-Id")
+        return z85.decode(str(user)) if user else b""
+    except (ValueError, zmq.ZMQError):
+        return b""
+
+
+def _incoming(frames: list[zmq.Frame]) -> Incoming:
+    key = authenticated_key(frames[1]) if len(frames) > 1 else b""
     return Incoming(rid=frames[0].bytes, transport_key=key, frames=[f.bytes for f in frames[1:]])
 
 
@@ -125,20 +165,7 @@ class BrokerLink:
         self.sub: zmq.asyncio.Socket | None = None
 
     def _client_socket(self, kind: int) -> zmq.asyncio.Socket:
-        sock = self._ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.curve_serverkey = _z85(self.server_key)
-        sock.curve_publickey = _z85(self._public)
-        sock.curve_secretkey = _z85(self._secret)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        # A SYN lost while a link comes back (the first packets after carrier-on are
-        # dropped) would wait for the kernel's 1 s retransmit: connect afresh instead.
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, 300)
-        # ZMTP heartbeats drop a dead connection even when no data is flowing.
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
-        return sock
+        return curve_client_socket(self._ctx, kind, self.server_key, self._public, self._secret)
 
     def subscribe(self, pub_port: int) -> None:
         if self.sub is not None:
@@ -209,15 +236,7 @@ class Transport:
         self.pub_port = self._bind(self.pub, self.router_port + 1 if info_port else 0)
 
     def _server_socket(self, kind: int) -> zmq.asyncio.Socket:
-        sock = self.ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.curve_server = True
-        sock.curve_publickey = _z85(self.curve_public)
-        sock.curve_secretkey = _z85(self._curve_secret)
-        sock.zap_domain = _ZAP_DOMAIN
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
-        return sock
+        return curve_server_socket(self.ctx, kind, self.curve_public, self._curve_secret)
 
     def _bind(self, sock: zmq.asyncio.Socket, preferred: int) -> int:
         """Bind on the LAN address only (never 0.0.0.0); the preferred port if it is free."""
