@@ -644,7 +644,7 @@ class Node:
         if link.target.key != self.me.key:
             self.gone.add(link.target.key)
             if why != "broker left":
-                self._lost_room_at = self.clock()
+                self._lost_room_at = now
         if link.welcome is not None:
             self.last_epoch = max(self.last_epoch, link.welcome.epoch)
         self.announced_broker = None  # reconnecting, even to the same broker, is news
@@ -952,18 +952,7 @@ class Node:
         # command loop's batch; inside it, this adds nothing).
         with self.profile.history.batch():
             self.profile.history.set_seq("public", seq)
-            self.profile.history.append(
-                HistoryRecord(
-                    id=msg_id,
-                    conversation=PUBLIC,
-                    sender=self.cfg.handle,
-                    sender_key=self.me.key_hex,
-                    text=text,
-                    sent_t=sent_t,
-                    received_t=sent_t,
-                    outgoing=True,
-                )
-            )
+            self._store_outgoing(msg_id, PUBLIC, text, sent_t)
         # Packed and sent once the current burst of commands is done (see _pack_public).
         self._unpacked.append((seq, text, sent_t))
         if not self._pump_scheduled:
@@ -976,6 +965,21 @@ class Node:
             else:
                 loop.call_soon(self._pump_public)
         return msg_id
+
+    def _store_outgoing(self, msg_id: str, conversation: str, text: str, sent_t: float) -> None:
+        """A text of ours in the history of `conversation` (public, private or a hand's)."""
+        self.profile.history.append(
+            HistoryRecord(
+                id=msg_id,
+                conversation=conversation,
+                sender=self.cfg.handle,
+                sender_key=self.me.key_hex,
+                text=text,
+                sent_t=sent_t,
+                received_t=sent_t,
+                outgoing=True,
+            )
+        )
 
     def _pack_public(self) -> None:
         """Turn queued texts into signed messages: one per text, or a batch for a burst."""
@@ -1111,23 +1115,34 @@ class Node:
 
     # ================================================================ private chat
 
-    def _key_for_handle(self, handle: str) -> bytes:
-        """The identity key a handle stands for: the pinned one (trust on first use)."""
+    def _check_other_handle(self, handle: str) -> None:
+        """A command's handle argument: a valid handle, and not our own."""
         try:
             validate_handle(handle)
         except HandleError as exc:
             raise CommandError("bad_command", str(exc)) from None
         if handle_key(handle) == handle_key(self.cfg.handle):
             raise CommandError("bad_command", "that is your own handle")
+
+    def _online_key(self, handle: str) -> bytes | None:
+        """The key that `handle` is online with now, if it is."""
+        wanted = handle_key(handle)
+        return next(
+            (e.id_key for e in self.online.values() if handle_key(e.handle) == wanted), None
+        )
+
+    def _key_for_handle(self, handle: str) -> bytes:
+        """The identity key a handle stands for: the pinned one (trust on first use)."""
+        self._check_other_handle(handle)
         pin = self.profile.state.pin_for_handle(handle)
         if pin is not None:
             return bytes.fromhex(pin.key)
-        for entry in self.online.values():
-            if handle_key(entry.handle) == handle_key(handle):
-                return entry.id_key
-        raise CommandError(
-            "unknown_handle", f"nobody called {handle!r} has been seen on this network"
-        )
+        key = self._online_key(handle)
+        if key is None:
+            raise CommandError(
+                "unknown_handle", f"nobody called {handle!r} has been seen on this network"
+            )
+        return key
 
     def _friendship(self, key: bytes) -> fs.Friendship:
         # Read on every incoming message: served from memory (the profile lock makes this
@@ -1180,16 +1195,10 @@ class Node:
         stranger, so a chat request is needed again. What was queued for the old key stays
         sealed to it and is never sent to the new one.
         """
-        try:
-            validate_handle(handle)
-        except HandleError as exc:
-            raise CommandError("bad_command", str(exc)) from None
+        self._check_other_handle(handle)
         state = self.profile.state
         pin = state.pin_for_handle(handle)
-        now_key = next(
-            (e.id_key for e in self.online.values() if handle_key(e.handle) == handle_key(handle)),
-            None,
-        )
+        now_key = self._online_key(handle)
         if now_key is None:
             raise CommandError("unknown_handle", f"{handle!r} is not online: nothing to trust")
         if pin is None or pin.key == now_key.hex():
@@ -1250,18 +1259,7 @@ class Node:
         )
         msg_id = self._private_id(self.me.key, key, cseq)
         if item == "text":
-            hist.append(
-                HistoryRecord(
-                    id=msg_id,
-                    conversation=_conv(key),
-                    sender=self.cfg.handle,
-                    sender_key=self.me.key_hex,
-                    text=text,
-                    sent_t=sent_t,
-                    received_t=sent_t,
-                    outgoing=True,
-                )
-            )
+            self._store_outgoing(msg_id, _conv(key), text, sent_t)
         self._flush_private(key)
         return msg_id
 
@@ -1269,12 +1267,10 @@ class Node:
         """Send everything queued for ``key`` (in order) if it is online now."""
         if key not in self.online or self.link is None or self.link.welcome is None:
             return
-        pin = self.profile.state.pin_for_key(key.hex())
         entry = self.online[key]
         held = self.profile.state.pin_for_handle(entry.handle)
         if held is not None and held.key != key.hex():
             return  # impersonation suspected: hold everything back
-        del pin
         items = self.profile.history.outbox_for(key.hex())
         if not items:
             return
@@ -1740,18 +1736,7 @@ class Node:
         session.unacked[cseq] = wire.encode_inner(item)
         self._flush_help(hand_id, session, to_mentor)
         msg_id = f"hand:{hand_id}:{'s' if to_mentor else 'm'}:{cseq}"
-        self.profile.history.append(
-            HistoryRecord(
-                id=msg_id,
-                conversation=f"hand:{hand_id}",
-                sender=self.cfg.handle,
-                sender_key=self.me.key_hex,
-                text=text,
-                sent_t=item.sent_t,
-                received_t=item.sent_t,
-                outgoing=True,
-            )
-        )
+        self._store_outgoing(msg_id, f"hand:{hand_id}", text, item.sent_t)
         return msg_id
 
     def _flush_help(self, hand_id: str, session: _HelpSession, to_mentor: bool) -> None:
