@@ -95,6 +95,14 @@ def start_nodes(
     return [LanNode(lan, i + 1, h, tmp / h, extra.get(h, ())) for i, h in enumerate(handles)]
 
 
+def mentored_room(lan: VirtualLan, tmp: Path) -> tuple[LanNode, LanNode, LanNode]:
+    """ann (a mentor, hence the broker), ben and cat on hosts 1-3, all connected."""
+    nodes = start_nodes(lan, tmp, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
+    wait_connected(nodes, expect="ann")
+    ann, ben, cat = nodes
+    return ann, ben, cat
+
+
 def wait_connected(
     nodes: Sequence[LanNode], timeout: float = WAIT_S, expect: str | None = None
 ) -> str:

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from lannode import LanNode, start_nodes, wait_connected, wait_online
+from lannode import LanNode, mentored_room, start_nodes, wait_connected, wait_online
 
 from lanchat.node import SETTLE_S
 
@@ -331,9 +331,7 @@ def test_a_receiver_stopped_for_seconds_catches_up_on_everything(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
     lan = vlan(3)
-    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    ann, ben, cat = nodes
-    wait_connected(nodes)
+    ann, ben, cat = mentored_room(lan, tmp_path)
     cat.proc.send_signal(signal.SIGSTOP)  # a frozen laptop, a process that falls behind
     try:
         for i in range(1500):
@@ -349,9 +347,7 @@ def test_a_node_cut_off_silently_rejoins_and_catches_up_on_what_it_missed(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
     lan = vlan(3)
-    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    ann, ben, cat = nodes
-    wait_connected(nodes)
+    ann, ben, cat = mentored_room(lan, tmp_path)
     # Its packets vanish and its carrier stays up: only heartbeats can tell.
     lan.link_down(3, side="silent")
     cat.wait("broker", lambda e: e["self"])  # alone: the broker of a room of one

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from lannode import LanNode, start_nodes, wait_connected
+from lannode import LanNode, mentored_room, start_nodes, wait_connected
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -244,9 +244,7 @@ def test_offline_request_and_message_are_delivered_later_and_survive_restart(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
     lan = vlan(3)
-    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    ann, ben, cat = nodes
-    wait_connected(nodes)
+    ann, ben, cat = mentored_room(lan, tmp_path)
     befriend(ann, ben)
     ann.send(cmd="msg", to="ben", text="before restart")
     ben.wait("private", lambda e: e["text"] == "before restart")
@@ -330,9 +328,7 @@ def test_files_go_peer_to_peer_intact_and_a_room_share_reaches_everyone(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
     lan = vlan(3)
-    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    ann, ben, cat = nodes
-    wait_connected(nodes)
+    ann, ben, cat = mentored_room(lan, tmp_path)
     befriend(ben, cat)
     data = os.urandom(50 * 1024 * 1024 + 17)
     src = tmp_path / "dataset.bin"
@@ -392,9 +388,7 @@ def test_an_interrupted_transfer_resumes_after_the_link_returns(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
     lan = vlan(3)
-    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"], extra={"ann": ["--mentor"]})
-    _ann, ben, cat = nodes
-    wait_connected(nodes)
+    _ann, ben, cat = mentored_room(lan, tmp_path)
     befriend(ben, cat)
     # A 200 Mbit/s port towards cat (a Wi-Fi-like link), so the transfer takes seconds.
     subprocess.run(
