@@ -265,14 +265,15 @@ class Receiver:
         assert verify(pub.author, wire.signed_bytes(pub), msg.inner_sig)
         handle = pub.handle  # the node looks up the pinned handle: a dict hit
         received = time.time()
-        for item in pub.items() if isinstance(pub, wire.PublicBatch) else [pub]:
+        author_hex = pub.author.hex()
+        for msg_id, text in pub.texts_by_id():
             record = HistoryRecord(
-                id=item.msg_id,
+                id=msg_id,
                 conversation=PUBLIC,
                 sender=handle,
-                sender_key=item.author.hex(),
-                text=item.text,
-                sent_t=item.sent_t,
+                sender_key=author_hex,
+                text=text,
+                sent_t=pub.sent_t,
                 received_t=received,
                 outgoing=False,
             )
@@ -283,10 +284,10 @@ class Receiver:
                 {
                     "ev": "public",
                     "t": round(time.time(), 6),
-                    "id": item.msg_id,
+                    "id": msg_id,
                     "from": handle,
-                    "text": clean_text(item.text),
-                    "sent_t": item.sent_t,
+                    "text": clean_text(text),
+                    "sent_t": pub.sent_t,
                 }
             )
 

@@ -920,27 +920,28 @@ class Node:
         self.recent_relays.append((pub, msg.inner_sig))
         handle = self._display_handle(pub.author, pub.handle)
         received = self.wall()
-        for item in pub.items() if isinstance(pub, wire.PublicBatch) else [pub]:
+        author_hex = pub.author.hex()
+        for msg_id, text in pub.texts_by_id():
             record = HistoryRecord(
-                id=item.msg_id,
+                id=msg_id,
                 conversation=PUBLIC,
                 sender=handle,
-                sender_key=item.author.hex(),
-                text=item.text,
-                sent_t=item.sent_t,
+                sender_key=author_hex,
+                text=text,
+                sent_t=pub.sent_t,
                 received_t=received,
                 outgoing=False,
             )
             if not self.profile.history.append(record):
                 continue  # seen before: at-least-once below, exactly-once here
-            if item.offer:
-                self._on_offer(item.author, handle, item.offer, shared=True)
+            if isinstance(pub, wire.Public) and pub.offer:
+                self._on_offer(pub.author, handle, pub.offer, shared=True)
             self._emit(
                 "public",
-                id=item.msg_id,
+                id=msg_id,
                 **{"from": handle},
-                text=safe_text(item.text),
-                sent_t=item.sent_t,
+                text=safe_text(text),
+                sent_t=pub.sent_t,
             )
 
     def say(self, text: str) -> str:

@@ -11,7 +11,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from lanchat.headless import EventWriter, parse_command, run_headless
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lanchat.headless import EventWriter, encode_event, parse_command, run_headless
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,6 +65,29 @@ def test_one_line_per_event_compact_and_not_ascii_escaped() -> None:
     stream = FlushLog()
     EventWriter(stream)(event(1, "caf\u00e9 \U0001f600\nsecond line"))
     assert stream.flushed == ('{"ev":"public","n":1,"text":"caf\u00e9 \U0001f600\\nsecond line"}\n')
+
+
+_GENERIC = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ANY_FLOAT = st.one_of(st.floats(), st.integers(), st.none())
+
+
+@given(
+    t=_ANY_FLOAT,
+    msg_id=st.text(),
+    sender=st.one_of(st.text(), st.integers()),
+    text=st.text(),
+    sent_t=_ANY_FLOAT,
+    ev=st.sampled_from(["public", "private"]),
+)
+def test_the_public_event_fast_path_writes_what_the_generic_encoder_writes(
+    t: Any, msg_id: str, sender: Any, text: str, sent_t: Any, ev: str
+) -> None:
+    event = {"ev": ev, "t": t, "id": msg_id, "from": sender, "text": text, "sent_t": sent_t}
+    assert encode_event(event) == _GENERIC.encode(event)
+    # Another shape (a field more, or in another order) is never taken for a public event.
+    assert encode_event({**event, "x": 1}) == _GENERIC.encode({**event, "x": 1})
+    reordered = {"t": t, "ev": ev, "id": msg_id, "from": sender, "text": text, "sent_t": sent_t}
+    assert encode_event(reordered) == _GENERIC.encode(reordered)
 
 
 def test_a_burst_in_one_loop_iteration_is_flushed_once_in_order() -> None:

@@ -146,10 +146,13 @@ def test_a_batch_unpacks_into_ordinary_messages_and_relays() -> None:
     batch = wire.PublicBatch(
         author=KEY_A, handle="alice", room="lobby", seq=8, texts=("a", "b"), sent_t=1.0
     )
-    assert [(p.msg_id, p.text) for p in batch.items()] == [
+    assert batch.texts_by_id() == [
         (f"{KEY_A.hex()[:16]}:8", "a"),
         (f"{KEY_A.hex()[:16]}:9", "b"),
     ]
+    # The same ids as the texts would have had, sent one by one.
+    single = wire.Public(author=KEY_A, handle="alice", room="lobby", seq=9, text="b")
+    assert single.texts_by_id() == [batch.texts_by_id()[1]]
     relay = Relay(epoch=1, bseq=2, inner=batch, inner_sig=SIG)
     assert decode(encode(relay))[0] == relay
 

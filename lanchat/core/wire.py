@@ -326,6 +326,10 @@ class Public(_Record):
     def msg_id(self) -> str:
         return f"{self.author.hex()[:16]}:{self.seq}"
 
+    def texts_by_id(self) -> list[tuple[str, str]]:
+        """``(message id, text)``: the same shape as a batch's, for one receive path."""
+        return [(self.msg_id, self.text)]
+
 
 MAX_BATCH = 64
 MAX_BATCH_CHARS = 32_000
@@ -349,18 +353,13 @@ class PublicBatch(_Record):
     texts: tuple[str, ...] = ()
     sent_t: float = 0.0
 
-    def items(self) -> list[Public]:
-        return [
-            Public(
-                author=self.author,
-                handle=self.handle,
-                room=self.room,
-                seq=self.seq + i,
-                text=text,
-                sent_t=self.sent_t,
-            )
-            for i, text in enumerate(self.texts)
-        ]
+    def texts_by_id(self) -> list[tuple[str, str]]:
+        """``(message id, text)`` of each text: the ids a Public of that seq would have.
+
+        The receive path of every public text: no message object per text, one hex.
+        """
+        prefix = self.author.hex()[:16]
+        return [(f"{prefix}:{self.seq + i}", text) for i, text in enumerate(self.texts)]
 
     @property
     def msg_id(self) -> str:
