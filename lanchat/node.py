@@ -35,7 +35,7 @@ from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, HandleClash, PeerGone, PeerSeen
 from lanchat.files import FileError, FileService
-from lanchat.store import HistoryRecord, OutboxItem, Profile
+from lanchat.store import HistoryRecord, OutboxItem, Pin, Profile
 from lanchat.transport import BrokerLink, Incoming, Transport
 
 if TYPE_CHECKING:
@@ -1036,9 +1036,12 @@ class Node:
             self._identity_of_curve[e.curve_key] = e.id_key
         self.roster_version = roster.version
         now_online = {e.id_key: e for e in peers if e.id_key != self.me.key}
+        arrived = [key for key in now_online if key not in self.online]
+        pins = self.profile.state.pins_by_handle() if arrived else {}
+        to_pin: list[tuple[str, str]] = []
         for key, entry in now_online.items():
             if key not in self.online:
-                self._peer_up(entry)
+                self._peer_up(entry, pins, to_pin)
             elif self.online[key].status != entry.status:
                 state, _, text = entry.status.partition(":")
                 self._emit("peer_status", handle=entry.handle, status=state, text=safe_label(text))
@@ -1046,6 +1049,10 @@ class Node:
             if key not in now_online:
                 self._emit("peer_down", handle=entry.handle)
         self.online = now_online
+        if to_pin:
+            self.profile.state.set_pins(to_pin, self.wall())
+        for key in arrived:
+            self._flush_private(key)  # what we queued for them while they were away
 
     def _entry_ok(self, entry: wire.PeerEntry) -> bool:
         ok = self.hello_ok.get(entry.hello_sig)
@@ -1060,11 +1067,15 @@ class Node:
             self._count("roster_bad_entry")
         return ok
 
-    def _peer_up(self, entry: wire.PeerEntry) -> None:
+    def _peer_up(
+        self, entry: wire.PeerEntry, pins: dict[str, Pin], to_pin: list[tuple[str, str]]
+    ) -> None:
+        """A newcomer in the roster; ``pins`` by handle, as the store has them, and
+        ``to_pin``, the pins the roster adds: written at once when it is done."""
         self.gone.discard(entry.id_key)
-        state = self.profile.state
-        pin = state.pin_for_handle(entry.handle)
-        if pin is not None and pin.key != entry.id_key.hex():
+        key_hex = entry.id_key.hex()
+        pin = pins.get(entry.handle.casefold())
+        if pin is not None and pin.key != key_hex:
             self._emit(
                 "warning",
                 code="key_changed",
@@ -1077,7 +1088,9 @@ class Node:
                 ),
             )
         elif pin is None:
-            state.set_pin(entry.handle, entry.id_key.hex(), self.wall())
+            now = self.wall()
+            pins[entry.handle.casefold()] = Pin(entry.handle, key_hex, now, now)
+            to_pin.append((entry.handle, key_hex))
         presence, _, text = entry.status.partition(":")
         self._emit(
             "peer_up",
@@ -1086,7 +1099,6 @@ class Node:
             status=presence,
             status_text=safe_label(text),
         )
-        self._flush_private(entry.id_key)
 
     def _display_handle(self, key: bytes, claimed: str) -> str:
         entry = self.online.get(key)

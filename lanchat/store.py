@@ -309,10 +309,15 @@ class StateStore:
 
     def pin_for_handle(self, handle: str) -> Pin | None:
         """The pin for this handle (case-insensitive); if several keys used it, the first one."""
-        wanted = handle.casefold()
-        matches = [p for p in self.pins() if p.handle.casefold() == wanted]
+        return self.pins_by_handle().get(handle.casefold())
+
+    def pins_by_handle(self) -> dict[str, Pin]:
+        """Every pinned handle (casefolded) with its pin, as :meth:`pin_for_handle` finds it."""
+        found: dict[str, Pin] = {}
         # Trust on first use: a later key claiming the same handle must not displace it.
-        return min(matches, key=lambda p: p.first_seen, default=None)
+        for pin in sorted(self.pins(), key=lambda p: p.first_seen):
+            found.setdefault(pin.handle.casefold(), pin)
+        return found
 
     def pin_for_key(self, key: str) -> Pin | None:
         doc = self._pins.get(Query().key == key)
@@ -324,6 +329,20 @@ class StateStore:
             self._pins.insert({"handle": handle, "key": key, "first_seen": now, "last_seen": now})
         else:
             self._pins.update({"handle": handle, "last_seen": now}, doc_ids=[_one(doc).doc_id])
+
+    def set_pins(self, pins: list[tuple[str, str]], now: float) -> None:
+        """:meth:`set_pin` for many ``(handle, key)`` at once: a whole roster of newcomers
+        costs one file write (and fsync), not one each."""
+        known = {d["key"] for d in self._pins.all()}
+        fresh = {k: h for h, k in pins if k not in known}  # a key twice: its last handle
+        if fresh:
+            self._pins.insert_multiple(
+                {"handle": h, "key": k, "first_seen": now, "last_seen": now}
+                for k, h in fresh.items()
+            )
+        seen = [({"handle": h, "last_seen": now}, Query().key == k) for h, k in pins if k in known]
+        if seen:
+            self._pins.update_multiple(seen)
 
     def remove_pin(self, key: str) -> None:
         """Forget the pin of this key (e.g. the user accepted a peer's new key)."""

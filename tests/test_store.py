@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY_A = "aa" * 32
 KEY_B = "bb" * 32
 KEY_C = "cc" * 32
+KEY_D = "dd" * 32
 
 
 @pytest.fixture
@@ -265,6 +266,25 @@ def test_first_pin_for_a_handle_wins_until_removed(profile: Profile) -> None:
     pin = profile.state.pin_for_handle("ada")
     assert pin is not None
     assert pin.key == KEY_C
+
+
+def test_set_pins_is_set_pin_for_many_in_one_write(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile.state.set_pin("ada", KEY_A, now=1.0)
+    writes: list[int] = []
+    original = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (writes.append(1), original(a, b)))
+    profile.state.set_pins([("bob", KEY_B), ("cy", KEY_C)], now=5.0)
+    assert len(writes) == 1  # a roster of newcomers costs one atomic write
+    profile.state.set_pins([("Ada", KEY_A), ("dee", KEY_D)], now=7.0)
+    assert sorted(profile.state.pins(), key=lambda pin: pin.handle.casefold()) == [
+        Pin("Ada", KEY_A, 1.0, 7.0),  # known key: new spelling, later last_seen
+        Pin("bob", KEY_B, 5.0, 5.0),
+        Pin("cy", KEY_C, 5.0, 5.0),
+        Pin("dee", KEY_D, 7.0, 7.0),
+    ]
+    assert profile.state.pins_by_handle() == {p.handle.casefold(): p for p in profile.state.pins()}
 
 
 def test_state_file_has_meta_and_is_plain_json(profile: Profile, profile_dir: Path) -> None:
