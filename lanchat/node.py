@@ -28,18 +28,19 @@ from lanchat import netif
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
 from lanchat.core.advert import Advert
-from lanchat.core.files import FileOffer, OfferError
 from lanchat.core.handles import HandleError, handle_key, validate_handle
-from lanchat.core.relay import BEAT_INTERVAL_S, BrokerRelay, Publish, ToClient
 from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, HandleClash, PeerGone, PeerSeen
-from lanchat.files import FileError, FileService
 from lanchat.store import HistoryRecord, OutboxItem, Pin, Profile
 from lanchat.transport import BrokerLink, Incoming, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from lanchat.core.files import FileOffer
+    from lanchat.core.relay import BrokerRelay, Publish, ToClient
+    from lanchat.files import FileService
 
 __all__ = ["Node", "NodeConfig", "NodeExit"]
 
@@ -191,15 +192,8 @@ class Node:
         self.wall = wall
         self.transport = Transport(config.address, identity.curve_public, identity.curve_secret)
         self.discovery = Discovery(config.address, self._on_discovery)
-        self.files = FileService(
-            self.transport.ctx,
-            config.address,
-            identity.curve_public,
-            identity.curve_secret,
-            profile.directory / "downloads",
-            self._emit_file_event,
-            self._may_fetch,
-        )
+        # Made on first use (an offer, a download): most sessions never move a file.
+        self._files: FileService | None = None
         self._offers_out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
         self._offers_in: dict[str, tuple[FileOffer, bytes]] = {}  # id -> (offer, sender)
         self._identity_of_curve: dict[bytes, bytes] = {}  # transport key -> identity key
@@ -262,7 +256,6 @@ class Node:
         """Run until quit; returns the process exit status."""
         try:
             self.transport.start(self.cfg.info_port)
-            self.files.start()
         except zmq.ZMQError as exc:
             self._error("network", f"cannot open sockets on {self.cfg.address}: {exc}")
             return 1
@@ -307,7 +300,6 @@ class Node:
         self._election_from = self.clock()
         self._set_status("electing", "finding the broker")
         self._tg.create_task(self._router_loop())
-        self._tg.create_task(self.files.serve())
         self._tg.create_task(self.transport.serve_info(self._info))
         self._tg.create_task(self._tick_loop())
         self._tg.create_task(self._command_loop(commands))
@@ -332,8 +324,9 @@ class Node:
                 # Give the goodbye a moment to leave the socket before it is closed.
                 await asyncio.sleep(0.05)
         self._drop_link()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.files.close(), 2.0)
+        if self._files is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._files.close(), 2.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.discovery.close(), 2.0)
         self.transport.close()
@@ -497,6 +490,9 @@ class Node:
         )
 
     def _become_broker(self, now: float) -> None:
+        # Imported here, not at start-up: most nodes of a room are never its broker.
+        from lanchat.core.relay import BrokerRelay
+
         epoch = self.last_epoch + 1
         self.relay = BrokerRelay(
             key=self.me.key,
@@ -888,6 +884,8 @@ class Node:
             self._apply(eff)
 
     def _apply(self, eff: ToClient | Publish) -> None:
+        from lanchat.core.relay import ToClient  # loaded: only a relay makes effects
+
         if isinstance(eff, ToClient):
             self.transport.send_router_nowait(eff.rid, eff.frames)
         else:
@@ -1506,6 +1504,27 @@ class Node:
 
     # ================================================================ files
 
+    @property
+    def files(self) -> FileService:
+        """The file server and downloader, bound and serving from the first use on."""
+        if self._files is None:
+            from lanchat.files import FileService
+
+            files = FileService(
+                self.transport.ctx,
+                self.cfg.address,
+                self.me.curve_public,
+                self.me.curve_secret,
+                self.profile.directory / "downloads",
+                self._emit_file_event,
+                self._may_fetch,
+            )
+            files.start()  # zmq.ZMQError: our LAN address cannot take another socket
+            assert self._tg is not None
+            self._tg.create_task(files.serve())
+            self._files = files
+        return self._files
+
     async def _offer_file(self, path: Path, to: str | None) -> None:
         """``send`` (to a friend) or ``share`` (to the room): hash, register, announce."""
         key = None
@@ -1514,10 +1533,15 @@ class Node:
             if not fs.can_message(self._friendship(key)):
                 self._error("not_friends", f"you and {to} are not friends: send a request first")
                 return
+        from lanchat.files import FileError
+
         try:
             offer = await self.files.prepare_offer(path.expanduser(), shared=key is None)
         except FileError as exc:
             self._error("file_error", str(exc))
+            return
+        except zmq.ZMQError as exc:
+            self._error("file_error", f"cannot open the file server on {self.cfg.address}: {exc}")
             return
         self._offers_out[offer.offer_id] = (offer, key)
         if key is not None:
@@ -1544,6 +1568,8 @@ class Node:
         self._pump_public()
 
     def _on_offer(self, sender: bytes, handle: str, text: str, shared: bool) -> None:
+        from lanchat.core.files import FileOffer, OfferError
+
         try:
             offer = FileOffer.from_json(text)
         except OfferError:
@@ -1574,12 +1600,20 @@ class Node:
         known = self._offers_in.get(offer_id)
         if known is None:
             raise CommandError("bad_command", f"no file offer {offer_id!r}")
-        self._spawn(self.files.download(known[0]))
+        self._spawn(self._file_service().download(known[0]))
 
     def decline_file(self, offer_id: str) -> None:
         if self._offers_in.pop(offer_id, None) is None:
             raise CommandError("bad_command", f"no file offer {offer_id!r}")
-        self.files.decline(offer_id)
+        self._file_service().decline(offer_id)
+
+    def _file_service(self) -> FileService:
+        try:
+            return self.files
+        except zmq.ZMQError as exc:
+            raise CommandError(
+                "file_error", f"cannot open the file service on {self.cfg.address}: {exc}"
+            ) from exc
 
     def _may_fetch(self, offer_id: str, curve_key: bytes) -> bool:
         """Whether the peer that authenticated with ``curve_key`` may fetch this offer."""
@@ -2192,6 +2226,3 @@ def _target_of_advert(adv: Advert) -> _Target:
 
 def _target_of_entry(entry: wire.PeerEntry) -> _Target:
     return _Target(entry.id_key, entry.curve_key, entry.address, entry.router_port, entry.handle)
-
-
-_ = (BEAT_INTERVAL_S, Path)
