@@ -6,12 +6,13 @@ nodes). Prints: start-up convergence (every node sees all others), RSS per node,
 and average node CPU while idle, public-message latency to all N-1 receivers, and
 failover (broker SIGKILL until every node reports the new broker, messages lost).
 
-    python3 benchmarks/bench_scale.py [--nodes 100]
+    python3 benchmarks/bench_scale.py [--nodes 100] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -93,6 +94,7 @@ def _online(node: FileNode) -> set[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=100)
+    ap.add_argument("--keep", type=Path, help="leave every node's event log and profile here")
     args = ap.parse_args()
     why = missing_requirements()
     if why:
@@ -101,6 +103,9 @@ def main() -> int:
     n = args.nodes
     with tempfile.TemporaryDirectory() as tmp_s, VirtualLan(make_prefix(), n) as lan:
         tmp = Path(tmp_s)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
         t0 = time.time()
         nodes = [FileNode(lan, i + 1, f"n{i:03d}", tmp, mentor=i == 0) for i in range(n)]
         everyone = {x.handle for x in nodes}
@@ -176,16 +181,26 @@ def main() -> int:
             )
             for x in live
         ]
-        _wait(
-            lambda: all(
-                sum(1 for e in x.events if e["ev"] == "public" and e["text"].startswith("fo "))
-                >= 20
-                for x in live
-                if x is not sender
-            ),
-            60,
-            live,
-        )
+        with contextlib.suppress(TimeoutError):  # what is still missing then counts as lost
+            _wait(
+                lambda: all(
+                    sum(1 for e in x.events if e["ev"] == "public" and e["text"].startswith("fo "))
+                    >= 20
+                    for x in live
+                    if x is not sender
+                ),
+                60,
+                live,
+            )
+        for x in live:
+            if x is sender:
+                continue
+            got = {
+                e["text"] for e in x.events if e["ev"] == "public" and e["text"].startswith("fo ")
+            }
+            if len(got) < 20:
+                missing = sorted({f"fo {i}" for i in range(20)} - got, key=lambda t: int(t[3:]))
+                print(f"  {x.handle} is missing {', '.join(missing)}", file=sys.stderr)
         lost = sum(
             20
             - len(

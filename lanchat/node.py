@@ -49,7 +49,9 @@ log = logging.getLogger("lanchat.node")
 TICK_S = 0.1
 HEARTBEAT_S = 0.4
 BROKER_TIMEOUT_S = 2.0  # no Beat for this long: the broker is gone
+BROKER_HUNG_S = 8.0  # ...or this long while its connection is up (see _tick)
 CONNECT_TIMEOUT_S = 2.0  # no Welcome for this long: try the next candidate
+WELCOME_WAIT_S = 8.0  # ...unless its host took our connection: then this long
 # Browsing finds existing nodes in 25-120 ms (DESIGN.md): listen this long for a node that
 # already holds our handle, then this long after registering before electing a broker.
 # Listening for a node that already holds our handle before we announce it. Everyone
@@ -135,6 +137,7 @@ class _Link:
     sockets: BrokerLink
     started: float
     welcome: wire.Welcome | None = None
+    reached: bool = False  # connected (TCP, then CURVE): the broker's host is there
     last_beat: float = 0.0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     refused_not_broker: int = 0
@@ -670,6 +673,7 @@ class Node:
     async def _monitor_loop(self, link: _Link) -> None:
         while True:
             event = await link.sockets.next_event()
+            link.reached = event != zmq.EVENT_DISCONNECTED
             if event == zmq.EVENT_DISCONNECTED and link is self.link and link.welcome is not None:
                 if link.target.key == self.me.key:
                     continue  # our own relay: a disconnect here is a local hiccup
@@ -1032,6 +1036,10 @@ class Node:
         self.roster = peers
         for e in peers:
             self._identity_of_curve[e.curve_key] = e.id_key
+            # In a live broker's roster, so alive: a node that once failed us (a broker we
+            # could not reach in a start-up storm) must count again in the succession, or
+            # we would pick another successor than the rest of the room.
+            self.gone.discard(e.id_key)
         self.roster_version = roster.version
         now_online = {e.id_key: e for e in peers if e.id_key != self.me.key}
         arrived = [key for key in now_online if key not in self.online]
@@ -1900,12 +1908,21 @@ class Node:
                 self._choose_target(now)
             return
         if link.welcome is None:
-            if now - link.started > CONNECT_TIMEOUT_S:
+            # A broker whose host took our connection is there, only busy (a room of
+            # newcomers at once, all on a slow CPU; the CURVE handshake waits for its
+            # Python to authenticate us): leaving it for the next candidate would split
+            # the room, so it gets longer than one that never answered.
+            patience = WELCOME_WAIT_S if link.reached else CONNECT_TIMEOUT_S
+            if now - link.started > patience:
                 self._broker_lost("no answer")
             return
         if asleep:
             link.last_beat = now  # we were not running: the broker is not to blame
-        if now - link.last_beat > BROKER_TIMEOUT_S:
+        # With the connection up, ZMTP heartbeats (answered by the broker's libzmq thread,
+        # not by its Python) say its host is there: it is only starved of CPU, and a host
+        # that vanished drops the connection (a disconnect) within their 1.5 s timeout.
+        silence = BROKER_HUNG_S if link.reached else BROKER_TIMEOUT_S
+        if now - link.last_beat > silence:
             self._broker_lost("heartbeat timeout")
             return
         if (

@@ -53,8 +53,8 @@ def curve_server_socket(
     sock.curve_secretkey = _z85(secret)
     # The ZAP handler stamps each client's CURVE key on its messages ("User-Id").
     sock.zap_domain = _ZAP_DOMAIN
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 400)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
     return sock
 
 
@@ -73,8 +73,8 @@ def curve_client_socket(
     # dropped) would wait for the kernel's 1 s retransmit: connect afresh instead.
     sock.setsockopt(zmq.CONNECT_TIMEOUT, 300)
     # ZMTP heartbeats drop a dead connection even when no data is flowing.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 400)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
     return sock
 
 
