@@ -11,7 +11,9 @@ that spawn a room. A small driver watches the process's own event stream and, at
 
 It then exits at once (``os._exit``), so shutdown is not measured. A second set of runs with
 ``-X importtime`` sums the import time of everything imported after interpreter start-up
-(``site`` and friends excluded; ``-X importtime`` itself adds some overhead).
+(``site`` and friends excluded; ``-X importtime`` itself adds some overhead). For scale it
+also times processes that only import the libraries lanchat is built on (asyncio, pyzmq,
+zeroconf, PyNaCl, TinyDB, sqlite3), and pyre with pyzmq (when the ``bench`` extra is in).
 
     python3 benchmarks/bench_startup.py [--runs 7] [--interface 127.0.0.1] [--existing]
     python3 benchmarks/bench_startup.py --cprofile /tmp/start.prof   # one profiled run
@@ -174,11 +176,21 @@ def import_ms(stderr: str) -> float:
     return total_us / 1000
 
 
-def interpreter_floor(runs: int, env: dict[str, str]) -> list[float]:
-    """CPU ms of `python3 -c pass` (interpreter and site start-up, for scale)."""
+# What lanchat cannot start without: the libraries the product is built on (DEVELOPERS.md)
+# and the stdlib modules they pull in. Their import alone is the floor of a lanchat start.
+LIBRARIES = "asyncio, zmq, zmq.asyncio, zeroconf, zeroconf.asyncio, nacl.signing, nacl.public, "
+LIBRARIES += "tinydb, sqlite3, json, argparse"
+PYRE_LIBRARIES = "pyre, zmq"  # pyre's own driver needs nothing else
+
+
+def interpreter_floor(runs: int, env: dict[str, str], imports: str = "") -> list[float]:
+    """CPU ms of `python3 -c pass` (interpreter and site start-up, for scale), or of a
+    process that only imports `imports`."""
     out = []
     for _ in range(runs):
         code = "import time; print(time.process_time() * 1000)"
+        if imports:
+            code = f"import {imports}; {code}"
         python = os.path.realpath(sys.executable)
         proc = subprocess.run(
             [python, "-c", code], env=env, capture_output=True, text=True, check=True
@@ -235,6 +247,11 @@ def main() -> int:
             _, stderr = one_run(profile_dir(args.runs + i), args.interface, env, importtime=True)
             imports.append(import_ms(stderr))
         floor = interpreter_floor(args.runs, env)
+        libraries = interpreter_floor(args.runs, env, LIBRARIES)
+        try:
+            pyre_libraries = interpreter_floor(args.runs, env, PYRE_LIBRARIES)
+        except subprocess.CalledProcessError:
+            pyre_libraries = []  # pyre is the optional `bench` extra
         instructions: list[float] = []
         if args.instructions and shutil.which("valgrind") is None:
             print("--instructions: valgrind is not installed; skipped")
@@ -260,6 +277,9 @@ def main() -> int:
         )
     print(f"  imports after site (-X importtime), ms: {spread(imports)}")
     print(f"  interpreter alone (python3 -c pass), CPU ms: {spread(floor)}")
+    print(f"  interpreter + import of lanchat's libraries only, CPU ms: {spread(libraries)}")
+    if pyre_libraries:
+        print(f"  interpreter + import of pyre and zmq only, CPU ms: {spread(pyre_libraries)}")
     if instructions:
         print(f"  instructions until ready (callgrind), millions: {spread(instructions)}")
     if args.json:
@@ -269,6 +289,8 @@ def main() -> int:
                     "samples": samples,
                     "import_ms": imports,
                     "floor_cpu_ms": floor,
+                    "libraries_cpu_ms": libraries,
+                    "pyre_libraries_cpu_ms": pyre_libraries,
                     "instructions_m": instructions,
                 }
             )

@@ -31,7 +31,7 @@ from lanchat.core.advert import Advert
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
-from lanchat.discovery import Discovery, HandleClash, PeerGone, PeerSeen
+from lanchat.discovery import Discovery, HandleClash, HandleTaken, PeerGone, PeerSeen
 from lanchat.store import HistoryRecord, OutboxItem, Pin, Profile
 from lanchat.transport import BrokerLink, Incoming, Transport
 
@@ -289,14 +289,13 @@ class Node:
             self.cfg.handle, self.me.key, wait_s=HANDLE_CHECK_S
         )
         if conflict is not None:
-            raise NodeExit(
-                "handle_taken",
-                f"the handle {self.cfg.handle!r} is already used on this network by "
-                f"another person ({conflict.address}, key {ident.fingerprint(conflict.id_key)}); "
-                "choose another with --handle",
-            )
+            raise self._handle_taken(conflict)
         self._advert = self._make_advert()
-        await self.discovery.register(self._advert)
+        try:
+            await self.discovery.register(self._advert)
+        except HandleTaken as exc:
+            # Its holder announced itself between our check and our announcement.
+            raise self._handle_taken(exc.holder) from exc
         self._emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
         # Nodes started at the same moment register within a few ms of us: hear them
         # before electing, so a cold start settles on one broker without a merge.
@@ -311,6 +310,18 @@ class Node:
         # What start-up built (modules, classes, caches) lives as long as we do: keep it out
         # of the cyclic collector's full passes, which would otherwise stall a busy relay.
         gc.freeze()
+
+    def _handle_taken(self, holder: Advert | None) -> NodeExit:
+        where = (
+            f" ({holder.address}, key {ident.fingerprint(holder.id_key)})"
+            if holder is not None
+            else ""
+        )
+        return NodeExit(
+            "handle_taken",
+            f"the handle {self.cfg.handle!r} is already used on this network by another "
+            f"person{where}; choose another with --handle",
+        )
 
     async def _shutdown(self) -> None:
         if self._wake is not None:
@@ -1908,11 +1919,13 @@ class Node:
                 self._choose_target(now)
             return
         if link.welcome is None:
-            # A broker whose host took our connection is there, only busy (a room of
-            # newcomers at once, all on a slow CPU; the CURVE handshake waits for its
-            # Python to authenticate us): leaving it for the next candidate would split
-            # the room, so it gets longer than one that never answered.
-            patience = WELCOME_WAIT_S if link.reached else CONNECT_TIMEOUT_S
+            # A broker whose host took our connection but is silent is there, only busy
+            # (a room of newcomers at once, all on a slow CPU; the CURVE handshake waits
+            # for its Python to authenticate us): leaving it for the next candidate would
+            # split the room, so it gets longer than one that never answered. A node
+            # that answers "not the broker" is not busy: it gets the usual time.
+            busy = link.reached and link.refused_not_broker == 0
+            patience = WELCOME_WAIT_S if busy else CONNECT_TIMEOUT_S
             if now - link.started > patience:
                 self._broker_lost("no answer")
             return
