@@ -310,6 +310,7 @@ class Node:
         # What start-up built (modules, classes, caches) lives as long as we do: keep it out
         # of the cyclic collector's full passes, which would otherwise stall a busy relay.
         gc.freeze()
+        gc.enable()  # the command line turned it off for the start-up
 
     def _handle_taken(self, holder: Advert | None) -> NodeExit:
         where = (
