@@ -195,7 +195,7 @@ class Node:
         self.wall = wall
         self.transport = Transport(config.address, identity.curve_public, identity.curve_secret)
         self.discovery = Discovery(config.address, self._on_discovery)
-        # Made on first use (an offer, a download): most sessions never move a file.
+        # Made on first use (_file_service): most sessions never move a file.
         self._files: FileService | None = None
         self._offers_out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
         self._offers_in: dict[str, tuple[FileOffer, bytes]] = {}  # id -> (offer, sender)
@@ -1090,7 +1090,6 @@ class Node:
     ) -> None:
         """A newcomer in the roster; ``pins`` by handle, as the store has them, and
         ``to_pin``, the pins the roster adds: written at once when it is done."""
-        self.gone.discard(entry.id_key)
         key_hex = entry.id_key.hex()
         pin = pins.get(entry.handle.casefold())
         if pin is not None and pin.key != key_hex:
@@ -1524,8 +1523,7 @@ class Node:
 
     # ================================================================ files
 
-    @property
-    def files(self) -> FileService:
+    def _file_service(self) -> FileService:
         """The file server and downloader, bound and serving from the first use on."""
         if self._files is None:
             from lanchat.files import FileService
@@ -1539,7 +1537,12 @@ class Node:
                 self._emit_file_event,
                 self._may_fetch,
             )
-            files.start()  # zmq.ZMQError: our LAN address cannot take another socket
+            try:
+                files.start()
+            except zmq.ZMQError as exc:  # our LAN address cannot take another socket
+                raise CommandError(
+                    "file_error", f"cannot open the file service on {self.cfg.address}: {exc}"
+                ) from exc
             assert self._tg is not None
             self._tg.create_task(files.serve())
             self._files = files
@@ -1556,12 +1559,13 @@ class Node:
         from lanchat.files import FileError
 
         try:
-            offer = await self.files.prepare_offer(path.expanduser(), shared=key is None)
+            service = self._file_service()
+            offer = await service.prepare_offer(path.expanduser(), shared=key is None)
         except FileError as exc:
             self._error("file_error", str(exc))
             return
-        except zmq.ZMQError as exc:
-            self._error("file_error", f"cannot open the file server on {self.cfg.address}: {exc}")
+        except CommandError as exc:
+            self._error(exc.code, str(exc))
             return
         self._offers_out[offer.offer_id] = (offer, key)
         if key is not None:
@@ -1626,14 +1630,6 @@ class Node:
         if self._offers_in.pop(offer_id, None) is None:
             raise CommandError("bad_command", f"no file offer {offer_id!r}")
         self._file_service().decline(offer_id)
-
-    def _file_service(self) -> FileService:
-        try:
-            return self.files
-        except zmq.ZMQError as exc:
-            raise CommandError(
-                "file_error", f"cannot open the file service on {self.cfg.address}: {exc}"
-            ) from exc
 
     def _may_fetch(self, offer_id: str, curve_key: bytes) -> bool:
         """Whether the peer that authenticated with ``curve_key`` may fetch this offer."""
@@ -1934,7 +1930,7 @@ class Node:
             link.last_beat = now  # we were not running: the broker is not to blame
         # With the connection up, ZMTP heartbeats (answered by the broker's libzmq thread,
         # not by its Python) say its host is there: it is only starved of CPU, and a host
-        # that vanished drops the connection (a disconnect) within their 1.5 s timeout.
+        # that vanished drops the connection (a disconnect) within transport.HEARTBEAT_TIMEOUT_MS.
         silence = BROKER_HUNG_S if link.reached else BROKER_TIMEOUT_S
         if now - link.last_beat > silence:
             self._broker_lost("heartbeat timeout")

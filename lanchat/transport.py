@@ -29,10 +29,20 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
-__all__ = ["DEFAULT_INFO_PORT", "BrokerLink", "Transport"]
+__all__ = [
+    "DEFAULT_INFO_PORT",
+    "HEARTBEAT_TIMEOUT_MS",
+    "BrokerLink",
+    "Transport",
+]
 
 DEFAULT_INFO_PORT = 47100  # --connect HOST uses this when no port is given
 _ZAP_DOMAIN = b"lanchat"
+# ZMTP heartbeats, on every connection: answered by libzmq's own I/O thread, so a starved
+# Python does not miss them; a peer silent for the timeout after a PING is dropped (a
+# disconnect). Node relies on this to tell a busy broker from a vanished one.
+HEARTBEAT_IVL_MS = 400
+HEARTBEAT_TIMEOUT_MS = 1500
 # PUB drops silently at its high-water mark; our gap repair recovers, but a larger queue
 # means fewer repairs during bursts.
 _HWM = 100_000
@@ -53,8 +63,8 @@ def curve_server_socket(
     sock.curve_secretkey = _z85(secret)
     # The ZAP handler stamps each client's CURVE key on its messages ("User-Id").
     sock.zap_domain = _ZAP_DOMAIN
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 400)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     return sock
 
 
@@ -72,9 +82,9 @@ def curve_client_socket(
     # A SYN lost while a link comes back (the first packets after carrier-on are
     # dropped) would wait for the kernel's 1 s retransmit: connect afresh instead.
     sock.setsockopt(zmq.CONNECT_TIMEOUT, 300)
-    # ZMTP heartbeats drop a dead connection even when no data is flowing.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 400)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    # Heartbeats drop a dead connection even when no data is flowing.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     return sock
 
 
