@@ -243,6 +243,10 @@ class Node:
         self._last_activity = clock()
         self.my_hands: dict[str, _MyHand] = {}  # as a student
         self.my_claims: dict[str, _Claimed] = {}  # as a mentor
+        # Hands (ours or claimed) we asked to resolve; the broker's answer removes them
+        # from my_hands / my_claims. Asked again of each new broker until then: the ask
+        # may have gone nowhere (no broker at that moment) or to a broker that died.
+        self._done_asked: set[str] = set()
         self.queue: wire.Queue | None = None
         self._request_times: list[float] = []
         self.status = "starting"
@@ -810,6 +814,9 @@ class Node:
             self._send_hand(hand)
         for hand_id in self.my_claims:
             self._send_to_broker(wire.encode(wire.Claim(hand_id=hand_id)))
+        self._done_asked &= self.my_hands.keys() | self.my_claims.keys()
+        for hand_id in self._done_asked:
+            self._send_to_broker(wire.encode(wire.HandDone(hand_id=hand_id)))
 
     def _welcome_backlog(self, msg: wire.Welcome, now: float) -> None:
         self.gap.reset(msg.epoch, msg.bseq)
@@ -1707,6 +1714,7 @@ class Node:
             hand_id = candidates[0]
         if hand_id not in candidates:
             raise CommandError("queue", "that is not one of your hands or claims")
+        self._done_asked.add(hand_id)
         self._send_to_broker(wire.encode(wire.HandDone(hand_id=hand_id)))
 
     def _on_queue(self, msg: wire.Queue) -> None:
