@@ -139,7 +139,6 @@ class _Link:
     welcome: wire.Welcome | None = None
     reached: bool = False  # connected (TCP, then CURVE): the broker's host is there
     last_beat: float = 0.0
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     refused_not_broker: int = 0
 
 
@@ -305,7 +304,7 @@ class Node:
         # before electing, so a cold start settles on one broker without a merge.
         self._election_from = self.clock()
         self._set_status("electing", "finding the broker")
-        self._tg.create_task(self._router_loop())
+        self.transport.read_router(self._on_router_batch)
         self._tg.create_task(self.transport.serve_info(self._info))
         self._tg.create_task(self._tick_loop())
         self._tg.create_task(self._command_loop(commands))
@@ -334,9 +333,7 @@ class Node:
         # Say goodbye first so nobody waits for a heartbeat timeout.
         with contextlib.suppress(Exception):
             if self.link is not None and self.link.welcome is not None:
-                await asyncio.wait_for(
-                    self.link.sockets.send(wire.encode(wire.Goodbye(reason="quit"))), 0.2
-                )
+                self.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="quit")))
             if self.relay is not None:
                 for eff in self.relay.close():
                     self._apply(eff)
@@ -629,18 +626,17 @@ class Node:
             self._set_status(
                 "connecting", f"connecting to broker {target.handle or target.address}"
             )
-        for task in (self._spawn(self._dealer_loop(link)), self._spawn(self._monitor_loop(link))):
-            if task is not None:
-                link.tasks.append(task)
+        sockets.start(
+            functools.partial(self._handle_batch, link, via_pub=False),
+            functools.partial(self._on_link_events, link),
+        )
         hello, sig = self._hello()
-        self._spawn(sockets.send(wire.encode(hello, sig)))
+        sockets.send_nowait(wire.encode(hello, sig))
 
     def _drop_link(self) -> None:
         link, self.link = self.link, None
         if link is None:
             return
-        for task in link.tasks:
-            task.cancel()
         link.sockets.close()
 
     def _broker_lost(self, why: str) -> None:
@@ -667,16 +663,6 @@ class Node:
         self._set_status("electing", f"broker lost ({why}); finding the next one")
         self._choose_target(self.clock())
 
-    async def _dealer_loop(self, link: _Link) -> None:
-        while True:
-            batch = await link.sockets.recv_dealer_batch()
-            self._handle_batch(link, batch, via_pub=False)
-
-    async def _sub_loop(self, link: _Link) -> None:
-        while True:
-            batch = await link.sockets.recv_sub_batch()
-            self._handle_batch(link, batch, via_pub=True)
-
     def _handle_batch(self, link: _Link, batch: list[list[bytes]], via_pub: bool) -> None:
         # One history transaction per burst: the per-message cost of a commit is paid once.
         with self.profile.history.batch():
@@ -686,9 +672,8 @@ class Node:
                 self._handle_safely(link, frames, via_pub)
         self._pump_public()
 
-    async def _monitor_loop(self, link: _Link) -> None:
-        while True:
-            event = await link.sockets.next_event()
+    def _on_link_events(self, link: _Link, events: list[int]) -> None:
+        for event in events:
             link.reached = event != zmq.EVENT_DISCONNECTED
             if event == zmq.EVENT_DISCONNECTED and link is self.link and link.welcome is not None:
                 if link.target.key == self.me.key:
@@ -773,10 +758,9 @@ class Node:
         link.welcome = msg
         link.last_beat = now
         if not again:
-            link.sockets.subscribe(msg.pub_port)
-            task = self._spawn(self._sub_loop(link))
-            if task is not None:
-                link.tasks.append(task)
+            link.sockets.subscribe(
+                msg.pub_port, functools.partial(self._handle_batch, link, via_pub=True)
+            )
         self.last_epoch = max(self.last_epoch, msg.epoch)
         numbering = (msg.broker_key, msg.epoch)
         if numbering != self._numbering:
@@ -860,7 +844,7 @@ class Node:
         await asyncio.sleep(0.15)
         if link is self.link and link.welcome is None:
             hello, sig = self._hello()
-            await link.sockets.send(wire.encode(hello, sig))
+            link.sockets.send_nowait(wire.encode(hello, sig))
 
     def _send_to_broker(self, frames: list[bytes]) -> bool:
         link = self.link
@@ -882,12 +866,11 @@ class Node:
 
     # ================================================================ relay (broker role)
 
-    async def _router_loop(self) -> None:
-        while True:
-            for incoming in await self.transport.recv_router_batch():
-                self._on_router(incoming)
-            if self.relay is not None:
-                self._tick_at(self.relay.next_due())
+    def _on_router_batch(self, batch: list[Incoming]) -> None:
+        for incoming in batch:
+            self._on_router(incoming)
+        if self.relay is not None:
+            self._tick_at(self.relay.next_due())
 
     def _on_router(self, incoming: Incoming) -> None:
         relay = self.relay

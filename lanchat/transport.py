@@ -11,6 +11,13 @@ Each node also keeps one client pair (DEALER + SUB, CURVE clients) connected to 
 broker - itself included, so the broker's own user goes through the same path as everyone.
 Sockets are bound before the node could ever become broker, so a failover never waits for
 a bind.
+
+The sockets that carry the room's traffic (router, pub, and each link's dealer, sub and
+monitor) are plain zmq sockets read by a `SocketReader`, a callback on the event loop's own
+reader for the socket's file descriptor: a burst of messages costs one loop iteration. With
+the asyncio wrapper's futures a single message took four (the descriptor's event, the
+future, the task step, the re-check), and with ten nodes on two cores those wake-ups were
+most of what a small message cost, and of its latency.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import typing
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -33,8 +42,14 @@ __all__ = [
     "DEFAULT_INFO_PORT",
     "HEARTBEAT_TIMEOUT_MS",
     "BrokerLink",
+    "SocketReader",
     "Transport",
 ]
+
+log = logging.getLogger(__name__)
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEFAULT_INFO_PORT = 47100  # --connect HOST uses this when no port is given
 _ZAP_DOMAIN = b"lanchat"
@@ -43,6 +58,10 @@ _ZAP_DOMAIN = b"lanchat"
 # disconnect). Node relies on this to tell a busy broker from a vanished one.
 HEARTBEAT_IVL_MS = 400
 HEARTBEAT_TIMEOUT_MS = 1500
+# Plain ints: zmq's enums cost a Python-level operator call on every use.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 # PUB drops silently at its high-water mark; our gap repair recovers, but a larger queue
 # means fewer repairs during bursts.
 _HWM = 100_000
@@ -52,9 +71,11 @@ def _z85(key: bytes) -> bytes:
     return z85.encode(key)
 
 
-def curve_server_socket(
-    ctx: zmq.asyncio.Context, kind: int, public: bytes, secret: bytes
-) -> zmq.asyncio.Socket:
+_S = TypeVar("_S", bound="zmq.Socket[Any]")
+_M = TypeVar("_M")
+
+
+def curve_server_socket(ctx: zmq.Context[_S], kind: int, public: bytes, secret: bytes) -> _S:
     """A CURVE server socket whose every client passes the ZAP handler (see `Transport`)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
@@ -69,8 +90,8 @@ def curve_server_socket(
 
 
 def curve_client_socket(
-    ctx: zmq.asyncio.Context, kind: int, server_key: bytes, public: bytes, secret: bytes
-) -> zmq.asyncio.Socket:
+    ctx: zmq.Context[_S], kind: int, server_key: bytes, public: bytes, secret: bytes
+) -> _S:
     """A CURVE client socket for the server with `server_key` (connect it yourself)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
@@ -102,8 +123,9 @@ def _incoming(frames: list[zmq.Frame]) -> Incoming:
     return Incoming(rid=frames[0].bytes, transport_key=key, frames=[f.bytes for f in frames[1:]])
 
 
-# Non-blocking calls on the asyncio sockets themselves (never on a sync shadow: the zmq
-# file descriptor is edge-triggered, and only the asyncio wrapper knows to re-check it).
+# On the asyncio sockets (the file service's) non-blocking calls go through the asyncio
+# wrapper itself, never a sync shadow: the zmq file descriptor is edge-triggered, and only
+# the wrapper knows to re-check it.
 
 
 def drain_nowait(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
@@ -111,7 +133,7 @@ def drain_nowait(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
     out: list[list[zmq.Frame]] = []
     while len(out) < limit:
         fut = typing.cast(
-            "asyncio.Future[list[zmq.Frame]]", sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            "asyncio.Future[list[zmq.Frame]]", sock.recv_multipart(flags=_NOBLOCK, copy=False)
         )
         exc = fut.exception()
         if exc is not None:
@@ -122,23 +144,81 @@ def drain_nowait(sock: zmq.asyncio.Socket, limit: int) -> list[list[zmq.Frame]]:
     return out
 
 
-def _send_nowait(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
-    """Queue frames without waiting; False if the socket's queue is full (HWM)."""
-    fut = typing.cast("asyncio.Future[Any]", sock.send_multipart(frames, flags=zmq.NOBLOCK))
-    if not fut.done():  # behind an earlier awaited send: it goes out in turn
-        fut.add_done_callback(_consume)
-        return True
-    exc = fut.exception()
-    if exc is None:
-        return True
-    if isinstance(exc, zmq.Again):
-        return False
-    raise exc
+def _waiting(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message is queued on ``sock`` (this consumes the descriptor's signal)."""
+    return bool(typing.cast("int", sock.getsockopt(_EVENTS)) & _POLLIN)
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+class SocketReader(Generic[_M]):
+    """Hands every message queued on ``sock`` to ``on_batch``, from the loop's reader callback.
+
+    A zmq socket's file descriptor is edge-triggered: it signals that the socket's state
+    may have changed, and any recv, send or EVENTS query on the socket may consume that
+    signal. So the reader drains the socket until it is empty, and looks again after each
+    batch and after each send on the socket (`after_send`), scheduling another read when a
+    message is waiting; otherwise one could wait for the next unrelated signal.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        receive: Callable[[], _M],
+        on_batch: Callable[[list[_M]], None],
+        limit: int = 500,
+    ) -> None:
+        self._sock = sock
+        self._receive = receive  # one message, non-blocking: raises zmq.Again when empty
+        self._on_batch = on_batch
+        self._limit = limit  # then the loop's other work gets a turn
+        self._loop = asyncio.get_running_loop()
+        self._fd = typing.cast("int", sock.getsockopt(zmq.FD))
+        self._closed = False
+        self._due = False
+        self._loop.add_reader(self._fd, self._ready)
+        self._schedule()  # whatever arrived before we were watching
+
+    def after_send(self) -> None:
+        """A send on the socket may have consumed the signal of a waiting message."""
+        if not self._closed and not self._due and _waiting(self._sock):
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._due = True
+        self._loop.call_soon(self._ready)
+
+    def _ready(self) -> None:
+        self._due = False
+        if self._closed:
+            return
+        batch: list[_M] = []
+        try:
+            while len(batch) < self._limit:
+                batch.append(self._receive())
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:  # the socket or its context is going away
+            log.debug("socket error while reading: %s", exc)
+            self.close()
+            return
+        if batch:
+            try:
+                self._on_batch(batch)
+            except Exception:  # one bad batch (or one bug) must not stop the reading
+                log.exception("error handling received messages")
+        if self._closed or self._due:
+            return
+        try:
+            waiting = _waiting(self._sock)
+        except zmq.ZMQError:
+            return
+        if waiting:
+            self._schedule()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._loop.remove_reader(self._fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +228,20 @@ class Incoming:
     frames: list[bytes]
 
 
+def _router_message(sock: zmq.Socket[Any]) -> Incoming:
+    return _incoming(sock.recv_multipart(_NOBLOCK, copy=False))
+
+
 class BrokerLink:
-    """This node's client sockets towards one broker."""
+    """This node's client sockets towards one broker.
+
+    Messages from the broker (DEALER: answers to us; SUB: what the room hears) and the
+    DEALER's connection events reach the callbacks given to `start` and `subscribe`.
+    """
 
     def __init__(
         self,
-        ctx: zmq.asyncio.Context,
+        ctx: zmq.Context[zmq.Socket[Any]],
         address: str,
         router_port: int,
         server_key: bytes,
@@ -168,44 +256,57 @@ class BrokerLink:
         self.dealer = self._client_socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.SNDHWM, _HWM)
         self.dealer.setsockopt(zmq.RCVHWM, _HWM)
-        self.monitor = self.dealer.get_monitor_socket(
+        self.monitor: zmq.Socket[Any] = self.dealer.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         )
         self.dealer.connect(f"tcp://{address}:{router_port}")
-        self.sub: zmq.asyncio.Socket | None = None
+        self.sub: zmq.Socket[Any] | None = None
+        self._readers: list[SocketReader[Any]] = []
+        self._dealer_reader: SocketReader[list[bytes]] | None = None
 
-    def _client_socket(self, kind: int) -> zmq.asyncio.Socket:
+    def _client_socket(self, kind: int) -> zmq.Socket[Any]:
         return curve_client_socket(self._ctx, kind, self.server_key, self._public, self._secret)
 
-    def subscribe(self, pub_port: int) -> None:
+    def start(
+        self,
+        on_messages: Callable[[list[list[bytes]]], None],
+        on_events: Callable[[list[int]], None],
+    ) -> None:
+        """Read the broker's answers and our connection's events (in a running loop)."""
+        dealer, monitor = self.dealer, self.monitor
+        self._dealer_reader = SocketReader(
+            dealer, lambda: dealer.recv_multipart(_NOBLOCK), on_messages
+        )
+        events = SocketReader(
+            monitor,
+            lambda: int(parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]),
+            on_events,
+        )
+        self._readers += [self._dealer_reader, events]
+
+    def subscribe(self, pub_port: int, on_messages: Callable[[list[list[bytes]]], None]) -> None:
         if self.sub is not None:
             return
-        self.sub = self._client_socket(zmq.SUB)
-        self.sub.setsockopt(zmq.RCVHWM, _HWM)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(f"tcp://{self.address}:{pub_port}")
-
-    async def send(self, frames: list[bytes]) -> None:
-        await self.dealer.send_multipart(frames)
+        sub = self.sub = self._client_socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, _HWM)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(f"tcp://{self.address}:{pub_port}")
+        self._readers.append(SocketReader(sub, lambda: sub.recv_multipart(_NOBLOCK), on_messages))
 
     def send_nowait(self, frames: list[bytes]) -> bool:
         """Queue frames for the broker without waiting; False if the queue is full."""
-        return _send_nowait(self.dealer, frames)
-
-    async def recv_dealer_batch(self, limit: int = 500) -> list[list[bytes]]:
-        first = await self.dealer.recv_multipart()
-        return [first, *[[f.bytes for f in m] for m in drain_nowait(self.dealer, limit)]]
-
-    async def recv_sub_batch(self, limit: int = 500) -> list[list[bytes]]:
-        assert self.sub is not None
-        first = await self.sub.recv_multipart()
-        return [first, *[[f.bytes for f in m] for m in drain_nowait(self.sub, limit)]]
-
-    async def next_event(self) -> int:
-        msg = parse_monitor_message(await self.monitor.recv_multipart())
-        return int(msg["event"])
+        try:
+            self.dealer.send_multipart(frames, _NOBLOCK)
+        except zmq.Again:
+            return False
+        finally:
+            if self._dealer_reader is not None:
+                self._dealer_reader.after_send()
+        return True
 
     def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
         with contextlib.suppress(zmq.ZMQError):
             self.dealer.disable_monitor()
         for sock in (self.dealer, self.sub, self.monitor):
@@ -221,13 +322,18 @@ class Transport:
         self.curve_public = curve_public
         self._curve_secret = curve_secret
         self.ctx = zmq.asyncio.Context()
+        # The same libzmq context, for the plain sockets that SocketReaders read. They are
+        # closed by us: a shadow must not terminate the context it shares.
+        self.sync_ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context.shadow(self.ctx)
+        self._links: weakref.WeakSet[BrokerLink] = weakref.WeakSet()
         self._auth = AsyncioAuthenticator(self.ctx)
-        self.router: zmq.asyncio.Socket
-        self.pub: zmq.asyncio.Socket
+        self.router: zmq.Socket[Any]
+        self.pub: zmq.Socket[Any]
         self.info: zmq.asyncio.Socket
         self.router_port = 0
         self.pub_port = 0
         self.info_port = 0
+        self._router_reader: SocketReader[Incoming] | None = None
 
     def start(self, info_port: int = DEFAULT_INFO_PORT) -> None:
         self._auth.start()
@@ -245,10 +351,10 @@ class Transport:
         self.router_port = self._bind(self.router, self.info_port + 1 if info_port else 0)
         self.pub_port = self._bind(self.pub, self.router_port + 1 if info_port else 0)
 
-    def _server_socket(self, kind: int) -> zmq.asyncio.Socket:
-        return curve_server_socket(self.ctx, kind, self.curve_public, self._curve_secret)
+    def _server_socket(self, kind: int) -> zmq.Socket[Any]:
+        return curve_server_socket(self.sync_ctx, kind, self.curve_public, self._curve_secret)
 
-    def _bind(self, sock: zmq.asyncio.Socket, preferred: int) -> int:
+    def _bind(self, sock: zmq.Socket[Any], preferred: int) -> int:
         """Bind on the LAN address only (never 0.0.0.0); the preferred port if it is free."""
         if preferred:
             try:
@@ -259,36 +365,29 @@ class Transport:
         return int(sock.bind_to_random_port(f"tcp://{self.address}"))
 
     def link(self, address: str, router_port: int, server_key: bytes) -> BrokerLink:
-        return BrokerLink(
-            self.ctx, address, router_port, server_key, self.curve_public, self._curve_secret
+        link = BrokerLink(
+            self.sync_ctx, address, router_port, server_key, self.curve_public, self._curve_secret
         )
+        self._links.add(link)
+        return link
 
-    async def recv_router_batch(self, limit: int = 500) -> list[Incoming]:
-        """The next incoming message, plus whatever else is already queued."""
-        batch = [await self.recv_router()]
-        batch.extend(_incoming(frames) for frames in drain_nowait(self.router, limit))
-        return batch
+    def read_router(self, on_batch: Callable[[list[Incoming]], None]) -> None:
+        """Hand every message clients send to our router to ``on_batch`` (in a running loop)."""
+        router = self.router
+        self._router_reader = SocketReader(router, lambda: _router_message(router), on_batch)
 
     def send_router_nowait(self, rid: bytes, frames: list[bytes]) -> None:
         # ROUTER drops frames for unknown or full peers instead of blocking: the relay's
         # senders recover by their own resend rules.
-        _send_nowait(self.router, [rid, *frames])
+        with contextlib.suppress(zmq.Again):
+            self.router.send_multipart([rid, *frames], _NOBLOCK)
+        if self._router_reader is not None:
+            self._router_reader.after_send()
 
     def publish_nowait(self, frames: list[bytes]) -> None:
         # PUB never blocks: at its high-water mark it drops, and receivers repair gaps.
-        _send_nowait(self.pub, frames)
-
-    async def recv_router(self) -> Incoming:
-        frames = await self.router.recv_multipart(copy=False)
-        return _incoming(frames)
-
-    async def send_router(self, rid: bytes, frames: list[bytes]) -> None:
-        # ROUTER drops frames for unknown or full peers instead of blocking: the relay's
-        # senders recover by their own resend rules.
-        await self.router.send_multipart([rid, *frames])
-
-    async def publish(self, frames: list[bytes]) -> None:
-        await self.pub.send_multipart(frames)
+        with contextlib.suppress(zmq.Again):
+            self.pub.send_multipart(frames, _NOBLOCK)
 
     async def serve_info(self, advert: Any) -> None:
         """Answer every info request with ``advert()`` (a JSON-able dict)."""
@@ -315,6 +414,14 @@ class Transport:
             sock.close(linger=0)
 
     def close(self) -> None:
+        if self._router_reader is not None:
+            self._router_reader.close()
         with contextlib.suppress(Exception):
             self._auth.stop()
+        for link in list(self._links):
+            link.close()
+        for name in ("router", "pub"):
+            sock: zmq.Socket[Any] | None = getattr(self, name, None)  # None: start() failed
+            if sock is not None:
+                sock.close(linger=0)
         self.ctx.destroy(linger=0)

@@ -1,24 +1,38 @@
-"""ZeroMQ adapter: a CURVE client's key reaches the router (loopback)."""
+"""ZeroMQ adapter on loopback: CURVE keys reach the router, readers miss nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import zmq
 from zmq.utils import z85
 
-from lanchat.transport import BrokerLink, Transport
+from lanchat.transport import BrokerLink, Incoming, SocketReader, Transport
+
+
+def _keypair() -> tuple[bytes, bytes]:
+    public, secret = zmq.curve_keypair()
+    return z85.decode(public), z85.decode(secret)
 
 
 def test_the_router_learns_the_key_a_client_authenticated_with() -> None:
-    server_public, server_secret = (z85.decode(k) for k in zmq.curve_keypair())
-    client_public, client_secret = (z85.decode(k) for k in zmq.curve_keypair())
+    server_public, server_secret = _keypair()
+    client_public, client_secret = _keypair()
 
     async def scenario() -> tuple[bytes, list[bytes]]:
         transport = Transport("127.0.0.1", server_public, server_secret)
         transport.start(info_port=0)
+        got: asyncio.Future[Incoming] = asyncio.get_running_loop().create_future()
+
+        def on_router(batch: list[Incoming]) -> None:
+            if not got.done():
+                got.set_result(batch[0])
+
+        transport.read_router(on_router)
         link = BrokerLink(
-            transport.ctx,
+            transport.sync_ctx,
             "127.0.0.1",
             transport.router_port,
             server_public,
@@ -26,11 +40,104 @@ def test_the_router_learns_the_key_a_client_authenticated_with() -> None:
             client_secret,
         )
         try:
-            await link.send([b"hello"])
-            incoming = await asyncio.wait_for(transport.recv_router(), 10)
+            assert link.send_nowait([b"hello"])
+            incoming = await asyncio.wait_for(got, 10)
             return incoming.transport_key, incoming.frames
         finally:
             link.close()
             transport.close()
 
     assert asyncio.run(scenario()) == (client_public, [b"hello"])
+
+
+def test_a_client_hears_its_answers_and_the_room() -> None:
+    server_public, server_secret = _keypair()
+    client_public, client_secret = _keypair()
+
+    async def scenario() -> tuple[list[list[bytes]], list[list[bytes]]]:
+        transport = Transport("127.0.0.1", server_public, server_secret)
+        transport.start(info_port=0)
+        answers: list[list[bytes]] = []
+        room: list[list[bytes]] = []
+        both = asyncio.Event()
+
+        def on_router(batch: list[Incoming]) -> None:
+            for incoming in batch:
+                transport.send_router_nowait(incoming.rid, [b"answer", *incoming.frames])
+                transport.publish_nowait([b"room", *incoming.frames])
+
+        def heard(into: list[list[bytes]], probes: asyncio.Event | None) -> Any:
+            def on_messages(batch: list[list[bytes]]) -> None:
+                into.extend(m for m in batch if m[1] != b"probe")
+                if probes is not None and any(m[1] == b"probe" for m in batch):
+                    probes.set()
+                if len(answers) == 3 and len(room) == 3:
+                    both.set()
+
+            return on_messages
+
+        transport.read_router(on_router)
+        link = BrokerLink(
+            transport.sync_ctx,
+            "127.0.0.1",
+            transport.router_port,
+            server_public,
+            client_public,
+            client_secret,
+        )
+        subscribed = asyncio.Event()
+        link.start(heard(answers, None), lambda events: None)
+        link.subscribe(transport.pub_port, heard(room, subscribed))
+        try:
+            # A SUB hears only what is published after its subscription reached the PUB,
+            # and nothing tells when that is: probe until the room echoes one.
+            while not subscribed.is_set():
+                link.send_nowait([b"probe"])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscribed.wait(), 0.05)
+            for i in range(3):
+                assert link.send_nowait([b"%d" % i])
+            await asyncio.wait_for(both.wait(), 10)
+            return answers, room
+        finally:
+            link.close()
+            transport.close()
+
+    answers, room = asyncio.run(scenario())
+    assert answers == [[b"answer", b"%d" % i] for i in range(3)]
+    assert room == [[b"room", b"%d" % i] for i in range(3)]
+
+
+def test_a_reader_sees_a_message_whose_signal_a_send_consumed() -> None:
+    """The zmq descriptor is edge-triggered: a send may swallow the signal of a message
+    that arrived meanwhile, and the reader must still deliver it without a new one."""
+
+    async def scenario() -> list[bytes]:
+        ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://edge")
+        b.connect("inproc://edge")
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def on_batch(batch: list[bytes]) -> None:
+            got.extend(batch)
+            arrived.set()
+
+        reader = SocketReader(b, lambda: b.recv(zmq.NOBLOCK), on_batch)
+        try:
+            await asyncio.sleep(0)  # the reader's first look: nothing yet
+            a.send(b"waiting")
+            # The message is queued for b; b's own send now processes b's pending
+            # commands, which clears the descriptor's signal before the loop sees it.
+            b.send(b"ping")
+            reader.after_send()
+            await asyncio.wait_for(arrived.wait(), 5)
+            return got
+        finally:
+            reader.close()
+            a.close(0)
+            b.close(0)
+            ctx.term()
+
+    assert asyncio.run(scenario()) == [b"waiting"]
