@@ -400,7 +400,10 @@ class HistoryStore:
     saves an fsync per message.
 
     Inside a :meth:`batch`, counters are written once, just before the batch commits: in the
-    same transaction as the messages that used them, so they are exactly as durable.
+    same transaction as the messages that used them, so they are exactly as durable. A batch
+    opens its transaction at its first write: most receive batches of a sender (its own
+    messages coming back, the broker's acknowledgements) write nothing, and an empty
+    BEGIN/COMMIT pair cost more than the one INSERT of a message.
     """
 
     def __init__(self, path: Path) -> None:
@@ -410,7 +413,8 @@ class HistoryStore:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         # Autocommit mode: we issue BEGIN/COMMIT ourselves so each call is one transaction.
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._seqs_due: dict[str, int] = {}  # set_seq inside the open transaction
+        self._seqs_due: dict[str, int] = {}  # set_seq inside the open batch
+        self._batching = False
         try:
             self._open_checked()
         except BaseException:
@@ -452,13 +456,9 @@ class HistoryStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
-            if self._seqs_due:
-                self._db.executemany(_SET_SEQ, self._seqs_due.items())
         except BaseException:
-            self._seqs_due.clear()
             self._db.execute("ROLLBACK")
             raise
-        self._seqs_due.clear()
         self._db.execute("COMMIT")
 
     def close(self) -> None:
@@ -470,16 +470,36 @@ class HistoryStore:
 
         Re-entrant: inside an open batch it just runs the body.
         """
-        if self._db.in_transaction:
+        if self._batching or self._db.in_transaction:
             yield
             return
-        with self._transaction():
+        self._batching = True
+        try:
             yield
+            if self._seqs_due:
+                self._begin()
+                self._db.executemany(_SET_SEQ, self._seqs_due.items())
+        except BaseException:
+            self._seqs_due.clear()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._batching = False
+        self._seqs_due.clear()
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """Before a write: inside a batch, open its transaction if this is its first write."""
+        if self._batching and not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
 
     # messages
 
     def append(self, rec: HistoryRecord) -> bool:
         """Store rec; False (and no change) if a message with this id is already stored."""
+        self._begin()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO messages"
             " (id, conversation, sender, sender_key, text, sent_t, received_t, outgoing)"
@@ -544,7 +564,7 @@ class HistoryStore:
 
     def set_seq(self, name: str, value: int) -> None:
         """Store a counter; inside a batch, with the batch (a sender sets one per message)."""
-        if self._db.in_transaction:
+        if self._batching:
             self._seqs_due[name] = value
         else:
             self._db.execute(_SET_SEQ, (name, value))
@@ -553,6 +573,7 @@ class HistoryStore:
 
     def outbox_add(self, item: OutboxItem) -> None:
         """Queue item; ValueError if (peer_key, cseq) is already queued."""
+        self._begin()
         try:
             self._db.execute(
                 "INSERT INTO outbox (peer_key, cseq, payload, created_t) VALUES (?, ?, ?, ?)",
@@ -571,6 +592,7 @@ class HistoryStore:
         return [OutboxItem(peer_key, cseq, bytes(payload), t) for cseq, payload, t in rows]
 
     def outbox_remove_upto(self, peer_key: str, cseq: int) -> int:
+        self._begin()
         cur = self._db.execute(
             "DELETE FROM outbox WHERE peer_key = ? AND cseq <= ?", (peer_key, cseq)
         )

@@ -458,6 +458,25 @@ def test_a_failed_batch_leaves_neither_messages_nor_counters(
         assert again.history.max_seq("other") == 3
 
 
+def test_a_batch_that_only_reads_takes_no_write_lock(profile: Profile, profile_dir: Path) -> None:
+    """A receive batch that stores nothing (our own message echoed, an acknowledgement)
+    must not pay for a transaction: it never takes the database's write lock."""
+    history = profile.history
+    history.append(record("me:1"))
+    other = sqlite3.connect(profile_dir / "history.sqlite3", timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        with history.batch():
+            assert history.has("me:1")
+            assert history.max_seq("public") == 0
+    finally:
+        other.rollback()
+        other.close()
+    with history.batch():
+        assert history.append(record("me:2"))
+    assert history.has("me:2")
+
+
 def test_outbox(profile_dir: Path) -> None:
     with Profile.open(profile_dir) as p:
         assert p.history.outbox_peers() == []
