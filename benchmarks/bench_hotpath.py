@@ -265,29 +265,26 @@ class Receiver:
         assert verify(pub.author, wire.signed_bytes(pub), msg.inner_sig)
         handle = pub.handle  # the node looks up the pinned handle: a dict hit
         received = time.time()
+        shown_t = 0.0
         author_hex = pub.author.hex()
+        append, sent_t = self.history.append, pub.sent_t
         for msg_id, text in pub.texts_by_id():
             record = HistoryRecord(
-                id=msg_id,
-                conversation=PUBLIC,
-                sender=handle,
-                sender_key=author_hex,
-                text=text,
-                sent_t=pub.sent_t,
-                received_t=received,
-                outgoing=False,
+                msg_id, PUBLIC, handle, author_hex, text, sent_t, received, False
             )
-            if not self.history.append(record):
+            if not append(record):
                 continue
             self.shown += 1
+            if not shown_t:
+                shown_t = round(time.time(), 6)
             self.emit(
                 {
                     "ev": "public",
-                    "t": round(time.time(), 6),
+                    "t": shown_t,
                     "id": msg_id,
                     "from": handle,
                     "text": clean_text(text),
-                    "sent_t": pub.sent_t,
+                    "sent_t": sent_t,
                 }
             )
 

@@ -69,8 +69,13 @@ class Identity:
     _curve_secret: bytes = field(init=False, compare=False)
     _curve_public: bytes = field(init=False, compare=False)
     _boxes: dict[bytes, nacl.public.Box] = field(init=False, compare=False)
+    _key: bytes = field(init=False, compare=False)  # read for every message we send
+    _key_hex: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
+        key = bytes(self.signing_key.verify_key)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key_hex", key.hex())
         seed = bytes(self.signing_key)
         # Keyed BLAKE2b, as libsodium's crypto_generichash computes it (same bytes).
         curve_secret = hashlib.blake2b(seed, key=_CURVE_DOMAIN, digest_size=KEY_BYTES).digest()
@@ -142,11 +147,11 @@ class Identity:
     @property
     def key(self) -> bytes:
         """The 32-byte Ed25519 public key: this peer's identity."""
-        return bytes(self.signing_key.verify_key)
+        return self._key
 
     @property
     def key_hex(self) -> str:
-        return self.key.hex()
+        return self._key_hex
 
     @property
     def fingerprint(self) -> str:

@@ -384,7 +384,7 @@ class Node:
             "app": "lanchat",
             "handle": self.cfg.handle,
             "room": self.cfg.room,
-            "key": self.me.key.hex(),
+            "key": self.me.key_hex,
             "curve": self.me.curve_public.hex(),
             "address": self.cfg.address,
             "router_port": self.transport.router_port,
@@ -724,8 +724,9 @@ class Node:
             self._on_roster(msg)
         elif isinstance(msg, wire.Ack):
             if self.outbox.ack(msg.seq, now):
+                prefix = self.me.key_hex[:16]
                 for seq in range(msg.seq, msg.seq + max(1, min(msg.count, wire.MAX_BATCH))):
-                    self._emit("sent", id=f"{self.me.key.hex()[:16]}:{seq}")
+                    self._emit("sent", id=f"{prefix}:{seq}")
         elif isinstance(msg, wire.Direct):
             self._on_direct(msg, _sig)
         elif isinstance(msg, wire.Goodbye):
@@ -924,35 +925,36 @@ class Node:
         self.recent_relays.append((pub, msg.inner_sig))
         handle = self._display_handle(pub.author, pub.handle)
         received = self.wall()
+        shown_t = 0.0  # taken once, at the first text shown: a batch's texts show together
         author_hex = pub.author.hex()
+        append, sent_t = self.profile.history.append, pub.sent_t
         for msg_id, text in pub.texts_by_id():
             record = HistoryRecord(
-                id=msg_id,
-                conversation=PUBLIC,
-                sender=handle,
-                sender_key=author_hex,
-                text=text,
-                sent_t=pub.sent_t,
-                received_t=received,
-                outgoing=False,
+                msg_id, PUBLIC, handle, author_hex, text, sent_t, received, False
             )
-            if not self.profile.history.append(record):
+            if not append(record):
                 continue  # seen before: at-least-once below, exactly-once here
             if isinstance(pub, wire.Public) and pub.offer:
                 self._on_offer(pub.author, handle, pub.offer, shared=True)
-            self._emit(
-                "public",
-                id=msg_id,
-                **{"from": handle},
-                text=safe_text(text),
-                sent_t=pub.sent_t,
+            if not shown_t:
+                shown_t = round(self.wall(), 6)
+            # What _emit("public", ...) writes, without its per-event clock and merge.
+            self._emit_raw(
+                {
+                    "ev": "public",
+                    "t": shown_t,
+                    "id": msg_id,
+                    "from": handle,
+                    "text": safe_text(text),
+                    "sent_t": sent_t,
+                }
             )
 
     def say(self, text: str) -> str:
         text = check_text(text)
         seq = self.outbox.allocate()
         sent_t = round(self.wall(), 3)
-        msg_id = f"{self.me.key.hex()[:16]}:{seq}"
+        msg_id = f"{self.me.key_hex[:16]}:{seq}"
         # One transaction for the counter and the text (the TUI calls us outside the
         # command loop's batch; inside it, this adds nothing).
         with self.profile.history.batch():

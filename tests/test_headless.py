@@ -90,6 +90,17 @@ def test_the_public_event_fast_path_writes_what_the_generic_encoder_writes(
     assert encode_event(reordered) == _GENERIC.encode(reordered)
 
 
+@given(t=_ANY_FLOAT, msg_id=st.one_of(st.text(), st.integers()), ev=st.sampled_from(["sent", "x"]))
+def test_the_sent_event_fast_path_writes_what_the_generic_encoder_writes(
+    t: Any, msg_id: Any, ev: str
+) -> None:
+    event = {"ev": ev, "t": t, "id": msg_id}
+    assert encode_event(event) == _GENERIC.encode(event)
+    assert encode_event({"t": t, "ev": ev, "id": msg_id}) == _GENERIC.encode(
+        {"t": t, "ev": ev, "id": msg_id}
+    )
+
+
 def test_a_burst_in_one_loop_iteration_is_flushed_once_in_order() -> None:
     stream = FlushLog()
 
