@@ -573,6 +573,20 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     assert relay.roster_due() is None
 
 
+@pytest.mark.parametrize(("size", "interval"), [(20, 0.05), (40, 0.08), (100, 0.5)])
+def test_rosters_are_spaced_by_the_square_of_the_room_size(
+    relay: BrokerRelay, size: int, interval: float
+) -> None:
+    """A roster costs each of the n clients O(n) to decode: n^2 for the room. A room of
+    20 hears of a newcomer at the minimum interval, one of 100 twice a second at most."""
+    for i in range(size):
+        join(relay, b"r-%d" % i, Identity.generate(), f"p{i}")
+    assert relay.client_count() == size
+    due = relay.roster_due()
+    assert due is not None
+    assert due - T0 == pytest.approx(interval)
+
+
 def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     relay: BrokerRelay, alice: Identity
 ) -> None:

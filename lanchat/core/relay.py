@@ -42,7 +42,10 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 BEAT_INTERVAL_S = 0.4
 JOIN_BEAT_S = 0.1  # a Beat this soon after someone joins (see _hello)
 ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced together
-ROSTER_S_PER_CLIENT = 0.005  # 100 laptops: at most two rosters a second
+# Every client decodes the whole roster, so one roster costs the room O(size^2): the
+# interval grows with the square of the size, which keeps that cost per second flat. 100
+# laptops: at most two rosters a second; 31 or fewer: the minimum interval.
+ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -442,8 +445,8 @@ class BrokerRelay:
         return self._next_beat if roster is None else min(roster, self._next_beat)
 
     def _roster_interval(self) -> float:
-        # A roster costs every client O(room size) to decode: in a big room, fewer of them.
-        return max(ROSTER_MIN_INTERVAL_S, ROSTER_S_PER_CLIENT * len(self._clients))
+        size = len(self._clients)
+        return max(ROSTER_MIN_INTERVAL_S, ROSTER_S_PER_CLIENT_SQUARED * size * size)
 
     def _roster_changed(self, now: float) -> list[Effect]:
         """Publish the new roster, at most once per `_roster_interval()`.
