@@ -467,11 +467,8 @@ class Node:
         if self.relay is not None:
             self._open_link(self._self_target(), now)
             return
-        brokers = [
-            a for a in self._room_adverts() if a.broker_epoch > 0 and a.id_key not in self.gone
-        ]
-        if brokers:
-            best = min(brokers, key=lambda a: _claim(a).rank())
+        best = self._advertised_broker()
+        if best is not None:
             self._open_link(_target_of_advert(best), now)
             return
         alive = [e for e in self.roster if e.id_key not in self.gone]
@@ -495,6 +492,15 @@ class Node:
             return
         adv = next(a for a in self._room_adverts() if a.id_key == winner.key)
         self._open_link(_target_of_advert(adv), now)
+
+    def _advertised_broker(self, besides: bytes = b"") -> Advert | None:
+        """The best broker the room's adverts name (not ``besides``), if any."""
+        brokers = [
+            a
+            for a in self._room_adverts()
+            if a.broker_epoch > 0 and a.id_key not in self.gone and a.id_key != besides
+        ]
+        return min(brokers, key=lambda a: _claim(a).rank()) if brokers else None
 
     def _self_target(self) -> _Target:
         return _Target(
@@ -835,15 +841,32 @@ class Node:
         elif msg.code == "queue":
             self._error("queue", msg.message)
         elif msg.code == "not_broker":
-            # The successor has not noticed yet that it is its turn: ask again shortly.
             link.refused_not_broker += 1
-            self._spawn(self._hello_again(link))
+            if not self._to_advertised_broker(link, now):
+                # The successor has not noticed yet that it is its turn: ask again shortly.
+                self._spawn(self._hello_again(link))
         else:
             self._error(msg.code, f"broker refused us: {msg.message}")
+
+    def _to_advertised_broker(self, link: _Link, now: float) -> bool:
+        """Leave a node that says it is not the broker for one the room advertises.
+
+        In a cold start, a node elects from the adverts it has heard so far; the winner
+        may have joined another broker meanwhile. Its refusals would keep us asking it
+        until the connect timeout, while the room's broker is advertised already.
+        """
+        best = self._advertised_broker(besides=link.target.key)
+        if best is None:
+            return False
+        self._drop_link()
+        self._open_link(_target_of_advert(best), now)
+        return True
 
     async def _hello_again(self, link: _Link) -> None:
         await asyncio.sleep(0.15)
         if link is self.link and link.welcome is None:
+            if self._to_advertised_broker(link, self.clock()):
+                return
             hello, sig = self._hello()
             link.sockets.send_nowait(wire.encode(hello, sig))
 
