@@ -766,7 +766,9 @@ class Node:
         link.last_beat = now
         if not again:
             link.sockets.subscribe(
-                msg.pub_port, functools.partial(self._handle_batch, link, via_pub=True)
+                msg.pub_port,
+                functools.partial(self._handle_batch, link, via_pub=True),
+                functools.partial(self._on_subscribed, link),
             )
         self.last_epoch = max(self.last_epoch, msg.epoch)
         numbering = (msg.broker_key, msg.epoch)
@@ -808,6 +810,12 @@ class Node:
         self._done_asked &= self.my_hands.keys() | self.my_claims.keys()
         for hand_id in self._done_asked:
             self._send_to_broker(wire.encode(wire.HandDone(hand_id=hand_id)))
+
+    def _on_subscribed(self, link: _Link, _events: list[int]) -> None:
+        # Rosters published before our SUB connection was up did not reach us: in a cold
+        # start, the whole room joins in those moments. Ask now, not at the next Beat.
+        if link is self.link:
+            self._send_to_broker(wire.encode(wire.Sync(roster_version=self.roster_version)))
 
     def _welcome_backlog(self, msg: wire.Welcome, now: float) -> None:
         self.gap.reset(msg.epoch, msg.bseq)

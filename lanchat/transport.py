@@ -261,6 +261,7 @@ class BrokerLink:
         )
         self.dealer.connect(f"tcp://{address}:{router_port}")
         self.sub: zmq.Socket[Any] | None = None
+        self.sub_monitor: zmq.Socket[Any] | None = None
         self._readers: list[SocketReader[Any]] = []
         self._dealer_reader: SocketReader[list[bytes]] | None = None
 
@@ -284,14 +285,31 @@ class BrokerLink:
         )
         self._readers += [self._dealer_reader, events]
 
-    def subscribe(self, pub_port: int, on_messages: Callable[[list[list[bytes]]], None]) -> None:
+    def subscribe(
+        self,
+        pub_port: int,
+        on_messages: Callable[[list[list[bytes]]], None],
+        on_connected: Callable[[list[int]], None],
+    ) -> None:
+        """Hear the room; ``on_connected`` each time the SUB connection is (re)established.
+
+        What the broker published before then did not reach us: the caller asks again.
+        """
         if self.sub is not None:
             return
         sub = self.sub = self._client_socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, _HWM)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        monitor = self.sub_monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sub.connect(f"tcp://{self.address}:{pub_port}")
-        self._readers.append(SocketReader(sub, lambda: sub.recv_multipart(_NOBLOCK), on_messages))
+        self._readers += [
+            SocketReader(sub, lambda: sub.recv_multipart(_NOBLOCK), on_messages),
+            SocketReader(
+                monitor,
+                lambda: int(parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]),
+                on_connected,
+            ),
+        ]
 
     def send_nowait(self, frames: list[bytes]) -> bool:
         """Queue frames for the broker without waiting; False if the queue is full."""
@@ -307,9 +325,11 @@ class BrokerLink:
     def close(self) -> None:
         for reader in self._readers:
             reader.close()
-        with contextlib.suppress(zmq.ZMQError):
-            self.dealer.disable_monitor()
-        for sock in (self.dealer, self.sub, self.monitor):
+        for watched in (self.dealer, self.sub):
+            if watched is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    watched.disable_monitor()
+        for sock in (self.dealer, self.sub, self.monitor, self.sub_monitor):
             if sock is not None:
                 sock.close(linger=0)
 

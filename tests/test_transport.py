@@ -86,8 +86,9 @@ def test_a_client_hears_its_answers_and_the_room() -> None:
             client_secret,
         )
         subscribed = asyncio.Event()
+        sub_connected = asyncio.Event()
         link.start(heard(answers, None), lambda events: None)
-        link.subscribe(transport.pub_port, heard(room, subscribed))
+        link.subscribe(transport.pub_port, heard(room, subscribed), lambda _: sub_connected.set())
         try:
             # A SUB hears only what is published after its subscription reached the PUB,
             # and nothing tells when that is: probe until the room echoes one.
@@ -98,6 +99,7 @@ def test_a_client_hears_its_answers_and_the_room() -> None:
             for i in range(3):
                 assert link.send_nowait([b"%d" % i])
             await asyncio.wait_for(both.wait(), 10)
+            await asyncio.wait_for(sub_connected.wait(), 10)  # the SUB's connection, reported
             return answers, room
         finally:
             link.close()
