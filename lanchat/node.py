@@ -711,6 +711,8 @@ class Node:
         if link.welcome is None:
             if isinstance(msg, wire.Roster):
                 self._on_roster(msg)
+            elif isinstance(msg, wire.Redirect):
+                self._on_redirect_before_welcome(link, msg, now)
             return
         if isinstance(msg, wire.Relay | wire.Beat) and self.online:
             self._last_room_contact = now
@@ -856,6 +858,24 @@ class Node:
         else:
             self._error(msg.code, f"broker refused us: {msg.message}")
 
+    def _on_redirect_before_welcome(self, link: _Link, msg: wire.Redirect, now: float) -> None:
+        """The node we took for the broker is the client of another: go there.
+
+        In a cold start, nodes elect from the adverts heard so far, and the one they pick
+        may have joined a broker meanwhile. Not to a broker we lost, though: a successor
+        that has not noticed the loss yet still names it (ask the successor again), nor to
+        ourselves or back to the same node.
+        """
+        if msg.broker_key in self.gone or msg.broker_key in (self.me.key, link.target.key):
+            link.refused_not_broker += 1
+            self._spawn(self._hello_again(link))
+            return
+        self.last_epoch = max(self.last_epoch, msg.epoch)
+        handle = next((a.handle for a in self._room_adverts() if a.id_key == msg.broker_key), "")
+        target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port, handle)
+        self._drop_link()
+        self._open_link(target, now)
+
     def _to_advertised_broker(self, link: _Link, now: float) -> bool:
         """Leave a node that says it is not the broker for one the room advertises.
 
@@ -907,8 +927,7 @@ class Node:
     def _on_router(self, incoming: Incoming) -> None:
         relay = self.relay
         if relay is None:
-            refused = wire.Refused(code="not_broker", message="not the broker")
-            self.transport.send_router_nowait(incoming.rid, wire.encode(refused))
+            self.transport.send_router_nowait(incoming.rid, wire.encode(self._not_broker()))
             return
         try:
             effects = relay.receive(
@@ -920,6 +939,20 @@ class Node:
             return
         for eff in effects:
             self._apply(eff)
+
+    def _not_broker(self) -> wire.Redirect | wire.Refused:
+        """The answer to a client that took us for the broker: where ours is, if we know."""
+        link = self.link
+        if link is None or link.welcome is None or link.target.key == self.me.key:
+            return wire.Refused(code="not_broker", message="not the broker")
+        target = link.target
+        return wire.Redirect(
+            broker_key=target.key,
+            curve_key=target.curve_key,
+            address=target.address,
+            router_port=target.router_port,
+            epoch=link.welcome.epoch,
+        )
 
     def _apply(self, eff: ToClient | Publish) -> None:
         from lanchat.core.relay import ToClient  # loaded: only a relay makes effects

@@ -93,6 +93,16 @@ def test_a_node_that_refuses_sends_us_to_the_broker_the_room_advertises(
     """Cold start: we elected bob from the adverts heard so far, but bob joined carol's
     relay meanwhile and refuses us ("not_broker"). Once carol's broker advert is in, the
     first refusal sends us to her; bob is not asked again until a connect timeout."""
+    _elect_bob_who_answers(tmp_path, redirect=False)
+
+
+def test_a_node_that_has_a_broker_redirects_us_there(tmp_path: Path) -> None:
+    """The same, but bob names his broker in his answer: we go to carol even though her
+    advert has not reached us (in a start-up storm, mDNS updates come late)."""
+    _elect_bob_who_answers(tmp_path, redirect=True)
+
+
+def _elect_bob_who_answers(tmp_path: Path, redirect: bool) -> None:
     events: list[dict[str, Any]] = []
     node = _node(tmp_path, events)
     ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()
@@ -124,9 +134,19 @@ def test_a_node_that_refuses_sends_us_to_the_broker_the_room_advertises(
                 rid, *frames = await asyncio.to_thread(_recv, bob_sock)
                 if isinstance(wire.decode(frames)[0], wire.Hello):
                     hellos_at_bob += 1
-                    heard["carol"] = carol
-                    refused = wire.Refused(code="not_broker", message="not the broker")
-                    bob_sock.send_multipart([rid, *wire.encode(refused)])
+                    answer: wire.Message
+                    if redirect:  # carol's advert never arrives
+                        answer = wire.Redirect(
+                            broker_key=carol.id_key,
+                            curve_key=carol.curve_key,
+                            address=carol.address,
+                            router_port=carol.router_port,
+                            epoch=1,
+                        )
+                    else:
+                        heard["carol"] = carol
+                        answer = wire.Refused(code="not_broker", message="not the broker")
+                    bob_sock.send_multipart([rid, *wire.encode(answer)])
                     break
             rid, *frames = await asyncio.to_thread(_recv, carol_sock)
             while bob_sock.poll(0):  # anything bob got meanwhile
@@ -147,7 +167,8 @@ def test_a_node_that_refuses_sends_us_to_the_broker_the_room_advertises(
     assert isinstance(first_at_carol, wire.Hello)
     assert hellos_at_bob == 1
     connecting = [e["text"] for e in events if e.get("state") == "connecting"]
-    assert connecting == ["connecting to broker bob", "connecting to broker carol"]
+    carol_named = "127.0.0.1" if redirect else "carol"  # unknown to us but for bob's word
+    assert connecting == ["connecting to broker bob", f"connecting to broker {carol_named}"]
 
 
 def _recv(sock: zmq.Socket[Any]) -> list[bytes]:
