@@ -9,7 +9,7 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from lanchat.transport import BrokerLink, Incoming, SocketReader, Transport
+from lanchat.transport import BrokerLink, Incoming, SocketReader, Transport, zap_reply
 
 
 def _keypair() -> tuple[bytes, bytes]:
@@ -143,3 +143,22 @@ def test_a_reader_sees_a_message_whose_signal_a_send_consumed() -> None:
             ctx.term()
 
     assert asyncio.run(scenario()) == [b"waiting"]
+
+
+def test_zap_lets_in_every_curve_key_under_its_own_name_and_refuses_other_mechanisms() -> None:
+    key = bytes(range(32))
+
+    def ask(mechanism: bytes, *credentials: bytes, version: bytes = b"1.0") -> list[bytes]:
+        request = [b"peer", b"", version, b"7", b"lanchat", b"10.0.0.2", b"", mechanism]
+        reply = zap_reply([*request, *credentials])
+        assert reply is not None
+        assert reply[:4] == [b"peer", b"", b"1.0", b"7"]
+        return reply[4:]
+
+    assert ask(b"CURVE", key) == [b"200", b"OK", z85.encode(key), b""]
+    assert ask(b"NULL") == [b"200", b"OK", b"", b""]
+    assert ask(b"PLAIN", b"user", b"password")[0] == b"400"
+    assert ask(b"CURVE", key[:31])[0] == b"400"
+    assert ask(b"CURVE", key, version=b"2.0")[0] == b"400"
+    assert zap_reply([b"peer", b"not a delimiter", *[b""] * 6]) is None
+    assert zap_reply([b"peer", b""]) is None
