@@ -587,6 +587,20 @@ def test_rosters_are_spaced_by_the_square_of_the_room_size(
     assert due - T0 == pytest.approx(interval)
 
 
+def test_the_roster_is_encoded_once_per_version(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    sync = wire.encode(wire.Sync(roster_version=0))
+    [first] = relay.receive(b"r-a", alice.curve_public, sync, T0)
+    [again] = relay.receive(b"r-a", alice.curve_public, sync, T0)
+    assert again.frames is first.frames  # the same encoding, not a second one
+    join(relay, b"r-b", Identity.generate(), "bob", now=T0 + 1)
+    [after] = relay.receive(b"r-a", alice.curve_public, sync, T0 + 1)
+    roster = wire.decode(after.frames)[0]
+    assert isinstance(roster, wire.Roster)
+    assert sorted(handles(roster)) == ["alice", "bob"]
+    assert roster.version == relay.roster_version
+
+
 def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     relay: BrokerRelay, alice: Identity
 ) -> None:
