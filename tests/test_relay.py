@@ -525,6 +525,20 @@ def test_sync_sends_the_roster_to_the_asker(relay: BrokerRelay, alice: Identity)
     assert roster == relay.roster()
 
 
+def test_sync_is_not_answered_to_a_client_with_all_that_was_published(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    effects = opened(join(relay, b"r-b", bob, "bob"))
+    [joined] = [m for to, m in effects if to == b"r-b" and isinstance(m, wire.Roster)]
+    # bob's copy at joining is newer than anything published yet (the wave is coalesced)
+    assert send(relay, b"r-b", wire.Sync(roster_version=joined.version)) == []
+    # a client that missed a publish gets the roster
+    [(to, roster)] = opened(send(relay, b"r-b", wire.Sync(roster_version=joined.version - 2)))
+    assert to == b"r-b"
+    assert sorted(handles(roster)) == ["alice", "bob"]
+
+
 def test_goodbye_removes_the_client(relay: BrokerRelay, alice: Identity, bob: Identity) -> None:
     join(relay, b"r-a", alice, "alice")
     join(relay, b"r-b", bob, "bob")
@@ -573,12 +587,13 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     assert relay.roster_due() is None
 
 
-@pytest.mark.parametrize(("size", "interval"), [(20, 0.05), (40, 0.08), (100, 0.5)])
+@pytest.mark.parametrize(("size", "interval"), [(20, 0.05), (40, 0.08), (100, 0.5), (150, 1.0)])
 def test_rosters_are_spaced_by_the_square_of_the_room_size(
     relay: BrokerRelay, size: int, interval: float
 ) -> None:
     """A roster costs each of the n clients O(n) to decode: n^2 for the room. A room of
-    20 hears of a newcomer at the minimum interval, one of 100 twice a second at most."""
+    20 hears of a newcomer at the minimum interval, one of 100 twice a second at most, and
+    none waits more than a second."""
     for i in range(size):
         join(relay, b"r-%d" % i, Identity.generate(), f"p{i}")
     assert relay.client_count() == size

@@ -44,8 +44,10 @@ JOIN_BEAT_S = 0.1  # a Beat this soon after someone joins (see _hello)
 ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced together
 # Every client decodes the whole roster, so one roster costs the room O(size^2): the
 # interval grows with the square of the size, which keeps that cost per second flat. 100
-# laptops: at most two rosters a second; 31 or fewer: the minimum interval.
+# laptops: at most two rosters a second; 31 or fewer: the minimum interval; never longer
+# than ROSTER_MAX_INTERVAL_S (a newcomer waits that long at most to be seen).
 ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
+ROSTER_MAX_INTERVAL_S = 1.0
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -158,6 +160,11 @@ class BrokerRelay:
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
         if isinstance(msg, wire.Sync):
+            if msg.roster_version >= self._published:
+                # It has all we published, or newer (its copy at joining): what changed
+                # since goes out with the next publish. After a failover, a whole room of
+                # newcomers asks at once, as each subscription comes up.
+                return []
             return [ToClient(rid, self._roster_frames())]
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
@@ -447,7 +454,8 @@ class BrokerRelay:
 
     def _roster_interval(self) -> float:
         size = len(self._clients)
-        return max(ROSTER_MIN_INTERVAL_S, ROSTER_S_PER_CLIENT_SQUARED * size * size)
+        spaced = min(ROSTER_MAX_INTERVAL_S, ROSTER_S_PER_CLIENT_SQUARED * size * size)
+        return max(ROSTER_MIN_INTERVAL_S, spaced)
 
     def _roster_changed(self, now: float) -> list[Effect]:
         """Publish the new roster, at most once per `_roster_interval()`.
