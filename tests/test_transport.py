@@ -17,6 +17,20 @@ def _keypair() -> tuple[bytes, bytes]:
     return z85.decode(public), z85.decode(secret)
 
 
+def _client_link(
+    transport: Transport, server_public: bytes, client_public: bytes, client_secret: bytes
+) -> BrokerLink:
+    """A client's sockets towards ``transport``, under the client's own CURVE keys."""
+    return BrokerLink(
+        transport.sync_ctx,
+        "127.0.0.1",
+        transport.router_port,
+        server_public,
+        client_public,
+        client_secret,
+    )
+
+
 def test_the_router_learns_the_key_a_client_authenticated_with() -> None:
     server_public, server_secret = _keypair()
     client_public, client_secret = _keypair()
@@ -31,14 +45,7 @@ def test_the_router_learns_the_key_a_client_authenticated_with() -> None:
                 got.set_result(batch[0])
 
         transport.read_router(on_router)
-        link = BrokerLink(
-            transport.sync_ctx,
-            "127.0.0.1",
-            transport.router_port,
-            server_public,
-            client_public,
-            client_secret,
-        )
+        link = _client_link(transport, server_public, client_public, client_secret)
         try:
             assert link.send_nowait([b"hello"])
             incoming = await asyncio.wait_for(got, 10)
@@ -77,14 +84,7 @@ def test_a_client_hears_its_answers_and_the_room() -> None:
             return on_messages
 
         transport.read_router(on_router)
-        link = BrokerLink(
-            transport.sync_ctx,
-            "127.0.0.1",
-            transport.router_port,
-            server_public,
-            client_public,
-            client_secret,
-        )
+        link = _client_link(transport, server_public, client_public, client_secret)
         subscribed = asyncio.Event()
         sub_connected = asyncio.Event()
         link.start(heard(answers, None), lambda events: None)
