@@ -237,16 +237,16 @@ class ZapHandler:
     unencrypted info socket) is let in; other mechanisms are refused.
 
     pyzmq's asyncio authenticator answered one request per poll cycle, through futures
-    and debug logging: a new broker after a failover of 100 laptops authenticates 200
-    connections at once, on a CPU shared with all their reconnects, and its own client
-    waited behind them for over a second. This answers a burst in one loop callback.
+    and debug logging; a new broker after a failover of 100 laptops authenticates 200
+    connections at once, on a CPU shared with all their reconnects. This answers a burst
+    in one loop callback.
     """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[Any]]) -> None:
         sock = self._sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(_ZAP_ENDPOINT)
-        self._reader = SocketReader(sock, lambda: sock.recv_multipart(_NOBLOCK), self._answer)
+        self._reader = _read_messages(sock, self._answer)
 
     def _answer(self, batch: list[list[bytes]]) -> None:
         for request in batch:
@@ -276,6 +276,23 @@ def zap_reply(request: list[bytes]) -> list[bytes] | None:
     else:
         status, text = b"400", b"mechanism not allowed"
     return [peer, b"", b"1.0", request_id, status, text, user_id, b""]
+
+
+def _read_messages(
+    sock: zmq.Socket[Any], on_messages: Callable[[list[list[bytes]]], None]
+) -> SocketReader[list[bytes]]:
+    return SocketReader(sock, lambda: sock.recv_multipart(_NOBLOCK), on_messages)
+
+
+def _read_events(
+    monitor: zmq.Socket[Any], on_events: Callable[[list[int]], None]
+) -> SocketReader[int]:
+    """The event number of each message of a monitor socket."""
+
+    def event() -> int:
+        return int(parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"])
+
+    return SocketReader(monitor, event, on_events)
 
 
 def _router_message(sock: zmq.Socket[Any]) -> Incoming:
@@ -324,16 +341,8 @@ class BrokerLink:
         on_events: Callable[[list[int]], None],
     ) -> None:
         """Read the broker's answers and our connection's events (in a running loop)."""
-        dealer, monitor = self.dealer, self.monitor
-        self._dealer_reader = SocketReader(
-            dealer, lambda: dealer.recv_multipart(_NOBLOCK), on_messages
-        )
-        events = SocketReader(
-            monitor,
-            lambda: int(parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]),
-            on_events,
-        )
-        self._readers += [self._dealer_reader, events]
+        self._dealer_reader = _read_messages(self.dealer, on_messages)
+        self._readers += [self._dealer_reader, _read_events(self.monitor, on_events)]
 
     def subscribe(
         self,
@@ -352,14 +361,7 @@ class BrokerLink:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         monitor = self.sub_monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sub.connect(f"tcp://{self.address}:{pub_port}")
-        self._readers += [
-            SocketReader(sub, lambda: sub.recv_multipart(_NOBLOCK), on_messages),
-            SocketReader(
-                monitor,
-                lambda: int(parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]),
-                on_connected,
-            ),
-        ]
+        self._readers += [_read_messages(sub, on_messages), _read_events(monitor, on_connected)]
 
     def send_nowait(self, frames: list[bytes]) -> bool:
         """Queue frames for the broker without waiting; False if the queue is full."""
