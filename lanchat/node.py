@@ -754,8 +754,7 @@ class Node:
                 self._become_broker(now)
                 return
             self.last_epoch = max(self.last_epoch, msg.epoch)
-            target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port)
-            self._open_link(target, now)
+            self._open_link(_target_of_redirect(msg), now)
         else:
             self._count("unexpected_from_broker")
 
@@ -851,10 +850,7 @@ class Node:
         elif msg.code == "queue":
             self._error("queue", msg.message)
         elif msg.code == "not_broker":
-            link.refused_not_broker += 1
-            if not self._to_advertised_broker(link, now):
-                # The successor has not noticed yet that it is its turn: ask again shortly.
-                self._spawn(self._hello_again(link))
+            self._not_the_broker(link, now)
         else:
             self._error(msg.code, f"broker refused us: {msg.message}")
 
@@ -867,14 +863,19 @@ class Node:
         ourselves or back to the same node.
         """
         if msg.broker_key in self.gone or msg.broker_key in (self.me.key, link.target.key):
-            link.refused_not_broker += 1
-            self._spawn(self._hello_again(link))
+            self._not_the_broker(link, now)
             return
         self.last_epoch = max(self.last_epoch, msg.epoch)
         handle = next((a.handle for a in self._room_adverts() if a.id_key == msg.broker_key), "")
-        target = _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port, handle)
         self._drop_link()
-        self._open_link(target, now)
+        self._open_link(_target_of_redirect(msg, handle), now)
+
+    def _not_the_broker(self, link: _Link, now: float) -> None:
+        """The node we took for the broker is not (yet) the broker."""
+        link.refused_not_broker += 1
+        if not self._to_advertised_broker(link, now):
+            # The successor has not noticed yet that it is its turn: ask again shortly.
+            self._spawn(self._hello_again(link))
 
     def _to_advertised_broker(self, link: _Link, now: float) -> bool:
         """Leave a node that says it is not the broker for one the room advertises.
@@ -2306,6 +2307,10 @@ def _candidate_of_advert(adv: Advert) -> election.Candidate:
 
 def _target_of_advert(adv: Advert) -> _Target:
     return _Target(adv.id_key, adv.curve_key, adv.address, adv.router_port, adv.handle)
+
+
+def _target_of_redirect(msg: wire.Redirect, handle: str = "") -> _Target:
+    return _Target(msg.broker_key, msg.curve_key, msg.address, msg.router_port, handle)
 
 
 def _target_of_entry(entry: wire.PeerEntry) -> _Target:
