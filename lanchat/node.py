@@ -33,14 +33,16 @@ from lanchat.core.reliability import GapTracker, InboundChannel, PublicOutbox
 from lanchat.core.text import TextError, check_text, clean_text, safe_label
 from lanchat.discovery import Discovery, HandleClash, HandleTaken, PeerGone, PeerSeen
 from lanchat.store import HistoryRecord, OutboxItem, Pin, Profile
-from lanchat.transport import BrokerLink, Incoming, Transport
+from lanchat.transport import Incoming, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lanchat.core.files import FileOffer
     from lanchat.core.relay import BrokerRelay, Publish, ToClient
+    from lanchat.discovery import DiscoveryEvent
     from lanchat.files import FileService
+    from lanchat.ports import LinkSockets, RoomDiscovery, RoomTransport
 
 __all__ = ["Node", "NodeConfig", "NodeExit"]
 
@@ -134,7 +136,7 @@ class _Peer:
 @dataclass(slots=True, eq=False)
 class _Link:
     target: _Target
-    sockets: BrokerLink
+    sockets: LinkSockets
     started: float
     welcome: wire.Welcome | None = None
     reached: bool = False  # connected (TCP, then CURVE): the broker's host is there
@@ -185,15 +187,21 @@ class Node:
         emit: Callable[[dict[str, Any]], None],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        transport: RoomTransport | None = None,
+        discovery: Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery] = Discovery,
     ) -> None:
+        """``transport`` and ``discovery`` (a factory: address, on_event) are the real
+        ZeroMQ and zeroconf adapters unless a caller passes their in-memory twins."""
         self.cfg = config
         self.profile = profile
         self.me = identity
         self._emit_raw = emit
         self.clock = clock
         self.wall = wall
-        self.transport = Transport(config.address, identity.curve_public, identity.curve_secret)
-        self.discovery = Discovery(config.address, self._on_discovery)
+        self.transport: RoomTransport = transport or Transport(
+            config.address, identity.curve_public, identity.curve_secret
+        )
+        self.discovery: RoomDiscovery = discovery(config.address, self._on_discovery)
         # Made on first use (_file_service): most sessions never move a file.
         self._files: FileService | None = None
         self._offers_out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
@@ -1586,7 +1594,7 @@ class Node:
             from lanchat.files import FileService
 
             files = FileService(
-                self.transport.ctx,
+                self.transport.file_context(),
                 self.cfg.address,
                 self.me.curve_public,
                 self.me.curve_secret,

@@ -482,6 +482,9 @@ class Transport:
         finally:
             sock.close(linger=0)
 
+    def file_context(self) -> zmq.asyncio.Context:
+        return self.ctx
+
     def close(self) -> None:
         if self._router_reader is not None:
             self._router_reader.close()
