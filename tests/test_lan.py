@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from lannode import LanNode, mentored_room, start_nodes, wait_connected, wait_online
 
-from lanchat.node import SETTLE_S
+from lanchat.core.membership import SETTLE_S
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -43,7 +43,7 @@ _sessions = itertools.count(1)
 # copy: what it says is sent as is, not cleaned, so escape bytes really cross the LAN.
 _UNCLEANED_SENDER = """
 import sys
-import lanchat.node
+import lanchat.room.public
 from lanchat.cli import main
 from lanchat.core.text import TextError
 
@@ -52,8 +52,8 @@ def send_as_is(text):
         raise TextError("message is empty")
     return text
 
-assert callable(lanchat.node.check_text), "the node no longer cleans with check_text"
-lanchat.node.check_text = send_as_is
+assert callable(lanchat.room.public.check_text), "the room no longer cleans with check_text"
+lanchat.room.public.check_text = send_as_is
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -1,0 +1,116 @@
+"""The broker role: the relay this node runs while it is the room's broker, fed by our
+ROUTER socket, its effects sent on our ROUTER and PUB sockets."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+from lanchat import identity as ident
+from lanchat.core import wire
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from lanchat.core.relay import BrokerRelay, Publish, ToClient
+    from lanchat.ports import RoomTransport
+    from lanchat.room.context import RoomContext
+    from lanchat.transport import Incoming
+
+__all__ = ["Hosting"]
+
+log = logging.getLogger("lanchat.node")
+
+# Public messages this node saw, kept to seed its relay's backlog if it becomes broker
+# (the relay's own backlog is lanchat.core.relay.BACKLOG_SIZE).
+RECENT_RELAYS: Final = 2000
+
+
+class Hosting:
+    def __init__(
+        self,
+        ctx: RoomContext,
+        transport: RoomTransport,
+        not_broker_answer: Callable[[], wire.Redirect | wire.Refused],
+    ) -> None:
+        self._ctx = ctx
+        self._transport = transport
+        self._not_broker_answer = not_broker_answer  # where our broker is, if we know
+        self.relay: BrokerRelay | None = None
+        self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes]] = deque(
+            maxlen=RECENT_RELAYS
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self.relay.epoch if self.relay is not None else 0
+
+    @property
+    def since(self) -> float:
+        return self.relay.since if self.relay is not None else 0.0
+
+    def start(self, epoch: int) -> None:
+        # Imported here, not at start-up: most nodes of a room are never its broker.
+        from lanchat.core.relay import BrokerRelay
+
+        ctx = self._ctx
+        self.relay = BrokerRelay(
+            key=ctx.me.key,
+            handle=ctx.cfg.handle,
+            room=ctx.cfg.room,
+            epoch=epoch,
+            since=round(ctx.wall(), 3),
+            pub_port=self._transport.pub_port,
+            verify=ident.verify,
+        )
+        self.relay.seed(self.recent)
+
+    def stop(self, redirect: wire.Redirect | None = None) -> None:
+        """Give up the role; with ``redirect``, send every client to the next broker."""
+        if self.relay is not None and redirect is not None:
+            self._apply_all(self.relay.redirect(redirect))
+        self.relay = None
+
+    def close(self) -> None:
+        """Leaving: tell every client (they fail over at once)."""
+        if self.relay is not None:
+            self._apply_all(self.relay.close())
+
+    def on_router_batch(self, batch: list[Incoming]) -> None:
+        for incoming in batch:
+            self._on_router(incoming)
+        if self.relay is not None:
+            self._ctx.tick_at(self.relay.next_due())
+
+    def _on_router(self, incoming: Incoming) -> None:
+        relay = self.relay
+        if relay is None:
+            frames = wire.encode(self._not_broker_answer())
+            self._transport.send_router_nowait(incoming.rid, frames)
+            return
+        try:
+            effects = relay.receive(
+                incoming.rid, incoming.transport_key, incoming.frames, self._ctx.clock()
+            )
+        except Exception:  # a bug must not take the room's relay down
+            self._ctx.count("relay_error")
+            log.exception("relay failed on a frame")
+            return
+        self._apply_all(effects)
+
+    def tick(self, now: float) -> None:
+        if self.relay is not None:
+            self._apply_all(self.relay.tick(now))
+
+    def client_count(self) -> int:
+        return self.relay.client_count() if self.relay is not None else 0
+
+    def _apply_all(self, effects: Iterable[ToClient | Publish]) -> None:
+        from lanchat.core.relay import ToClient  # loaded: only a relay makes effects
+
+        for eff in effects:
+            if isinstance(eff, ToClient):
+                self._transport.send_router_nowait(eff.rid, eff.frames)
+            else:
+                self._transport.publish_nowait(eff.frames)

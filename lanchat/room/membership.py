@@ -1,0 +1,625 @@
+"""Membership glue: which broker we are with, carried out.
+
+The rules are pure functions of ``lanchat.core.membership``; this part feeds them what
+discovery, rosters and our link say, and acts on their decisions: it owns our link to the
+broker, our mDNS advert, and the switch into and out of the broker role (``Hosting``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import zmq
+
+from lanchat import identity as ident
+from lanchat.core import election, membership, wire
+from lanchat.core.advert import Advert
+from lanchat.core.membership import Phase
+from lanchat.discovery import HandleClash, PeerSeen
+from lanchat.room.context import NodeExit
+from lanchat.room.link import (
+    Link,
+    Target,
+    target_of_advert,
+    target_of_entry,
+    target_of_redirect,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lanchat.discovery import DiscoveryEvent
+    from lanchat.ports import RoomDiscovery, RoomTransport
+    from lanchat.room.context import RoomContext
+    from lanchat.room.hosting import Hosting
+    from lanchat.room.peers import Peers
+    from lanchat.room.status import NodeStatus, Presence
+
+__all__ = ["Membership"]
+
+log = logging.getLogger("lanchat.node")
+
+HEARTBEAT_S: Final = 0.4
+REANNOUNCE_S: Final = 2.0  # brokers repeat their mDNS announcement (healed partitions)
+# Just cut off from the room (its broker timed out, our link went down): announce more
+# often for a while, so the room hears us the moment the link is back.
+LOST_REANNOUNCE_S: Final = 0.5
+LOST_FAST_FOR_S: Final = 120.0
+ANSWER_REANNOUNCE_S: Final = 0.25  # at most this often, a broker answers a worse broker
+HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its turn yet
+CONNECT_RETRY_S: Final = 2.0  # --connect: ask the node again after this long
+CONNECT_CHECK_S: Final = 1.0  # --connect: how often to look whether we still have a broker
+ROSTER_WAIT_S: Final = 0.5  # --connect: a roster arrived; its successor is being tried
+
+
+class Membership:
+    def __init__(
+        self,
+        ctx: RoomContext,
+        transport: RoomTransport,
+        discovery_factory: Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery],
+        hosting: Hosting,
+        peers: Peers,
+        status: NodeStatus,
+        presence: Presence,
+        on_frames: Callable[[Link, bool, list[list[bytes]]], None],
+        on_joined: Callable[[Link, wire.Welcome, float], None],
+    ) -> None:
+        self._ctx = ctx
+        self._transport = transport
+        self.discovery: RoomDiscovery = discovery_factory(ctx.cfg.address, self.on_discovery)
+        self._hosting = hosting
+        self._peers = peers
+        self._status = status
+        self._presence = presence
+        self._on_frames = on_frames  # a burst from the broker (DEALER or SUB)
+        self._on_joined = on_joined  # a broker welcomed us: what the other parts resume
+        self.link: Link | None = None
+        self.last_epoch = 0
+        self.announced_broker: tuple[bytes, int] | None = None
+        self.advert: Advert | None = None
+        self.started_at = ctx.wall()
+        self._election_from = 0.0
+        self._last_tick = ctx.clock()
+        self._woke_at = -1e9
+        self._lost_room_at = -1e9  # when we were last cut off from a room we were in
+        self._last_reannounce = 0.0
+        self._last_answer = -1e9
+        self._last_heartbeat = 0.0
+
+    # ================================================================ what we tell
+
+    def make_advert(self) -> Advert:
+        cfg, me = self._ctx.cfg, self._ctx.me
+        return Advert(
+            handle=cfg.handle,
+            room=cfg.room,
+            address=cfg.address,
+            id_key=me.key,
+            curve_key=me.curve_public,
+            router_port=self._transport.router_port,
+            pub_port=self._transport.pub_port,
+            mentor=cfg.mentor,
+            priority=cfg.priority,
+            started_at=round(self.started_at, 3),
+            broker_epoch=self._hosting.epoch,
+            broker_since=round(self._hosting.since, 3),
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What the info port answers (``--connect`` asks it which broker we use)."""
+        cfg, me = self._ctx.cfg, self._ctx.me
+        broker: dict[str, Any] | None = None
+        link = self.link
+        if link is not None and link.welcome is not None:
+            broker = {
+                "key": link.target.key.hex(),
+                "curve": link.target.curve_key.hex(),
+                "address": link.target.address,
+                "router_port": link.target.router_port,
+            }
+        return {
+            "app": "lanchat",
+            "handle": cfg.handle,
+            "room": cfg.room,
+            "key": me.key_hex,
+            "curve": me.curve_public.hex(),
+            "address": cfg.address,
+            "router_port": self._transport.router_port,
+            "broker": broker,
+        }
+
+    def _hello(self) -> list[bytes]:
+        cfg, me = self._ctx.cfg, self._ctx.me
+        hello = wire.Hello(
+            handle=cfg.handle,
+            room=cfg.room,
+            mentor=cfg.mentor,
+            id_key=me.key,
+            curve_key=me.curve_public,
+            started_at=round(self.started_at, 3),
+            priority=cfg.priority,
+            address=cfg.address,
+            router_port=self._transport.router_port,
+            info_port=self._transport.info_port,
+        )
+        return wire.encode(hello, me.sign(wire.signed_bytes(hello)))
+
+    async def register(self) -> None:
+        """Announce ourselves; the election starts from now."""
+        self.advert = self.make_advert()
+        await self.discovery.register(self.advert)
+        self._election_from = self._ctx.clock()
+
+    def _advert_changed(self) -> None:
+        self.advert = self.make_advert()
+        self._ctx.spawn(self._update_advert(self.advert))
+
+    async def _update_advert(self, advert: Advert) -> None:
+        try:
+            await self.discovery.update(advert)
+        except Exception:  # the advert is best-effort; the broker works without it
+            log.exception("could not update the mDNS advert")
+
+    async def _reannounce(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.discovery.reannounce()
+
+    # ================================================================ discovery
+
+    def on_discovery(self, event: DiscoveryEvent) -> None:
+        ctx = self._ctx
+        if isinstance(event, HandleClash):
+            # Two of us took the same handle at the same moment: the one that started
+            # later (then the larger key) gives way, and both sides reach that verdict.
+            other = event.advert
+            mine = (round(self.started_at, 3), ctx.me.key)
+            if (other.started_at, other.id_key) < mine:
+                self.discovery.disown()  # a goodbye for the name would withdraw theirs
+                ctx.fatal(
+                    NodeExit(
+                        "handle_taken",
+                        f"the handle {ctx.cfg.handle!r} was taken at the same moment by "
+                        f"another person ({other.address}, key "
+                        f"{ident.fingerprint(other.id_key)}); choose another with --handle",
+                    )
+                )
+            # Our announcement is what the newcomer's overwrote in everyone's cache.
+            ctx.spawn(self._reannounce())
+            return
+        if isinstance(event, PeerSeen):
+            adv = event.advert
+            if adv.id_key == ctx.me.key:
+                return
+            # A fresh advert is a sign of life: give that node another chance.
+            self._peers.gone.discard(adv.id_key)
+            self._answer_worse_broker(adv)
+            if (
+                self.advert is not None
+                and self.link is None
+                and ctx.cfg.connect is None
+                and adv.broker_epoch
+            ):
+                self.choose_target(ctx.clock())  # a broker turned up: join it now
+
+    def _answer_worse_broker(self, adv: Advert) -> None:
+        """A second broker in our room announced itself (a laptop back from a walk, the
+        other half of a healed partition): if we are the better one, announce ourselves
+        now, so it moves to us at once instead of at our next periodic announcement."""
+        relay, now = self._hosting.relay, self._ctx.clock()
+        if relay is None or adv.room != self._ctx.cfg.room or adv.broker_epoch <= 0:
+            return
+        if now - self._last_answer < ANSWER_REANNOUNCE_S:
+            return
+        ours = election.BrokerClaim(
+            self._ctx.me.key, self._ctx.cfg.mentor, relay.since, relay.epoch
+        )
+        if election.better_broker(ours, _claim(adv)) is ours:
+            self._last_answer = now
+            self._ctx.spawn(self._reannounce())
+
+    def _room_adverts(self) -> list[Advert]:
+        me, room = self._ctx.me.key, self._ctx.cfg.room
+        return [a for a in self.discovery.peers().values() if a.room == room and a.id_key != me]
+
+    def _advert_of(self, key: bytes) -> Advert | None:
+        return next((a for a in self._room_adverts() if a.id_key == key), None)
+
+    # ================================================================ election
+
+    def choose_target(self, now: float) -> None:
+        """No broker link: join a running broker, the successor, or elect one."""
+        ctx, peers = self._ctx, self._peers
+        adverts = self._room_adverts()
+        decision = membership.choose_broker(
+            me=election.Candidate(
+                ctx.me.key, ctx.cfg.mentor, ctx.cfg.priority, round(self.started_at, 3)
+            ),
+            hosting=self._hosting.relay is not None,
+            advertised=[_claim(a) for a in adverts],
+            succession=peers.succession(),
+            candidates=[_candidate(a) for a in adverts],
+            gone=peers.gone,
+            election_from=self._election_from,
+            now=now,
+        )
+        if isinstance(decision, membership.HostOwn):
+            self._open_link(self._self_target(), now)
+        elif isinstance(decision, membership.BecomeBroker):
+            self._become_broker(now)
+        elif isinstance(decision, membership.WaitUntil):
+            ctx.tick_at(decision.when)
+        elif decision.why == "successor":
+            entry = next(e for e in peers.roster if e.id_key == decision.key)
+            self._open_link(target_of_entry(entry), now)
+        else:
+            adv = next(a for a in adverts if a.id_key == decision.key)
+            self._open_link(target_of_advert(adv), now)
+
+    def _self_target(self) -> Target:
+        cfg, me = self._ctx.cfg, self._ctx.me
+        return Target(me.key, me.curve_public, cfg.address, self._transport.router_port, cfg.handle)
+
+    def _become_broker(self, now: float) -> None:
+        self._hosting.start(self.last_epoch + 1)
+        self._status.set(Phase.BROKER, "you are the broker for this room")
+        self._advert_changed()
+        self._open_link(self._self_target(), now)
+
+    def _leave_broker_role(self, redirect: wire.Redirect) -> None:
+        self._hosting.stop(redirect)
+        self._advert_changed()
+
+    def _maybe_hand_over(self) -> None:
+        """A student broker gives way to a mentor who turned up while it was settling."""
+        relay = self._hosting.relay
+        if relay is None:
+            return
+        peers = self._peers
+        mentors = {
+            e.id_key: e for e in peers.online.values() if e.mentor and e.id_key not in peers.gone
+        }
+        best = membership.handover_target(
+            i_am_mentor=self._ctx.cfg.mentor,
+            reign_s=self._ctx.wall() - relay.since,
+            mentors=[
+                election.Candidate(k, True, e.priority, e.started_at) for k, e in mentors.items()
+            ],
+        )
+        if best is None:
+            return
+        entry = mentors[best.key]
+        redirect = wire.Redirect(
+            broker_key=entry.id_key,
+            curve_key=entry.curve_key,
+            address=entry.address,
+            router_port=entry.router_port,
+            epoch=relay.epoch + 1,
+        )
+        self.last_epoch = max(self.last_epoch, relay.epoch)
+        self._leave_broker_role(redirect)
+        self._open_link(target_of_redirect(redirect, entry.handle), self._ctx.clock())
+
+    def check_merge(self) -> None:
+        """Two brokers in one room (a healed partition): move to the better one."""
+        link = self.link
+        if link is None or link.welcome is None:
+            return
+        current = election.BrokerClaim(
+            key=link.target.key,
+            mentor=self._peers.is_mentor(link.target.key),
+            since=link.welcome.since,
+            epoch=link.welcome.epoch,
+        )
+        adverts = {a.id_key: a for a in self._room_adverts()}
+        better = membership.merge_into(
+            current, [_claim(a) for a in adverts.values()], self._peers.gone
+        )
+        if better is None:
+            return
+        adv = adverts[better.key]
+        if self._hosting.relay is not None:
+            self._leave_broker_role(
+                wire.Redirect(
+                    broker_key=adv.id_key,
+                    curve_key=adv.curve_key,
+                    address=adv.address,
+                    router_port=adv.router_port,
+                    epoch=adv.broker_epoch,
+                )
+            )
+        self.last_epoch = max(self.last_epoch, adv.broker_epoch)
+        self._open_link(target_of_advert(adv), self._ctx.clock())
+
+    # ================================================================ the link
+
+    def _open_link(self, target: Target, now: float) -> None:
+        self.drop_link()
+        sockets = self._transport.link(target.address, target.router_port, target.curve_key)
+        link = Link(target=target, sockets=sockets, started=now)
+        self.link = link
+        self._peers.version = -1  # roster versions are per broker
+        if target.key != self._ctx.me.key:
+            self._status.set(
+                Phase.CONNECTING, f"connecting to broker {target.handle or target.address}"
+            )
+        sockets.start(
+            functools.partial(self._on_frames, link, False),
+            functools.partial(self._on_link_events, link),
+        )
+        sockets.send_nowait(self._hello())
+
+    def drop_link(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            link.sockets.close()
+
+    def send(self, frames: list[bytes]) -> bool:
+        """To our broker, once it has welcomed us; False otherwise."""
+        link = self.link
+        return link is not None and link.send(frames)
+
+    def welcomed(self) -> bool:
+        return self.link is not None and self.link.welcome is not None
+
+    def link_is_self(self) -> bool:
+        return self.link is not None and self.link.target.key == self._ctx.me.key
+
+    def broker_lost(self, why: str) -> None:
+        link = self.link
+        if link is None:
+            return
+        ctx, now = self._ctx, self._ctx.clock()
+        is_self = link.target.key == ctx.me.key
+        if membership.back_to_same_broker(
+            why=why, now=now, last_tick=self._last_tick, woke_at=self._woke_at, broker_is_us=is_self
+        ):
+            self._open_link(link.target, now)
+            return
+        log.info("broker %s lost: %s", link.target.handle, why)
+        if not is_self:
+            self._peers.gone.add(link.target.key)
+            if why != "broker left":
+                self._lost_room_at = now
+        if link.welcome is not None:
+            self.last_epoch = max(self.last_epoch, link.welcome.epoch)
+        self.announced_broker = None  # reconnecting, even to the same broker, is news
+        self.drop_link()
+        self._status.set(Phase.ELECTING, f"broker lost ({why}); finding the next one")
+        self.choose_target(ctx.clock())
+
+    def _on_link_events(self, link: Link, events: list[int]) -> None:
+        for event in events:
+            link.reached = event != zmq.EVENT_DISCONNECTED
+            if event == zmq.EVENT_DISCONNECTED and link is self.link and link.welcome is not None:
+                if link.target.key == self._ctx.me.key:
+                    continue  # our own relay: a disconnect here is a local hiccup
+                self.broker_lost("connection closed")
+                return
+
+    def on_welcome(self, link: Link, msg: wire.Welcome, now: float) -> None:
+        ctx = self._ctx
+        if msg.broker_key != link.target.key:
+            ctx.count("welcome_wrong_key")
+            return
+        again = link.welcome is not None  # the broker had forgotten us (we were silent)
+        link.welcome = msg
+        link.last_beat = now
+        if not again:
+            link.sockets.subscribe(
+                msg.pub_port,
+                functools.partial(self._on_frames, link, True),
+                functools.partial(self._on_subscribed, link),
+            )
+        self.last_epoch = max(self.last_epoch, msg.epoch)
+        is_self = link.target.key == ctx.me.key
+        handle = ctx.cfg.handle if is_self else (link.target.handle or msg.broker_handle)
+        if self.announced_broker != (msg.broker_key, msg.epoch):
+            self.announced_broker = (msg.broker_key, msg.epoch)
+            ctx.emit("broker", handle=handle, self=is_self, epoch=msg.epoch)
+        if is_self:
+            self._status.set(Phase.BROKER, "you are the broker for this room")
+        else:
+            via = f" (via --connect {ctx.cfg.connect[0]})" if ctx.cfg.connect else ""
+            self._status.set(Phase.CONNECTED, f"connected to broker {handle}{via}")
+        self._on_joined(link, msg, now)
+
+    def _on_subscribed(self, link: Link, _events: list[int]) -> None:
+        # Rosters published before our SUB connection was up did not reach us: in a cold
+        # start, the whole room joins in those moments. Ask now, not at the next Beat.
+        if link is self.link:
+            self.send(wire.encode(wire.Sync(roster_version=self._peers.version)))
+
+    def on_refused(self, link: Link, msg: wire.Refused, now: float) -> None:
+        ctx = self._ctx
+        if msg.code == "handle_taken":
+            ctx.fatal(NodeExit("handle_taken", msg.message))
+        elif msg.code == "hello_first":
+            # The broker dropped us (we were silent too long): joining again is news.
+            self.announced_broker = None
+            self.send(self._hello())
+        elif msg.code == "queue":
+            ctx.error("queue", msg.message)
+        elif msg.code == "not_broker":
+            self._not_the_broker(link, now)
+        else:
+            ctx.error(msg.code, f"broker refused us: {msg.message}")
+
+    def on_redirect(self, link: Link, msg: wire.Redirect, now: float) -> None:
+        """Our broker (or the node we took for it) sends us elsewhere."""
+        if link.welcome is None:
+            # The node we took for the broker is the client of another: go there (in a
+            # cold start, the node we elected may have joined a broker meanwhile).
+            if not membership.follow_redirect(
+                msg.broker_key, me=self._ctx.me.key, asked=link.target.key, gone=self._peers.gone
+            ):
+                self._not_the_broker(link, now)
+                return
+            self.last_epoch = max(self.last_epoch, msg.epoch)
+            adv = self._advert_of(msg.broker_key)
+            self._open_link(target_of_redirect(msg, adv.handle if adv else ""), now)
+            return
+        self.drop_link()
+        if msg.broker_key == self._ctx.me.key and self._hosting.relay is None:
+            # A handover to us (we are the mentor a settling broker gives way to).
+            self.last_epoch = max(self.last_epoch, msg.epoch - 1)
+            self._become_broker(now)
+            return
+        self.last_epoch = max(self.last_epoch, msg.epoch)
+        self._open_link(target_of_redirect(msg), now)
+
+    def _not_the_broker(self, link: Link, now: float) -> None:
+        """The node we took for the broker is not (yet) the broker."""
+        link.refused_not_broker += 1
+        if not self._to_advertised_broker(link, now):
+            # The successor has not noticed yet that it is its turn: ask again shortly.
+            self._ctx.spawn(self._hello_again(link))
+
+    def _to_advertised_broker(self, link: Link, now: float) -> bool:
+        """Leave a node that says it is not the broker for one the room advertises."""
+        best = membership.best_advertised(
+            [_claim(a) for a in self._room_adverts()], self._peers.gone, besides=link.target.key
+        )
+        adv = self._advert_of(best.key) if best is not None else None
+        if adv is None:
+            return False
+        self._open_link(target_of_advert(adv), now)
+        return True
+
+    async def _hello_again(self, link: Link) -> None:
+        await asyncio.sleep(HELLO_AGAIN_S)
+        if link is self.link and link.welcome is None:
+            if self._to_advertised_broker(link, self._ctx.clock()):
+                return
+            link.sockets.send_nowait(self._hello())
+
+    def not_broker_answer(self) -> wire.Redirect | wire.Refused:
+        """The answer to a client that took us for the broker: where ours is, if we know."""
+        link = self.link
+        if link is None or link.welcome is None or link.target.key == self._ctx.me.key:
+            return wire.Refused(code="not_broker", message="not the broker")
+        return wire.Redirect(
+            broker_key=link.target.key,
+            curve_key=link.target.curve_key,
+            address=link.target.address,
+            router_port=link.target.router_port,
+            epoch=link.welcome.epoch,
+        )
+
+    # ================================================================ time
+
+    def tick(self, now: float) -> None:
+        """Timeouts, heartbeats, announcements, handover and merge; the link part of a tick."""
+        ctx = self._ctx
+        # A laptop lid, SIGSTOP or a starved CPU: we did not run for a while. Whatever is
+        # queued in our sockets is still to be read; no timeout may fire on our account.
+        asleep = now - self._last_tick > membership.ASLEEP_S
+        self._last_tick = now
+        if asleep:
+            self._woke_at = now
+        if self._hosting.relay is not None:
+            self._hosting.tick(now)
+            lost_lately = now - self._lost_room_at < LOST_FAST_FOR_S
+            alone = self._hosting.client_count() <= 1
+            every = LOST_REANNOUNCE_S if lost_lately and alone else REANNOUNCE_S
+            if now - self._last_reannounce >= every:
+                self._last_reannounce = now
+                ctx.spawn(self._reannounce())
+            self._maybe_hand_over()
+        link = self.link
+        if link is None:
+            if ctx.cfg.connect is None or self._peers.roster:
+                self.choose_target(now)
+            return
+        if asleep and link.welcome is not None:
+            link.last_beat = now  # we were not running: the broker is not to blame
+        why = membership.link_verdict(link.facts(), now)
+        if why is not None:
+            self.broker_lost(why)
+            return
+        if link.welcome is None:
+            return
+        self._presence.tick(now)
+        if self._presence.changed or now - self._last_heartbeat >= HEARTBEAT_S:
+            self._presence.changed = False
+            self._last_heartbeat = now
+            self.send(
+                wire.encode(wire.Heartbeat(t=round(ctx.wall(), 3), status=self._presence.value))
+            )
+
+    def network_down(self, now: float) -> None:
+        self._lost_room_at = now
+
+    def network_back(self, now: float) -> None:
+        # Nobody we lost while our own link was down is to blame: try them again (a cached
+        # advert is enough to find the broker), and tell the room we are back.
+        self._peers.gone.clear()
+        self._lost_room_at = now
+        self._last_reannounce = now
+        self._ctx.spawn(self._reannounce())
+        with contextlib.suppress(Exception):  # best effort, like every announcement
+            self.discovery.ask_everyone()
+        if self.link is not None and self.link.welcome is None:
+            # A connection attempt made while cut off (to a successor from the old roster,
+            # most likely) would only time out: choose again with what we know now.
+            self.drop_link()
+            self.choose_target(now)
+        elif self._hosting.relay is not None:
+            self.check_merge()
+
+    async def connect_direct(self, stopped: asyncio.Event) -> None:
+        """``--connect HOST[:PORT]``: ask that node which broker it uses, and go there."""
+        ctx = self._ctx
+        assert ctx.cfg.connect is not None
+        host, port = ctx.cfg.connect
+        while not stopped.is_set():
+            if self.welcomed():
+                await asyncio.sleep(CONNECT_CHECK_S)
+                continue
+            if self._peers.roster:
+                await asyncio.sleep(ROSTER_WAIT_S)
+                if self.link is not None:
+                    continue
+            try:
+                info = await self._transport.ask_info(host, port, timeout_s=CONNECT_RETRY_S)
+                broker = info.get("broker") or {
+                    "key": info["key"],
+                    "curve": info["curve"],
+                    "address": info["address"],
+                    "router_port": info["router_port"],
+                }
+                if info.get("room") != ctx.cfg.room:
+                    ctx.error(
+                        "wrong_room",
+                        f"{host} is in room {info.get('room')!r}, not {ctx.cfg.room!r}",
+                    )
+                target = Target(
+                    key=bytes.fromhex(broker["key"]),
+                    curve_key=bytes.fromhex(broker["curve"]),
+                    address=str(broker["address"]),
+                    router_port=int(broker["router_port"]),
+                )
+                if not self.welcomed():
+                    self._open_link(target, ctx.clock())
+            except (TimeoutError, KeyError, ValueError, TypeError):
+                self._status.set(Phase.CONNECTING, f"no answer from {host}:{port}; retrying")
+            await asyncio.sleep(CONNECT_RETRY_S)
+
+    def say_goodbye(self) -> None:
+        """Leaving: tell our broker, so nobody waits for a heartbeat timeout."""
+        if self.link is not None and self.link.welcome is not None:
+            self.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="quit")))
+
+
+def _claim(adv: Advert) -> election.BrokerClaim:
+    return election.BrokerClaim(
+        key=adv.id_key, mentor=adv.mentor, since=adv.broker_since, epoch=adv.broker_epoch
+    )
+
+
+def _candidate(adv: Advert) -> election.Candidate:
+    return election.Candidate(adv.id_key, adv.mentor, adv.priority, adv.started_at)
