@@ -28,6 +28,7 @@ from lanchat.core.text import TextError
 from lanchat.discovery import Discovery, HandleTaken
 from lanchat.room.commands import Commands
 from lanchat.room.context import CommandError, NodeConfig, NodeExit, RoomContext
+from lanchat.room.direct import connect_direct
 from lanchat.room.friends import Friendships
 from lanchat.room.helpdesk import Helpdesk
 from lanchat.room.hosting import Hosting
@@ -232,11 +233,15 @@ class Node:
         ctx.emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
         self.status.set(Phase.ELECTING, "finding the broker")
         self.transport.read_router(self.hosting.on_router_batch)
-        self._tg.create_task(self.transport.serve_info(membership.info))
+        self._tg.create_task(
+            self.transport.serve_info(lambda: membership.advertising.info(membership.link))
+        )
         self._tg.create_task(self._tick_loop())
         self._tg.create_task(self._command_loop(commands))
         if self.cfg.connect is not None:
-            self._tg.create_task(membership.connect_direct(self._stop))
+            self._tg.create_task(
+                connect_direct(ctx, self.transport, membership, self.peers, self.status, self._stop)
+            )
         # What start-up built (modules, classes, caches) lives as long as we do: keep it out
         # of the cyclic collector's full passes, which would otherwise stall a busy relay.
         gc.freeze()

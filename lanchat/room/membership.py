@@ -8,18 +8,17 @@ broker, our mDNS advert, and the switch into and out of the broker role (``Hosti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import zmq
 
 from lanchat import identity as ident
 from lanchat.core import election, membership, wire
-from lanchat.core.advert import Advert
 from lanchat.core.membership import Phase
 from lanchat.discovery import HandleClash, PeerSeen
+from lanchat.room.advertising import Advertising, candidate_of, claim_of
 from lanchat.room.context import NodeExit
 from lanchat.room.link import (
     Link,
@@ -44,16 +43,7 @@ __all__ = ["Membership"]
 log = logging.getLogger("lanchat.node")
 
 HEARTBEAT_S: Final = 0.4
-REANNOUNCE_S: Final = 2.0  # brokers repeat their mDNS announcement (healed partitions)
-# Just cut off from the room (its broker timed out, our link went down): announce more
-# often for a while, so the room hears us the moment the link is back.
-LOST_REANNOUNCE_S: Final = 0.5
-LOST_FAST_FOR_S: Final = 120.0
-ANSWER_REANNOUNCE_S: Final = 0.25  # at most this often, a broker answers a worse broker
 HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its turn yet
-CONNECT_RETRY_S: Final = 2.0  # --connect: ask the node again after this long
-CONNECT_CHECK_S: Final = 1.0  # --connect: how often to look whether we still have a broker
-ROSTER_WAIT_S: Final = 0.5  # --connect: a roster arrived; its successor is being tried
 
 
 class Membership:
@@ -72,6 +62,7 @@ class Membership:
         self._ctx = ctx
         self._transport = transport
         self.discovery: RoomDiscovery = discovery_factory(ctx.cfg.address, self.on_discovery)
+        self._adv = self.advertising = Advertising(ctx, transport, self.discovery, hosting)
         self._hosting = hosting
         self._peers = peers
         self._status = status
@@ -81,57 +72,12 @@ class Membership:
         self.link: Link | None = None
         self.last_epoch = 0
         self.announced_broker: tuple[bytes, int] | None = None
-        self.advert: Advert | None = None
-        self.started_at = ctx.wall()
         self._election_from = 0.0
         self._last_tick = ctx.clock()
         self._woke_at = -1e9
-        self._lost_room_at = -1e9  # when we were last cut off from a room we were in
-        self._last_reannounce = 0.0
-        self._last_answer = -1e9
         self._last_heartbeat = 0.0
 
     # ================================================================ what we tell
-
-    def make_advert(self) -> Advert:
-        cfg, me = self._ctx.cfg, self._ctx.me
-        return Advert(
-            handle=cfg.handle,
-            room=cfg.room,
-            address=cfg.address,
-            id_key=me.key,
-            curve_key=me.curve_public,
-            router_port=self._transport.router_port,
-            pub_port=self._transport.pub_port,
-            mentor=cfg.mentor,
-            priority=cfg.priority,
-            started_at=round(self.started_at, 3),
-            broker_epoch=self._hosting.epoch,
-            broker_since=round(self._hosting.since, 3),
-        )
-
-    def info(self) -> dict[str, Any]:
-        """What the info port answers (``--connect`` asks it which broker we use)."""
-        cfg, me = self._ctx.cfg, self._ctx.me
-        broker: dict[str, Any] | None = None
-        link = self.link
-        if link is not None and link.welcome is not None:
-            broker = {
-                "key": link.target.key.hex(),
-                "curve": link.target.curve_key.hex(),
-                "address": link.target.address,
-                "router_port": link.target.router_port,
-            }
-        return {
-            "app": "lanchat",
-            "handle": cfg.handle,
-            "room": cfg.room,
-            "key": me.key_hex,
-            "curve": me.curve_public.hex(),
-            "address": cfg.address,
-            "router_port": self._transport.router_port,
-            "broker": broker,
-        }
 
     def _hello(self) -> list[bytes]:
         cfg, me = self._ctx.cfg, self._ctx.me
@@ -141,7 +87,7 @@ class Membership:
             mentor=cfg.mentor,
             id_key=me.key,
             curve_key=me.curve_public,
-            started_at=round(self.started_at, 3),
+            started_at=round(self._adv.started_at, 3),
             priority=cfg.priority,
             address=cfg.address,
             router_port=self._transport.router_port,
@@ -151,23 +97,8 @@ class Membership:
 
     async def register(self) -> None:
         """Announce ourselves; the election starts from now."""
-        self.advert = self.make_advert()
-        await self.discovery.register(self.advert)
+        await self._adv.register()
         self._election_from = self._ctx.clock()
-
-    def _advert_changed(self) -> None:
-        self.advert = self.make_advert()
-        self._ctx.spawn(self._update_advert(self.advert))
-
-    async def _update_advert(self, advert: Advert) -> None:
-        try:
-            await self.discovery.update(advert)
-        except Exception:  # the advert is best-effort; the broker works without it
-            log.exception("could not update the mDNS advert")
-
-    async def _reannounce(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.discovery.reannounce()
 
     # ================================================================ discovery
 
@@ -177,7 +108,7 @@ class Membership:
             # Two of us took the same handle at the same moment: the one that started
             # later (then the larger key) gives way, and both sides reach that verdict.
             other = event.advert
-            mine = (round(self.started_at, 3), ctx.me.key)
+            mine = (round(self._adv.started_at, 3), ctx.me.key)
             if (other.started_at, other.id_key) < mine:
                 self.discovery.disown()  # a goodbye for the name would withdraw theirs
                 ctx.fatal(
@@ -189,7 +120,7 @@ class Membership:
                     )
                 )
             # Our announcement is what the newcomer's overwrote in everyone's cache.
-            ctx.spawn(self._reannounce())
+            self._adv.reannounce()
             return
         if isinstance(event, PeerSeen):
             adv = event.advert
@@ -197,52 +128,29 @@ class Membership:
                 return
             # A fresh advert is a sign of life: give that node another chance.
             self._peers.gone.discard(adv.id_key)
-            self._answer_worse_broker(adv)
+            self._adv.answer_worse_broker(adv)
             if (
-                self.advert is not None
+                self._adv.advert is not None
                 and self.link is None
                 and ctx.cfg.connect is None
                 and adv.broker_epoch
             ):
                 self.choose_target(ctx.clock())  # a broker turned up: join it now
 
-    def _answer_worse_broker(self, adv: Advert) -> None:
-        """A second broker in our room announced itself (a laptop back from a walk, the
-        other half of a healed partition): if we are the better one, announce ourselves
-        now, so it moves to us at once instead of at our next periodic announcement."""
-        relay, now = self._hosting.relay, self._ctx.clock()
-        if relay is None or adv.room != self._ctx.cfg.room or adv.broker_epoch <= 0:
-            return
-        if now - self._last_answer < ANSWER_REANNOUNCE_S:
-            return
-        ours = election.BrokerClaim(
-            self._ctx.me.key, self._ctx.cfg.mentor, relay.since, relay.epoch
-        )
-        if election.better_broker(ours, _claim(adv)) is ours:
-            self._last_answer = now
-            self._ctx.spawn(self._reannounce())
-
-    def _room_adverts(self) -> list[Advert]:
-        me, room = self._ctx.me.key, self._ctx.cfg.room
-        return [a for a in self.discovery.peers().values() if a.room == room and a.id_key != me]
-
-    def _advert_of(self, key: bytes) -> Advert | None:
-        return next((a for a in self._room_adverts() if a.id_key == key), None)
-
     # ================================================================ election
 
     def choose_target(self, now: float) -> None:
         """No broker link: join a running broker, the successor, or elect one."""
         ctx, peers = self._ctx, self._peers
-        adverts = self._room_adverts()
+        adverts = self._adv.room_adverts()
         decision = membership.choose_broker(
             me=election.Candidate(
-                ctx.me.key, ctx.cfg.mentor, ctx.cfg.priority, round(self.started_at, 3)
+                ctx.me.key, ctx.cfg.mentor, ctx.cfg.priority, round(self._adv.started_at, 3)
             ),
             hosting=self._hosting.relay is not None,
-            advertised=[_claim(a) for a in adverts],
+            advertised=[claim_of(a) for a in adverts],
             succession=peers.succession(),
-            candidates=[_candidate(a) for a in adverts],
+            candidates=[candidate_of(a) for a in adverts],
             gone=peers.gone,
             election_from=self._election_from,
             now=now,
@@ -267,12 +175,12 @@ class Membership:
     def _become_broker(self, now: float) -> None:
         self._hosting.start(self.last_epoch + 1)
         self._status.set(Phase.BROKER, "you are the broker for this room")
-        self._advert_changed()
+        self._adv.changed()
         self._open_link(self._self_target(), now)
 
     def _leave_broker_role(self, redirect: wire.Redirect) -> None:
         self._hosting.stop(redirect)
-        self._advert_changed()
+        self._adv.changed()
 
     def _maybe_hand_over(self) -> None:
         """A student broker gives way to a mentor who turned up while it was settling."""
@@ -315,9 +223,9 @@ class Membership:
             since=link.welcome.since,
             epoch=link.welcome.epoch,
         )
-        adverts = {a.id_key: a for a in self._room_adverts()}
+        adverts = {a.id_key: a for a in self._adv.room_adverts()}
         better = membership.merge_into(
-            current, [_claim(a) for a in adverts.values()], self._peers.gone
+            current, [claim_of(a) for a in adverts.values()], self._peers.gone
         )
         if better is None:
             return
@@ -384,7 +292,7 @@ class Membership:
         if not is_self:
             self._peers.gone.add(link.target.key)
             if why != "broker left":
-                self._lost_room_at = now
+                self._adv.lost_room_at = now
         if link.welcome is not None:
             self.last_epoch = max(self.last_epoch, link.welcome.epoch)
         self.announced_broker = None  # reconnecting, even to the same broker, is news
@@ -460,7 +368,7 @@ class Membership:
                 self._not_the_broker(link, now)
                 return
             self.last_epoch = max(self.last_epoch, msg.epoch)
-            adv = self._advert_of(msg.broker_key)
+            adv = self._adv.advert_of(msg.broker_key)
             self._open_link(target_of_redirect(msg, adv.handle if adv else ""), now)
             return
         self.drop_link()
@@ -482,9 +390,11 @@ class Membership:
     def _to_advertised_broker(self, link: Link, now: float) -> bool:
         """Leave a node that says it is not the broker for one the room advertises."""
         best = membership.best_advertised(
-            [_claim(a) for a in self._room_adverts()], self._peers.gone, besides=link.target.key
+            [claim_of(a) for a in self._adv.room_adverts()],
+            self._peers.gone,
+            besides=link.target.key,
         )
-        adv = self._advert_of(best.key) if best is not None else None
+        adv = self._adv.advert_of(best.key) if best is not None else None
         if adv is None:
             return False
         self._open_link(target_of_advert(adv), now)
@@ -523,12 +433,7 @@ class Membership:
             self._woke_at = now
         if self._hosting.relay is not None:
             self._hosting.tick(now)
-            lost_lately = now - self._lost_room_at < LOST_FAST_FOR_S
-            alone = self._hosting.client_count() <= 1
-            every = LOST_REANNOUNCE_S if lost_lately and alone else REANNOUNCE_S
-            if now - self._last_reannounce >= every:
-                self._last_reannounce = now
-                ctx.spawn(self._reannounce())
+            self._adv.tick(now)
             self._maybe_hand_over()
         link = self.link
         if link is None:
@@ -552,17 +457,13 @@ class Membership:
             )
 
     def network_down(self, now: float) -> None:
-        self._lost_room_at = now
+        self._adv.lost_room_at = now
 
     def network_back(self, now: float) -> None:
         # Nobody we lost while our own link was down is to blame: try them again (a cached
         # advert is enough to find the broker), and tell the room we are back.
         self._peers.gone.clear()
-        self._lost_room_at = now
-        self._last_reannounce = now
-        self._ctx.spawn(self._reannounce())
-        with contextlib.suppress(Exception):  # best effort, like every announcement
-            self.discovery.ask_everyone()
+        self._adv.network_back(now)
         if self.link is not None and self.link.welcome is None:
             # A connection attempt made while cut off (to a successor from the old roster,
             # most likely) would only time out: choose again with what we know now.
@@ -571,55 +472,12 @@ class Membership:
         elif self._hosting.relay is not None:
             self.check_merge()
 
-    async def connect_direct(self, stopped: asyncio.Event) -> None:
-        """``--connect HOST[:PORT]``: ask that node which broker it uses, and go there."""
-        ctx = self._ctx
-        assert ctx.cfg.connect is not None
-        host, port = ctx.cfg.connect
-        while not stopped.is_set():
-            if self.welcomed():
-                await asyncio.sleep(CONNECT_CHECK_S)
-                continue
-            if self._peers.roster:
-                await asyncio.sleep(ROSTER_WAIT_S)
-                if self.link is not None:
-                    continue
-            try:
-                info = await self._transport.ask_info(host, port, timeout_s=CONNECT_RETRY_S)
-                broker = info.get("broker") or {
-                    "key": info["key"],
-                    "curve": info["curve"],
-                    "address": info["address"],
-                    "router_port": info["router_port"],
-                }
-                if info.get("room") != ctx.cfg.room:
-                    ctx.error(
-                        "wrong_room",
-                        f"{host} is in room {info.get('room')!r}, not {ctx.cfg.room!r}",
-                    )
-                target = Target(
-                    key=bytes.fromhex(broker["key"]),
-                    curve_key=bytes.fromhex(broker["curve"]),
-                    address=str(broker["address"]),
-                    router_port=int(broker["router_port"]),
-                )
-                if not self.welcomed():
-                    self._open_link(target, ctx.clock())
-            except (TimeoutError, KeyError, ValueError, TypeError):
-                self._status.set(Phase.CONNECTING, f"no answer from {host}:{port}; retrying")
-            await asyncio.sleep(CONNECT_RETRY_S)
+    def connect_to(self, target: Target) -> None:
+        """``--connect``: the broker the node at the given address uses."""
+        if not self.welcomed():
+            self._open_link(target, self._ctx.clock())
 
     def say_goodbye(self) -> None:
         """Leaving: tell our broker, so nobody waits for a heartbeat timeout."""
         if self.link is not None and self.link.welcome is not None:
             self.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="quit")))
-
-
-def _claim(adv: Advert) -> election.BrokerClaim:
-    return election.BrokerClaim(
-        key=adv.id_key, mentor=adv.mentor, since=adv.broker_since, epoch=adv.broker_epoch
-    )
-
-
-def _candidate(adv: Advert) -> election.Candidate:
-    return election.Candidate(adv.id_key, adv.mentor, adv.priority, adv.started_at)
