@@ -46,7 +46,7 @@ import zmq
 import zmq.asyncio
 
 from lanchat.discovery import HandleClash, HandleTaken, PeerGone, PeerSeen
-from lanchat.transport import DEFAULT_INFO_PORT, HEARTBEAT_TIMEOUT_MS, Incoming
+from lanchat.transport import DEFAULT_INFO_PORT, HEARTBEAT_TIMEOUT_MS, Incoming, ZapHandler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -435,6 +435,7 @@ class MemoryTransport:
         self._serving = asyncio.Event()
         self._closing = asyncio.Event()
         self._file_ctx: zmq.asyncio.Context | None = None
+        self._zap: ZapHandler | None = None
         lan._transports.append(self)
 
     # ---- RoomTransport -----------------------------------------------------
@@ -498,9 +499,14 @@ class MemoryTransport:
         return data
 
     def file_context(self) -> zmq.asyncio.Context:
-        """A real zmq context: the file service runs on real sockets in both twins."""
+        """A real zmq context: the file service runs on real sockets in both twins.
+
+        With the real transport's ZAP handler, which tells the file server the CURVE key
+        of each client (who may fetch an offer is decided by that key).
+        """
         if self._file_ctx is None:
             self._file_ctx = zmq.asyncio.Context()
+            self._zap = ZapHandler(zmq.Context.shadow(self._file_ctx))
         return self._file_ctx
 
     def close(self) -> None:
@@ -520,6 +526,8 @@ class MemoryTransport:
         self._subscribers.clear()
         for link in dict.fromkeys([*clients, *subscribers]):
             link.lost(self)
+        if self._zap is not None:
+            self._zap.close()
         if self._file_ctx is not None:
             self._file_ctx.destroy(linger=0)
 
