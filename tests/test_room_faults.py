@@ -33,7 +33,7 @@ async def split_and_heal(room: Room) -> str:
     room.lan.partition([mia.address], [m.address for m in students], detect_s=0.1)
     for member in students:
         await member.wait("broker", epoch=2)
-    (their_broker,) = {m.of("broker", epoch=2)[0]["handle"] for m in students}
+    (their_broker,) = {str(m.of("broker", epoch=2)[0]["handle"]) for m in students}
     for member in students:
         await member.see_online({m.handle for m in students if m is not member})
     await mia.until(lambda: mia.of("peer_down") != [], "the students timing out")
