@@ -1,0 +1,770 @@
+"""In-memory twins of the network adapters: a whole room in one process and one event loop.
+
+The httpx ``MockTransport`` idea, for lanchat's two adapters. A `MemoryLan` is the medium
+the nodes of one test share; each node gets a `MemoryTransport` (the twin of
+``lanchat.transport.Transport``) and a `MemoryDiscovery` (the twin of
+``lanchat.discovery.Discovery``, made by the factory `MemoryLan.discovery`). As far as the
+node can tell (``lanchat.ports``), they behave like the real ones:
+
+- ROUTER/DEALER: what a link sends reaches the server's router with the client's CURVE
+  public key as ``Incoming.transport_key`` and a routing id per connection (a reconnect
+  is a new connection, with a new id); the router answers by that id;
+- PUB/SUB: what a node publishes reaches the links subscribed to its pub port, from the
+  moment their subscription is connected (nothing earlier, as with PUB);
+- connection events are libzmq's monitor event numbers: ``EVENT_CONNECTED`` and
+  ``EVENT_HANDSHAKE_SUCCEEDED`` when a link connects, ``EVENT_DISCONNECTED`` when its
+  server's transport closes or is killed, or a partition cuts it; a link whose server is
+  not there keeps its messages and connects when the server appears (a DEALER queues);
+- every delivery is asynchronous, from the running loop (``call_soon``, never inside the
+  caller's send), and in batches of up to `READ_LIMIT`, as `transport.SocketReader` reads;
+- the info port answers `ask_info` with what `serve_info` was given.
+
+Discovery: an advert registered, updated or re-announced is heard by the discovery of
+every other node of the LAN as `PeerSeen`, a clean close withdraws it (`PeerGone`), and a
+node that takes a handle someone else registered meanwhile hears `HandleClash`.
+`MemoryLan.kill` is SIGKILL: the node's connections drop (its links' peers see
+``EVENT_DISCONNECTED``) but its advert stays in everyone's view (mDNS sends no goodbye
+then), and it answers no more queries. `MemoryLan.partition` splits the LAN in groups that
+cannot reach each other: adverts and messages stop crossing, and connections across are
+dropped once heartbeats would notice (`transport.HEARTBEAT_TIMEOUT_MS`); `heal` joins
+them again (mDNS does not re-announce by itself after a heal: the nodes do).
+
+Not modelled: bytes on a wire, CURVE cryptography (a wrong server key fails the handshake),
+high-water-mark drops. The file service uses real sockets: `MemoryTransport.file_context`
+is a real zmq context, so a file test needs addresses this host has (127.0.0.x on Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from lanchat.discovery import HandleClash, HandleTaken, PeerGone, PeerSeen
+from lanchat.transport import DEFAULT_INFO_PORT, HEARTBEAT_TIMEOUT_MS, Incoming, ZapHandler
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from lanchat.core.advert import Advert
+    from lanchat.discovery import DiscoveryEvent
+
+__all__ = [
+    "READ_LIMIT",
+    "MemoryDiscovery",
+    "MemoryLan",
+    "MemoryLink",
+    "MemoryTransport",
+]
+
+log = logging.getLogger(__name__)
+
+READ_LIMIT = 500  # messages per callback at most, as transport.SocketReader hands them over
+# Ports handed out when the preferred one is taken or none is asked for (the kernel's
+# ephemeral range, as bind_to_random_port would pick).
+FIRST_RANDOM_PORT = 49152
+# A DEALER queues this many messages for a broker it cannot reach, then refuses more.
+SEND_QUEUE_LIMIT = 100_000
+# A partition is noticed by ZMTP heartbeats: the connections across it drop this much later.
+PARTITION_DETECT_S = HEARTBEAT_TIMEOUT_MS / 1000
+
+_CONNECTED = int(zmq.EVENT_CONNECTED)
+_HANDSHAKE_SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+
+_M = TypeVar("_M")
+_Kind = Literal["router", "pub", "info"]
+
+
+class _Inbox(Generic[_M]):
+    """What one socket has received, handed to its reader in batches from the event loop.
+
+    Like `transport.SocketReader`: messages that arrive before the reader is attached wait
+    for it, a batch holds at most `READ_LIMIT`, and the reader is always called from a
+    callback of its own, never from inside the sender's call.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[_M] = deque()
+        self._reader: Callable[[list[_M]], None] | None = None
+        self._due = False
+        self._closed = False
+
+    def attach(self, reader: Callable[[list[_M]], None]) -> None:
+        self._reader = reader
+        if self._items:
+            self._schedule()
+
+    def put(self, item: _M) -> None:
+        if self._closed:
+            return
+        self._items.append(item)
+        if self._reader is not None and not self._due:
+            self._schedule()
+
+    def close(self) -> None:
+        self._closed = True
+        self._items.clear()
+
+    def _schedule(self) -> None:
+        self._due = True
+        asyncio.get_running_loop().call_soon(self._ready)
+
+    def _ready(self) -> None:
+        self._due = False
+        if self._closed or self._reader is None:
+            return
+        items = self._items
+        batch = [items.popleft() for _ in range(min(len(items), READ_LIMIT))]
+        if batch:
+            try:
+                self._reader(batch)
+            except Exception:  # as SocketReader: one bad batch must not stop the reading
+                log.exception("error handling received messages")
+        if self._items and not self._closed and not self._due:
+            self._schedule()
+
+
+class MemoryLan:
+    """The medium of one test: every twin made with it can reach every other one.
+
+    Use one per test; it needs a running event loop from the first delivery on.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[tuple[str, int], tuple[MemoryTransport, _Kind]] = {}
+        self._transports: list[MemoryTransport] = []
+        self._discoveries: list[MemoryDiscovery] = []  # started, and answering
+        self._waiting: dict[MemoryLink, None] = {}  # links with a socket not connected
+        self._group: dict[str, int] = {}  # address -> partition group (none: one LAN)
+        self._next_port = FIRST_RANDOM_PORT
+        self._next_rid = 0
+        self._cut_timer: asyncio.TimerHandle | None = None
+
+    # ---- factories --------------------------------------------------------
+
+    def transport(self, address: str, curve_public: bytes) -> MemoryTransport:
+        return MemoryTransport(self, address, curve_public)
+
+    def discovery(
+        self, address: str, on_event: Callable[[DiscoveryEvent], None]
+    ) -> MemoryDiscovery:
+        """The discovery factory a `Node` takes (``discovery=lan.discovery``)."""
+        return MemoryDiscovery(self, address, on_event)
+
+    # ---- faults -----------------------------------------------------------
+
+    def kill(self, address: str) -> None:
+        """SIGKILL the node(s) at ``address``: connections drop, adverts stay.
+
+        Their transports close (whoever was connected to them sees EVENT_DISCONNECTED) and
+        their discoveries fall silent without a goodbye. Stop the node's task as well
+        (cancel it): a killed process runs no more code, and its shutdown only meets
+        dead twins.
+        """
+        for disc in [d for d in self._discoveries if d.address == address]:
+            disc.kill()
+        for transport in [t for t in self._transports if t.address == address]:
+            transport.kill()
+
+    def partition(self, *groups: Iterable[str], detect_s: float = PARTITION_DETECT_S) -> None:
+        """Split the LAN: nodes of different groups cannot reach each other.
+
+        Addresses named in no group form one more group together. Messages and adverts
+        stop crossing at once (what is sent across is lost); connections across drop
+        with EVENT_DISCONNECTED ``detect_s`` later, when heartbeats would have noticed.
+        """
+        self._group = {addr: i for i, group in enumerate(groups) for addr in group}
+        if self._cut_timer is not None:
+            self._cut_timer.cancel()
+        self._cut_timer = asyncio.get_running_loop().call_later(detect_s, self._cut)
+
+    def heal(self) -> None:
+        """One LAN again: waiting links connect. Adverts cross again from the next
+        announcement on (mDNS does not re-announce after a heal, RFC 6762 §8.3)."""
+        self._group = {}
+        if self._cut_timer is not None:
+            self._cut_timer.cancel()
+            self._cut_timer = None
+        self._retry()
+
+    def reachable(self, a: str, b: str) -> bool:
+        return a == b or self._group.get(a, -1) == self._group.get(b, -1)
+
+    # ---- internals --------------------------------------------------------
+
+    def _cut(self) -> None:
+        self._cut_timer = None
+        for transport in list(self._transports):
+            transport.drop_unreachable()
+
+    def _bind(self, transport: MemoryTransport, kind: _Kind, preferred: int) -> int:
+        address = transport.address
+        if preferred and (address, preferred) not in self._listeners:
+            port = preferred
+        else:
+            while (address, self._next_port) in self._listeners:
+                self._next_port += 1
+            port = self._next_port
+            self._next_port += 1
+        self._listeners[(address, port)] = (transport, kind)
+        return port
+
+    def _unbind(self, transport: MemoryTransport) -> None:
+        for key in [k for k, (t, _kind) in self._listeners.items() if t is transport]:
+            del self._listeners[key]
+        if transport in self._transports:
+            self._transports.remove(transport)
+
+    def _listener(self, address: str, port: int, kind: _Kind) -> MemoryTransport | None:
+        found = self._listeners.get((address, port))
+        if found is None or found[1] != kind:
+            return None
+        return found[0]
+
+    def _rid(self) -> bytes:
+        # libzmq's ROUTER names a connection 0x00 + a 32-bit counter.
+        self._next_rid += 1
+        return b"\x00" + self._next_rid.to_bytes(4, "big")
+
+    def _wait(self, link: MemoryLink) -> None:
+        self._waiting[link] = None
+
+    def _forget(self, link: MemoryLink) -> None:
+        self._waiting.pop(link, None)
+
+    def _retry(self) -> None:
+        """A server appeared or the LAN healed: links still waiting try again (soon)."""
+        if self._waiting:
+            loop = asyncio.get_running_loop()
+            for link in list(self._waiting):
+                loop.call_soon(link.try_connect)
+
+    def _answering(self, besides: MemoryDiscovery) -> list[MemoryDiscovery]:
+        """The discoveries ``besides`` can hear and ask now."""
+        return [
+            d
+            for d in self._discoveries
+            if d is not besides and self.reachable(d.address, besides.address)
+        ]
+
+
+class MemoryLink:
+    """A client's DEALER (and SUB, once subscribed) towards one broker; see `LinkSockets`."""
+
+    def __init__(
+        self,
+        lan: MemoryLan,
+        owner: MemoryTransport,
+        address: str,
+        router_port: int,
+        server_key: bytes,
+    ) -> None:
+        self.address = address
+        self.router_port = router_port
+        self.server_key = server_key
+        self._lan = lan
+        self._owner = owner
+        self._replies: _Inbox[list[bytes]] = _Inbox()
+        self._events: _Inbox[int] = _Inbox()
+        self._room: _Inbox[list[bytes]] | None = None
+        self._room_events: _Inbox[int] | None = None
+        self._pub_port = 0
+        self._queued: deque[list[bytes]] = deque()  # sent while not connected
+        self._server: MemoryTransport | None = None  # the router we are connected to
+        self._rid = b""
+        self._publisher: MemoryTransport | None = None  # the pub we are subscribed to
+        self._closed = False
+        lan._wait(self)
+        asyncio.get_running_loop().call_soon(self.try_connect)
+
+    @property
+    def owner_address(self) -> str:
+        """The address of the node this link belongs to (the client's end)."""
+        return self._owner.address
+
+    @property
+    def connected(self) -> bool:
+        return self._server is not None
+
+    @property
+    def subscribed(self) -> bool:
+        return self._publisher is not None
+
+    # ---- LinkSockets --------------------------------------------------------
+
+    def start(
+        self,
+        on_messages: Callable[[list[list[bytes]]], None],
+        on_events: Callable[[list[int]], None],
+    ) -> None:
+        self._replies.attach(on_messages)
+        self._events.attach(on_events)
+
+    def subscribe(
+        self,
+        pub_port: int,
+        on_messages: Callable[[list[list[bytes]]], None],
+        on_connected: Callable[[list[int]], None],
+    ) -> None:
+        if self._room is not None or self._closed:
+            return
+        self._pub_port = pub_port
+        self._room = _Inbox()
+        self._room_events = _Inbox()
+        self._room.attach(on_messages)
+        self._room_events.attach(on_connected)
+        self._lan._wait(self)
+        asyncio.get_running_loop().call_soon(self.try_connect)
+
+    def send_nowait(self, frames: list[bytes]) -> bool:
+        if self._closed:
+            return True  # as a closed zmq socket's send would be lost; the node never does this
+        server = self._server
+        if server is None:
+            if len(self._queued) >= SEND_QUEUE_LIMIT:
+                return False
+            self._queued.append(list(frames))
+            return True
+        if self._lan.reachable(self._owner.address, server.address):
+            server.receive(Incoming(self._rid, self._owner.curve_public, list(frames)))
+        return True  # across a partition: lost on the way, as the sender cannot know
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.disconnected(self._rid)
+        if self._publisher is not None:
+            self._publisher.unsubscribe(self)
+        self._server = self._publisher = None
+        self._queued.clear()
+        for inbox in (self._replies, self._events, self._room, self._room_events):
+            if inbox is not None:
+                inbox.close()
+        self._lan._forget(self)
+
+    # ---- the medium's side -------------------------------------------------
+
+    def try_connect(self) -> None:
+        """Connect whatever is not connected yet, if its server is there and reachable."""
+        if self._closed or self._owner.closed:
+            return
+        lan = self._lan
+        if self._server is None:
+            self._connect_dealer()
+        if self._room is not None and self._publisher is None:
+            publisher = self._reach(self._pub_port, "pub")
+            if publisher is not None:
+                self._publisher = publisher
+                publisher.subscribe(self)
+                assert self._room_events is not None
+                self._room_events.put(_HANDSHAKE_SUCCEEDED)
+        if self._server is not None and (self._room is None or self._publisher is not None):
+            lan._forget(self)
+
+    def _connect_dealer(self) -> None:
+        server = self._reach(self.router_port, "router")
+        if server is None:
+            return
+        if server.curve_public != self.server_key:
+            # TCP is up, the CURVE handshake fails, libzmq drops the connection.
+            self._events.put(_CONNECTED)
+            self._events.put(_DISCONNECTED)
+            return
+        self._server = server
+        self._rid = self._lan._rid()
+        server.connected(self._rid, self)
+        self._events.put(_CONNECTED)
+        self._events.put(_HANDSHAKE_SUCCEEDED)
+        queued, self._queued = self._queued, deque()
+        for frames in queued:
+            server.receive(Incoming(self._rid, self._owner.curve_public, frames))
+
+    def _reach(self, port: int, kind: _Kind) -> MemoryTransport | None:
+        server = self._lan._listener(self.address, port, kind)
+        if server is None or not self._lan.reachable(self._owner.address, server.address):
+            return None
+        return server
+
+    def reply(self, frames: list[bytes]) -> None:
+        """A message from our router's server (its ``send_router_nowait``)."""
+        self._replies.put(frames)
+
+    def hear(self, frames: list[bytes]) -> None:
+        """A message the server published."""
+        if self._room is not None:
+            self._room.put(frames)
+
+    def lost(self, server: MemoryTransport) -> None:
+        """``server`` closed, was killed, or a partition cut us off from it."""
+        if self._closed:
+            return
+        if self._server is server:
+            self._server = None
+            self._rid = b""
+            self._events.put(_DISCONNECTED)
+        if self._publisher is server:
+            self._publisher = None  # the SUB's monitor watches handshakes only
+        self._lan._wait(self)
+
+
+class MemoryTransport:
+    """This node's router, publisher and info port on a `MemoryLan`; see `RoomTransport`."""
+
+    def __init__(self, lan: MemoryLan, address: str, curve_public: bytes) -> None:
+        self.address = address
+        self.curve_public = curve_public
+        self.router_port = 0
+        self.pub_port = 0
+        self.info_port = 0
+        self.closed = False
+        self.killed = False
+        self._lan = lan
+        self._router: _Inbox[Incoming] = _Inbox()
+        self._clients: dict[bytes, MemoryLink] = {}  # routing id -> the client's link
+        self._subscribers: dict[MemoryLink, None] = {}
+        self._links: list[MemoryLink] = []
+        self._info: Callable[[], Any] | None = None
+        self._serving = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._file_ctx: zmq.asyncio.Context | None = None
+        self._zap: ZapHandler | None = None
+        lan._transports.append(self)
+
+    # ---- RoomTransport -----------------------------------------------------
+
+    def start(self, info_port: int = DEFAULT_INFO_PORT) -> None:
+        if self.closed:
+            raise RuntimeError("this transport is closed")
+        if self.info_port:
+            raise RuntimeError("this transport is started already")
+        lan = self._lan
+        # The real transport's port choice: the preferred three in a row, else any.
+        self.info_port = lan._bind(self, "info", info_port)
+        self.router_port = lan._bind(self, "router", self.info_port + 1 if info_port else 0)
+        self.pub_port = lan._bind(self, "pub", self.router_port + 1 if info_port else 0)
+        lan._retry()
+
+    def link(self, address: str, router_port: int, server_key: bytes) -> MemoryLink:
+        link = MemoryLink(self._lan, self, address, router_port, server_key)
+        if self.closed:
+            link.close()
+        else:
+            self._links.append(link)
+        return link
+
+    def read_router(self, on_batch: Callable[[list[Incoming]], None]) -> None:
+        self._router.attach(on_batch)
+
+    def send_router_nowait(self, rid: bytes, frames: list[bytes]) -> None:
+        client = self._clients.get(rid)  # a ROUTER drops what is for an unknown peer
+        if client is not None and self._lan.reachable(self.address, client.owner_address):
+            client.reply(list(frames))
+
+    def publish_nowait(self, frames: list[bytes]) -> None:
+        reachable = self._lan.reachable
+        for link in self._subscribers:
+            if reachable(self.address, link.owner_address):
+                link.hear(list(frames))
+
+    async def serve_info(self, advert: Any) -> None:
+        """Answer `ask_info` with ``advert()`` until the transport closes."""
+        if self.closed:
+            return
+        self._info = advert
+        self._serving.set()
+        await self._closing.wait()
+
+    async def ask_info(self, address: str, port: int, timeout_s: float) -> dict[str, Any]:
+        """The advert of the node at address:port (raises TimeoutError, as the real one)."""
+        server = self._lan._listener(address, port, "info")
+        if server is None or not self._lan.reachable(self.address, address):
+            await asyncio.sleep(timeout_s)  # nobody answers: the real one waits as long
+            raise TimeoutError(f"no answer from {address}:{port}")
+        async with asyncio.timeout(timeout_s):
+            await server._serving.wait()
+        answer = server._info
+        assert answer is not None  # set before _serving
+        # Through JSON, as on the wire: the caller gets its own copy, in JSON's types.
+        data = json.loads(json.dumps(answer()))
+        if not isinstance(data, dict):
+            raise ValueError("info reply is not an object")
+        return data
+
+    def file_context(self) -> zmq.asyncio.Context:
+        """A real zmq context: the file service runs on real sockets in both twins.
+
+        With the real transport's ZAP handler, which tells the file server the CURVE key
+        of each client (who may fetch an offer is decided by that key).
+        """
+        if self._file_ctx is None:
+            self._file_ctx = zmq.asyncio.Context()
+            self._zap = ZapHandler(zmq.Context.shadow(self._file_ctx))
+        return self._file_ctx
+
+    def close(self) -> None:
+        """Close like a process that exits: every connection to us drops."""
+        if self.closed:
+            return
+        self.closed = True
+        self._closing.set()
+        self._router.close()
+        for link in self._links:
+            link.close()
+        self._links.clear()
+        self._lan._unbind(self)
+        clients = list(self._clients.values())
+        subscribers = list(self._subscribers)
+        self._clients.clear()
+        self._subscribers.clear()
+        for link in dict.fromkeys([*clients, *subscribers]):
+            link.lost(self)
+        if self._zap is not None:
+            self._zap.close()
+        if self._file_ctx is not None:
+            self._file_ctx.destroy(linger=0)
+
+    # ---- the medium's side -------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL: the kernel closes our connections; nothing of ours runs any more."""
+        self.killed = True
+        self.close()
+
+    def receive(self, incoming: Incoming) -> None:
+        self._router.put(incoming)
+
+    def connected(self, rid: bytes, link: MemoryLink) -> None:
+        self._clients[rid] = link
+
+    def disconnected(self, rid: bytes) -> None:
+        self._clients.pop(rid, None)
+
+    def subscribe(self, link: MemoryLink) -> None:
+        self._subscribers[link] = None
+
+    def unsubscribe(self, link: MemoryLink) -> None:
+        self._subscribers.pop(link, None)
+
+    def drop_unreachable(self) -> None:
+        """Heartbeats noticed a partition: drop the connections that cross it."""
+        reachable = self._lan.reachable
+        cut = [
+            (rid, link)
+            for rid, link in self._clients.items()
+            if not reachable(self.address, link.owner_address)
+        ]
+        for rid, link in cut:
+            del self._clients[rid]
+            link.lost(self)
+        for link in [s for s in self._subscribers if not reachable(self.address, s.owner_address)]:
+            del self._subscribers[link]
+            link.lost(self)
+
+
+class MemoryDiscovery:
+    """Browse and advertise on a `MemoryLan`; see `RoomDiscovery` and `discovery.Discovery`.
+
+    Events reach ``on_event`` from the loop, never inside the call that caused them.
+    """
+
+    def __init__(
+        self, lan: MemoryLan, address: str, on_event: Callable[[DiscoveryEvent], None]
+    ) -> None:
+        self.address = address
+        self.killed = False
+        self._lan = lan
+        self._on_event = on_event
+        self._started = False
+        self._closed = False
+        self._advert: Advert | None = None
+        self._view: dict[str, Advert] = {}  # by lower-cased handle (mDNS names)
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    # ---- RoomDiscovery -----------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started or self._closed:
+            raise RuntimeError("Discovery.start() may be called once")
+        self._started = True
+        self._lan._discoveries.append(self)
+        self.ask_everyone()
+
+    def ask_everyone(self) -> None:
+        """Every node that can hear us answers with its advert (PeerSeen, again or not)."""
+        self._require_started()
+        loop = asyncio.get_running_loop()
+        for other in self._lan._answering(self):
+            if other._advert is not None:
+                loop.call_soon(self._heard, other._advert)
+
+    def peers(self) -> dict[str, Advert]:
+        return {advert.handle.casefold(): advert for advert in self._view.values()}
+
+    async def find_conflict(
+        self, handle: str, my_key: bytes, wait_s: float = 0.35
+    ) -> Advert | None:
+        """As the real one: an advert of ``handle`` under another key, waiting up to
+        ``wait_s`` for the answers to our start-up query."""
+        if not self._started:
+            raise RuntimeError("call start() before find_conflict()")
+        wanted = handle.casefold()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            for advert in self._view.values():
+                if advert.handle.casefold() == wanted and advert.id_key != my_key:
+                    return advert
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                return None
+            changed = loop.create_future()
+            self._waiters.add(changed)
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed
+            except TimeoutError:
+                return None
+            finally:
+                self._waiters.discard(changed)
+
+    async def register(self, advert: Advert) -> None:
+        if self.killed:
+            return
+        self._require_started()
+        if self._advert is not None:
+            raise RuntimeError("already registered; use update()")
+        self._check_own(advert)
+        name = _name(advert.handle)
+        for other in self._view.values():
+            if _name(other.handle) == name and other.id_key != advert.id_key:
+                raise HandleTaken(advert.handle, other)
+        self._advert = advert
+        if self._view.pop(name, None) is not None:
+            self._notify_waiters()
+        self._announce()
+
+    async def update(self, advert: Advert) -> None:
+        if self.killed:
+            return
+        self._require_started()
+        if self._advert is None:
+            raise RuntimeError("register() before update()")
+        self._check_own(advert)
+        if _name(advert.handle) != _name(self._advert.handle):
+            raise ValueError("the handle cannot change while registered")
+        self._advert = advert
+        self._announce()
+
+    async def reannounce(self) -> None:
+        if self.killed:
+            return
+        self._require_started()
+        if self._advert is not None:
+            self._announce()
+
+    def disown(self) -> None:
+        """Stop answering for our name without a goodbye (we lost a clash)."""
+        self._advert = None
+
+    async def close(self) -> None:
+        """Say goodbye (every node that hears us sees PeerGone), then stop. Idempotent."""
+        if self._closed:
+            return
+        if not self.killed and self._advert is not None:
+            loop = asyncio.get_running_loop()
+            name = _name(self._advert.handle)
+            for other in self._lan._answering(self):
+                loop.call_soon(other._goodbye, name)
+        self._stop()
+
+    # ---- the medium's side -------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye; our advert stays in every cache, nobody answers for it."""
+        self.killed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        self._closed = True
+        self._advert = None
+        if self in self._lan._discoveries:
+            self._lan._discoveries.remove(self)
+        self._notify_waiters()
+
+    def _announce(self) -> None:
+        advert = self._advert
+        assert advert is not None
+        loop = asyncio.get_running_loop()
+        for other in self._lan._answering(self):
+            loop.call_soon(other._heard, advert)
+
+    def _heard(self, advert: Advert) -> None:
+        if self._closed:
+            return
+        name = _name(advert.handle)
+        own = self._advert
+        if own is not None and _name(own.handle) == name:
+            if advert.id_key != own.id_key:
+                self._emit(HandleClash(advert))
+            return  # our own name: never a peer
+        self._view[name] = advert
+        self._notify_waiters()
+        self._emit(PeerSeen(advert))
+
+    def _goodbye(self, name: str) -> None:
+        if self._closed:
+            return
+        own = self._advert
+        if own is not None and _name(own.handle) == name:
+            return
+        gone = self._view.pop(name, None)
+        if gone is not None:
+            self._notify_waiters()
+            self._emit(PeerGone(gone.handle))
+
+    def _require_started(self) -> None:
+        if not self._started or self._closed:
+            raise RuntimeError("Discovery is not running (start() first, not after close())")
+
+    def _check_own(self, advert: Advert) -> None:
+        if advert.address != self.address:
+            raise ValueError(f"advert address {advert.address} is not ours ({self.address})")
+
+    def _notify_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _emit(self, event: DiscoveryEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:  # as the real one: a consumer bug must not stop discovery
+            log.exception("discovery event handler failed on %r", event)
+
+
+def _name(handle: str) -> str:
+    """The key of an advert's mDNS instance name (case-insensitive, as mDNS names are)."""
+    return handle.lower()
+
+
+if TYPE_CHECKING:
+    from lanchat.ports import LinkSockets, RoomDiscovery, RoomTransport
+
+    def _conforms(
+        lan: MemoryLan, transport: MemoryTransport, link: MemoryLink, found: MemoryDiscovery
+    ) -> tuple[
+        RoomTransport,
+        LinkSockets,
+        RoomDiscovery,
+        Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery],
+    ]:
+        """Never called: mypy proves here that the twins fit the ports a Node takes."""
+        return transport, link, found, lan.discovery

@@ -1,0 +1,92 @@
+"""Faults in a room over the in-memory twins (tests/memroom.py): a partition and its heal,
+a student that vanishes. Slower than the other room tests: these wait for the node's own
+timeouts (heartbeats, re-announcements), which are seconds by design."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from memroom import STUDENTS, Room, in_room, logged_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.WARNING, logger="lanchat")
+    yield
+    assert not logged_errors(caplog)
+
+
+async def split_and_heal(room: Room) -> str:
+    """Cut the mentor's broker off from the students, let both halves talk, heal.
+
+    Returns the handle of the students' own broker while they were cut off.
+    """
+    mia = room["mia"]
+    students = [room[h] for h in STUDENTS]
+    room.lan.partition([mia.address], [m.address for m in students], detect_s=0.1)
+    for member in students:
+        await member.wait("broker", epoch=2)
+    (their_broker,) = {str(m.of("broker", epoch=2)[0]["handle"]) for m in students}
+    for member in students:
+        await member.see_online({m.handle for m in students if m is not member})
+    await mia.until(lambda: mia.of("peer_down") != [], "the students timing out")
+    mia.do("say", text="mia alone")
+    for member in students:
+        member.do("say", text=f"{member.handle} cut off")
+    for member in students:
+        await member.hear({f"{m.handle} cut off" for m in students if m is not member})
+    await mia.count("sent", 1)
+
+    healed_at = time.monotonic()
+    room.lan.heal()
+    for member in students:  # the second time they join mia
+        await member.count("broker", 2, handle="mia", epoch=1)
+    print(f"merged back on mia {(time.monotonic() - healed_at) * 1000:.0f} ms after the heal")
+    await room.settled("mia", epoch=1)
+    return their_broker
+
+
+def test_a_partition_elects_a_broker_per_half_and_the_heal_merges_them_and_their_texts(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        their_broker = await split_and_heal(room)
+        assert their_broker in STUDENTS
+        # What each half said while cut off reaches the other half: the students' texts
+        # are re-sent by their authors to the merged broker, mia's come with the backlog
+        # each student asks of it on joining.
+        mia = room["mia"]
+        for member in room.running():
+            if member is not mia:
+                await member.hear({"mia alone"})
+        await mia.hear({f"{h} cut off" for h in STUDENTS})
+        for member in room.running():
+            member.do("say", text=f"{member.handle} healed")
+        for member in room.running():
+            await member.hear({f"{m.handle} healed" for m in room.running() if m is not member})
+            assert max(member.public_ids().values()) == 1
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_vanished_student_is_reported_down_within_the_client_timeout(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        dan = room["dan"]
+        killed_at = time.monotonic()
+        await room.kill(dan)
+        for member in room.running():
+            await member.wait("peer_down", handle="dan")
+        took_s = time.monotonic() - killed_at
+        assert took_s < 4.0  # the broker's CLIENT_TIMEOUT_S (2 s) and a tick or two
+        print(f"dan reported down {took_s * 1000:.0f} ms after the kill")
+
+    in_room(tmp_path, scenario)

@@ -1,0 +1,185 @@
+"""The life of a room over the in-memory twins (tests/memroom.py): a broker that quits,
+a mentor who arrives late, handles in use, a node without mDNS, an offline friend, a file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from memroom import (
+    STUDENTS,
+    WAIT_S,
+    Room,
+    in_room,
+    logged_errors,
+    online,
+    peer_handles,
+    run,
+)
+
+from lanchat.inmemory import MemoryLan
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.WARNING, logger="lanchat")
+    yield
+    assert not logged_errors(caplog)
+
+
+def test_a_broker_that_quits_hands_over_at_once(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        mia = room["mia"]
+        survivors = [m for m in room.running() if m is not mia]
+        assert await room.quit(mia) == 0
+        for member in survivors:
+            await member.wait("broker", epoch=2)
+        successors = {m.of("broker", epoch=2)[0]["handle"] for m in survivors}
+        assert len(successors) == 1, f"the survivors disagree on the successor: {successors}"
+        for member in survivors:
+            await member.see_online({m.handle for m in survivors if m is not member})
+            member.do("say", text=f"{member.handle} carries on")
+        for member in survivors:
+            await member.hear({f"{m.handle} carries on" for m in survivors if m is not member})
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_mentor_who_arrives_while_a_student_broker_settles_takes_over(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            students = [room.add(handle) for handle in STUDENTS[:3]]
+            room.start(*students)
+            for member in students:
+                await member.wait("broker", epoch=1)
+            (first,) = {m.of("broker")[0]["handle"] for m in students}
+            assert first in STUDENTS
+            mia = room.add("mia", mentor=True)
+            room.start(mia)
+            # Within its first seconds a student broker gives way to a mentor.
+            await room.settled("mia", epoch=2)
+            assert mia.of("broker", handle="mia")[0]["self"]
+            for member in students:
+                assert [b["handle"] for b in member.of("broker")] == [first, "mia"]
+        finally:
+            await room.close()
+
+    run(main())
+
+
+# ---- handles ---------------------------------------------------------------------
+
+
+def test_a_handle_in_use_is_refused_at_start(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        impostor = room.add("ANN")  # another person: another profile, another key
+        room.start(impostor)
+        assert impostor.task is not None
+        assert await asyncio.wait_for(impostor.task, WAIT_S) == 2
+        assert [e["code"] for e in impostor.of("error")] == ["handle_taken"]
+        assert impostor.of("ready") == []
+        assert room["bob"].of("peer_up", handle="ANN") == []
+
+    in_room(tmp_path, scenario)
+
+
+def test_two_nodes_taking_one_handle_at_the_same_moment_leave_one_holder(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        first, second = room.add("zed"), room.add("Zed")
+        room.start(first, second)
+        tasks = [m.task for m in (first, second) if m.task is not None]
+        done, _ = await asyncio.wait(tasks, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        (loser,) = [m for m in (first, second) if m.task in done]
+        (winner,) = [m for m in (first, second) if m is not loser]
+        assert loser.task is not None
+        assert loser.task.result() == 2
+        assert [e["code"] for e in loser.of("error")] == ["handle_taken"]
+        await winner.wait("broker", handle="mia")
+        bob = room["bob"]
+        await bob.until(lambda: winner.handle in online(bob), f"{winner.handle} online")
+        # The loser said no goodbye for the name: the winner's advert still stands.
+        await bob.until(lambda: "zed" in peer_handles(bob), "zed in who")
+        assert bob.of("peer_up", handle=loser.handle) in ([], bob.of("peer_up", handle="zed"))
+
+    in_room(tmp_path, scenario)
+
+
+# ---- without multicast, through --connect ---------------------------------------------
+
+
+def test_a_node_without_mdns_joins_through_connect(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        bob = room["bob"]
+        # Its adverts go nowhere and it hears none (multicast blocked), but the room's
+        # sockets are reachable: it asks bob's info port which broker to join.
+        fay = room.add(
+            "fay",
+            discovery=MemoryLan(),
+            connect=(bob.address, bob.node.transport.info_port),
+        )
+        room.start(fay)
+        await fay.wait("broker", handle="mia", epoch=1)
+        await fay.see_online({"mia", *STUDENTS})
+        bob.do("say", text="hello fay")
+        await fay.wait("public", text="hello fay")
+        fay.do("say", text="hello room")
+        await room["mia"].wait("public", text="hello room", **{"from": "fay"})
+
+    in_room(tmp_path, scenario)
+
+
+# ---- offline friends, files --------------------------------------------------------------
+
+
+def test_a_private_message_to_an_offline_friend_arrives_when_they_are_back(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        ann.do("request", to="bob")
+        await bob.wait("request", **{"from": "ann"})
+        bob.do("accept", **{"from": "ann"})
+        await ann.wait("accepted", by="bob")
+        directory = bob.node.profile.directory
+        assert await room.quit(bob) == 0
+        await ann.wait("peer_down", handle="bob")
+        ann.do("msg", to="bob", text="while you were away")
+        ann.do("friends")
+        friends = await ann.wait("friends")
+        assert [(f["handle"], f["online"]) for f in friends["friends"]] == [("bob", False)]
+        back = room.add("bob", directory=directory)  # the same profile, the same key
+        room.start(back)
+        got = await back.wait("private", text="while you were away")
+        assert got["from"] == "ann"
+        await ann.wait("delivered", id=got["id"], to="bob")
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_shared_file_is_fetched_peer_to_peer(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        content = bytes(range(256)) * 400
+        path = tmp_path / "notes.bin"
+        path.write_bytes(content)
+        ann.do("share", path=str(path))
+        offered = await ann.wait("file_offered")
+        assert offered["to"] is None
+        offer = await bob.wait("file_offer", id=offered["id"])
+        assert (offer["from"], offer["shared"], offer["size"]) == ("ann", True, len(content))
+        bob.do("accept_file", id=offered["id"])
+        done = await bob.wait("file_done", id=offered["id"])
+        assert Path(done["path"]).read_bytes() == content
+
+    in_room(tmp_path, scenario)
