@@ -1,0 +1,131 @@
+"""The command vocabulary (lanchat/room/commands.py) against a room of full nodes in one
+process: each command's answer, and a clear ``error`` event for every bad argument, the
+node running on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from memroom import Room, in_room
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+BAD_COMMANDS: list[tuple[dict[str, Any], str]] = [
+    ({"cmd": "fly"}, "unknown command"),
+    ({"cmd": 7}, "unknown command"),
+    ({"cmd": ["say"]}, "unknown command"),
+    ({}, "unknown command"),
+    ({"cmd": "say"}, "needs 'text'"),
+    ({"cmd": "say", "text": 5}, "needs 'text'"),
+    ({"cmd": "msg", "to": "bob"}, "needs 'text'"),
+    ({"cmd": "hand", "topic": 3}, "'hand' takes"),
+    ({"cmd": "hand", "anon": "yes"}, "'hand' takes"),
+    ({"cmd": "history", "with": 3}, "'with' must be"),
+    ({"cmd": "history", "limit": 0}, "'limit' must be"),
+    ({"cmd": "history", "limit": True}, "'limit' must be"),
+    ({"cmd": "done", "id": 4}, "'id' must be"),
+    ({"cmd": "set"}, "'set' takes"),
+    ({"cmd": "set", "receipts": "no"}, "must be true or false"),
+    ({"cmd": "set", "colour": True}, "'set' takes"),
+    ({"cmd": "typing", "to": "bob", "active": 1}, "must be true or false"),
+    ({"cmd": "status", "set": "asleep"}, "status is one of"),
+    ({"cmd": "status", "set": "away", "text": 1}, "'text' must be"),
+    ({"cmd": "claim", "n": 1}, "only mentors"),
+    ({"cmd": "request", "to": "ann"}, "your own handle"),
+    ({"cmd": "request", "to": "nobody"}, "nobody called"),
+    ({"cmd": "request", "to": "bad handle!"}, ""),
+    ({"cmd": "msg", "to": "bob", "text": "hi"}, "not friends"),
+    ({"cmd": "typing", "to": "bob"}, "not friends"),
+    ({"cmd": "trust", "handle": "bob", "fingerprint": "x"}, "already uses the key"),
+    ({"cmd": "trust", "handle": "zed", "fingerprint": "x"}, "not online"),
+    ({"cmd": "accept_file", "id": "nope"}, "no file offer"),
+    ({"cmd": "decline_file", "id": "nope"}, "no file offer"),
+    ({"cmd": "done"}, "which hand"),
+    ({"cmd": "done", "id": "nope"}, "not one of your hands"),
+    ({"cmd": "say", "text": "   "}, ""),
+]
+
+
+@pytest.mark.parametrize(("cmd", "says"), BAD_COMMANDS, ids=[str(c) for c, _ in BAD_COMMANDS])
+def test_a_bad_command_is_an_error_event_and_the_node_goes_on(
+    tmp_path: Path, cmd: dict[str, Any], says: str
+) -> None:
+    async def scenario(room: Room) -> None:
+        ann = room["ann"]
+        ann.commands.put_nowait(cmd)
+        error = await ann.wait_new("error")
+        assert error["code"] in {"bad_command", "queue", "unknown_handle", "not_friends"}
+        assert says in error["message"]
+        ann.do("say", text="still here")
+        await room["bob"].hear({"still here"})
+
+    in_room(tmp_path, scenario)
+
+
+def test_queries_and_settings_answer_with_their_events(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        ann.do("status", set="busy", text="in a call")
+        status = await ann.wait_new("status")
+        assert status["presence"] == "busy:in a call"
+        # The room hears the new presence from the broker's roster.
+        changed = await bob.wait("peer_status", handle="ann")
+        assert (changed["status"], changed["text"]) == ("busy", "in a call")
+        ann.do("status")
+        status = await ann.wait_new("status")
+        assert status["state"] == "connected"
+        assert status["online"] == 4
+        assert isinstance(status["counters"], dict)
+        ann.do("set", receipts=False, typing=True)
+        settings = await ann.wait("settings")
+        assert (settings["receipts"], settings["typing"]) == (False, True)
+        ann.do("friends")
+        assert (await ann.wait("friends"))["friends"] == []
+        ann.do("queue")
+        assert (await ann.wait("queue"))["entries"] == []
+        ann.do("history", limit=5)
+        assert (await ann.wait("history"))["messages"] == []
+
+    in_room(tmp_path, scenario)
+
+
+def test_friends_type_read_and_see_their_history(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        ann.do("request", to="bob")
+        await bob.wait("request", **{"from": "ann"})
+        bob.do("accept", **{"from": "ann"})
+        await ann.wait("accepted", by="bob")
+        ann.do("typing", to="bob", active=True)
+        typing = await bob.wait("typing", **{"from": "ann"})
+        assert typing["active"] is True
+        ann.do("msg", to="bob", text="hello bob")
+        await bob.wait("private", text="hello bob")
+        bob.do("read", **{"with": "ann"})
+        await ann.wait("read", by="bob")
+        ann.do("friends")
+        friends = (await ann.wait("friends"))["friends"]
+        assert [(f["handle"], f["state"], f["online"]) for f in friends] == [
+            ("bob", "friend", True)
+        ]
+        assert friends[0]["safety_code"]
+        bob.do("history", **{"with": "ann"})
+        history = (await bob.wait("history"))["messages"]
+        assert [(m["from"], m["text"], m["outgoing"]) for m in history] == [
+            ("ann", "hello bob", False)
+        ]
+        ann.do("block", handle="bob")
+        ann.do("friends")
+        await ann.until(
+            lambda: any(f["state"] == "blocked" for e in ann.of("friends") for f in e["friends"]),
+            "bob blocked",
+        )
+        ann.do("unblock", handle="bob")
+        ann.do("request", to="bob")
+        bob.do("quit")
+        await ann.wait("peer_down", handle="bob")
+
+    in_room(tmp_path, scenario)
