@@ -11,7 +11,6 @@ import ipaddress
 import json
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -84,9 +83,8 @@ def safe_filename(name: str) -> str:
     into a hidden file or ``..``. The result is idempotent: safe names map to themselves.
     """
     name = re.split(r"[/\\]", name)[-1]
+    # Also drops format characters (zero-width joiners, BOMs ...) that can hide a different name.
     name = clean_text(name)
-    # Formatting characters (zero-width joiners, BOMs ...) can hide a different name.
-    name = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
     name = _RESERVED_CHARS.sub("_", name)
     name = " ".join(name.split())
     # Windows silently drops trailing dots and spaces: "a.txt." would become "a.txt".
