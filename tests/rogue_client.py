@@ -36,7 +36,7 @@ def main() -> int:
     # An oversized frame: the broker drops the connection before reading it (its socket's
     # maximum message size), so it goes on a connection of its own.
     oversized = ctx.socket(zmq.DEALER)
-    oversized.curve_serverkey = dealer.curve_serverkey
+    oversized.curve_serverkey = z85.encode(bytes.fromhex(broker["curve"]))
     oversized.curve_publickey = me.curve_public_z85
     oversized.curve_secretkey = me.curve_secret_z85
     oversized.connect(f"tcp://{broker['address']}:{broker['router_port']}")
