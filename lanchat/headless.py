@@ -148,6 +148,11 @@ class LineSplitter:
         out: list[bytes | None] = []
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
+            if not self._pending and not self._discarding:
+                # A whole line in this read (a bot's burst): no copy through the buffer.
+                out.append(chunk[start:end] if end - start <= self._limit else None)
+                start = end + 1
+                continue
             self._take(chunk[start:end], out)
             if self._discarding:
                 self._discarding = False  # the too-long line ends here, already reported
