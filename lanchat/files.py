@@ -42,7 +42,12 @@ from lanchat.core.files import (
     safe_filename,
     unique_name,
 )
-from lanchat.transport import authenticated_key, curve_client_socket, curve_server_socket
+from lanchat.transport import (
+    authenticated_key,
+    curve_client_socket,
+    curve_server_socket,
+    limit_frames,
+)
 from lanchat.transport import drain_nowait as _drain
 
 if TYPE_CHECKING:
@@ -65,6 +70,17 @@ _REASONS: Final = {_DENIED: "denied", _UNKNOWN: "withdrawn", _RANGE: "protocol",
 _HASH_READ_BYTES: Final = 1024 * 1024
 _SERVE_BATCH: Final = 4 * WINDOW_CHUNKS  # requests answered per thread hop, across clients
 _EMPTY_SHA256: Final = hashlib.sha256().hexdigest()
+_OFFER_ID_BYTES: Final = 16
+# Frame size limits (see lanchat.transport): the server reads only requests, whose largest
+# frame is an offer id. A downloader takes frames up to twice the offer's chunk size, so a
+# server that sends more than it offered is caught here and told (too_large) rather than
+# cut off silently by libzmq; anything bigger is cut off unread, and the download ends for
+# lack of data.
+_REQUEST_FRAME_MAX_BYTES: Final = _OFFER_ID_BYTES
+_CHUNK_FRAME_FACTOR: Final = 2
+# Replies a downloader's socket queues: requests in flight are a window, so more than a few
+# windows are unsolicited; with the frame limit this bounds what a server can make us hold.
+_DOWNLOAD_RCVHWM: Final = 4 * WINDOW_CHUNKS
 
 
 class FileError(Exception):
@@ -72,11 +88,16 @@ class FileError(Exception):
 
 
 class _Failed(Exception):
-    """A download ends without a file; ``reason`` goes into the file_failed event."""
+    """A download ends without a file; ``reason`` goes into the file_failed event.
 
-    def __init__(self, reason: str, message: str) -> None:
+    ``discard``: the sender lied (more or other bytes than it offered), so its partial file
+    is worth nothing and is deleted rather than kept for a resume.
+    """
+
+    def __init__(self, reason: str, message: str, *, discard: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.discard = discard
 
 
 # eq=False: these records are looked up by offer id, never compared or hashed; generated
@@ -221,6 +242,7 @@ class FileService:
         # Every client's CURVE key is stamped on its messages: authorize() decides per
         # offer who may fetch it.
         sock = curve_server_socket(self._ctx, zmq.ROUTER, self.curve_public, self._curve_secret)
+        limit_frames(sock, _REQUEST_FRAME_MAX_BYTES)
         try:
             if port:
                 sock.bind(f"tcp://{self.address}:{port}")
@@ -255,7 +277,11 @@ class FileService:
         heads: list[list[bytes]] = []
         wanted: list[tuple[_Served, int]] = []
         for frames in batch:
-            if len(frames) != 3 or len(frames[1].bytes) != 16 or len(frames[2].bytes) != 8:
+            if (
+                len(frames) != 3
+                or len(frames[1].bytes) != _OFFER_ID_BYTES
+                or len(frames[2].bytes) != 8
+            ):
                 continue  # not our protocol: a silent drop gives a prober nothing to learn
             head = [frames[0].bytes, frames[1].bytes, frames[2].bytes]
             offer_id = head[1].hex()
@@ -421,6 +447,10 @@ class FileService:
         fetch = _Fetch(self, job, name, part, have)
         try:
             digest = await fetch.run()
+        except _Failed as failed:
+            if failed.discard:
+                await fetch.discard()
+            raise
         finally:
             fetch.close()
         if digest != offer.sha256:
@@ -443,6 +473,8 @@ class FileService:
         sock = curve_client_socket(
             self._ctx, zmq.DEALER, offer.server_key, self.curve_public, self._curve_secret
         )
+        limit_frames(sock, _CHUNK_FRAME_FACTOR * offer.chunk_size)
+        sock.setsockopt(zmq.RCVHWM, _DOWNLOAD_RCVHWM)
         sock.connect(f"tcp://{offer.address}:{offer.port}")
         return sock
 
@@ -610,8 +642,20 @@ class _Fetch:
             raise _Failed(reason, _explain(reason, self.name))
         _offset, length = chunk_span(self.offer.size, self.offer.chunk_size, index)
         data = frames[3].buffer
-        if len(data) != length:
-            raise _Failed("protocol", f"the sender of {self.name} sent a chunk of the wrong size")
+        if len(data) > length:
+            raise _Failed(
+                "too_large",
+                f"the sender of {self.name} sent more than it offered; the partial file "
+                "was deleted",
+                discard=True,
+            )
+        if len(data) < length:
+            raise _Failed(
+                "protocol",
+                f"the sender of {self.name} sent a chunk of the wrong size; the partial file "
+                "was deleted",
+                discard=True,
+            )
         self.outstanding.discard(index)
         self.received[index] = data
         return True
@@ -673,6 +717,17 @@ class _Fetch:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+
+    async def discard(self) -> None:
+        """Stop, and delete the .part (after the writer is done with it: Windows cannot
+        delete an open file)."""
+        self._close_socket()
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                await writer
+        self.close()
+        self.part.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._close_socket()

@@ -19,9 +19,10 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lanchat.node import Node
 
-__all__ = ["EventWriter", "encode_event", "run_headless"]
+__all__ = ["EventWriter", "LineSplitter", "encode_event", "run_headless"]
 
 MAX_LINE_BYTES = 64 * 1024
+_TOO_LONG = f"command line longer than {MAX_LINE_BYTES} bytes: discarded"
 
 
 # One encoder for every event: json.dumps with options builds a new one per call.
@@ -118,7 +119,7 @@ class EventWriter:
 def parse_command(line: str) -> dict[str, Any] | str:
     """The command object on ``line``, or an error message for ``bad_command``."""
     if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
-        return f"command line longer than {MAX_LINE_BYTES} bytes"
+        return _TOO_LONG
     try:
         cmd = json.loads(line)
     except ValueError as exc:
@@ -126,6 +127,57 @@ def parse_command(line: str) -> dict[str, Any] | str:
     if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
         return 'each line must be a JSON object with a "cmd" string'
     return cmd
+
+
+class LineSplitter:
+    """Cuts stdin's bytes into lines, with no line longer than ``limit`` bytes.
+
+    A longer line is discarded whole: it is reported once (as None, where a line would be)
+    when it passes the limit, its bytes are dropped as they come, and whatever follows up to
+    its newline is never taken for a command of its own. Memory stays within ``limit`` plus
+    one read, however long the line.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._pending = bytearray()
+        self._discarding = False  # inside a line already reported as too long
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        """The lines ``chunk`` completes (None for one too long), in order."""
+        out: list[bytes | None] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if not self._pending and not self._discarding:
+                # A whole line in this read (a bot's burst): no copy through the buffer.
+                out.append(chunk[start:end] if end - start <= self._limit else None)
+                start = end + 1
+                continue
+            self._take(chunk[start:end], out)
+            if self._discarding:
+                self._discarding = False  # the too-long line ends here, already reported
+            else:
+                out.append(bytes(self._pending))
+            self._pending.clear()
+            start = end + 1
+        self._take(chunk[start:], out)
+        return out
+
+    def end(self) -> list[bytes | None]:
+        """What is left at end of input: an unterminated last line, if any."""
+        rest = b"" if self._discarding else bytes(self._pending)
+        self._pending.clear()
+        return [rest] if rest else []
+
+    def _take(self, piece: bytes, out: list[bytes | None]) -> None:
+        if self._discarding:
+            return
+        if len(self._pending) + len(piece) > self._limit:
+            out.append(None)
+            self._pending.clear()
+            self._discarding = True
+            return
+        self._pending += piece
 
 
 def _read_stdin(
@@ -137,24 +189,20 @@ def _read_stdin(
     # A thread, not loop.connect_read_pipe: it works the same for pipes, files and ttys.
     # Raw os.read, not sys.stdin: a daemon thread blocked inside a buffered reader would
     # abort the interpreter at exit.
-    pending = b""
+    lines = LineSplitter()
     try:
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            parsed = [_parse(raw) for raw in lines]
-            if len(pending) > MAX_LINE_BYTES:
-                pending = b""
-                parsed.append("command line too long")
+            parsed = [_parse(raw) for raw in lines.feed(chunk)]
             # One wake-up of the loop per read, not per line: a bot's burst of commands
             # would otherwise cost the loop a self-pipe write and read for each.
             if any(p is not None for p in parsed):
                 loop.call_soon_threadsafe(_deliver, parsed, queue, emit)
-        if pending:
-            loop.call_soon_threadsafe(_deliver, [_parse(pending)], queue, emit)
+        parsed = [_parse(raw) for raw in lines.end()]
+        if parsed:
+            loop.call_soon_threadsafe(_deliver, parsed, queue, emit)
     except (OSError, ValueError, RuntimeError):
         pass
     finally:
@@ -163,8 +211,13 @@ def _read_stdin(
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-def _parse(raw: bytes) -> dict[str, Any] | str | None:
-    """A command, an error message for ``bad_command``, or None for a blank line."""
+def _parse(raw: bytes | None) -> dict[str, Any] | str | None:
+    """A command, an error message for ``bad_command``, or None for a blank line.
+
+    ``raw`` None: a line over the limit, discarded by `LineSplitter`.
+    """
+    if raw is None:
+        return _TOO_LONG
     text = raw.decode("utf-8", "replace").strip()
     return parse_command(text) if text else None
 

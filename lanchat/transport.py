@@ -36,9 +36,16 @@ import zmq.asyncio
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
+from lanchat.core.wire import MAX_FRAMES_BYTES
+
 __all__ = [
+    "CURVE_FRAME_OVERHEAD_BYTES",
     "DEFAULT_INFO_PORT",
+    "HANDSHAKE_FRAME_BYTES",
     "HEARTBEAT_TIMEOUT_MS",
+    "INFO_REPLY_MAX_BYTES",
+    "INFO_REQUEST",
+    "ROOM_FRAME_MAX_BYTES",
     "BrokerLink",
     "SocketReader",
     "Transport",
@@ -65,6 +72,30 @@ _NOBLOCK = int(zmq.NOBLOCK)
 # PUB drops silently at its high-water mark; our gap repair recovers, but a larger queue
 # means fewer repairs during bursts.
 _HWM = 100_000
+
+# Frame size limits (ZMQ_MAXMSGSIZE, per frame as it is on the wire): libzmq reads a frame's
+# length first and drops the connection of a peer that announces more, before allocating
+# anything. Without them one 100 MB frame cost a broker 100 MB, and a few connections a
+# few times that. Every socket gets the largest frame its peer may legitimately send.
+# CURVE wraps each frame in a MESSAGE command: 1 + 7 ("MESSAGE") + 8 (nonce) + 16 (MAC) +
+# 1 (flags) bytes more than the payload (measured: tests/test_transport.py).
+CURVE_FRAME_OVERHEAD_BYTES = 33
+# The limit also applies to the handshake's commands: a CURVE INITIATE is ~290 bytes plus
+# its metadata (a routing id may add 255), so no socket goes below this.
+HANDSHAKE_FRAME_BYTES = 1024
+# The room's traffic (router, and each link's dealer and sub): no lanchat message is larger
+# than wire.MAX_FRAMES_BYTES, all its frames together, whatever the room's size (a roster
+# of 200 laptops is ~74 KB of it).
+ROOM_FRAME_MAX_BYTES = MAX_FRAMES_BYTES + CURVE_FRAME_OVERHEAD_BYTES
+# The unauthenticated info port: one fixed request in, one small advert out.
+INFO_REQUEST = b"info?"
+INFO_REPLY_MAX_BYTES = 4096
+
+
+def limit_frames(sock: zmq.Socket[Any], payload_bytes: int, curve: bool = True) -> None:
+    """Drop the connection of any peer that sends ``sock`` a frame over ``payload_bytes``."""
+    wire_bytes = payload_bytes + (CURVE_FRAME_OVERHEAD_BYTES if curve else 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(HANDSHAKE_FRAME_BYTES, wire_bytes))
 
 
 def _z85(key: bytes) -> bytes:
@@ -323,6 +354,7 @@ class BrokerLink:
         self.dealer = self._client_socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.SNDHWM, _HWM)
         self.dealer.setsockopt(zmq.RCVHWM, _HWM)
+        limit_frames(self.dealer, MAX_FRAMES_BYTES)
         self.monitor: zmq.Socket[Any] = self.dealer.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         )
@@ -358,6 +390,7 @@ class BrokerLink:
             return
         sub = self.sub = self._client_socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, _HWM)
+        limit_frames(sub, MAX_FRAMES_BYTES)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         monitor = self.sub_monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sub.connect(f"tcp://{self.address}:{pub_port}")
@@ -412,10 +445,13 @@ class Transport:
         self.router = self._server_socket(zmq.ROUTER)
         self.router.setsockopt(zmq.RCVHWM, _HWM)
         self.router.setsockopt(zmq.SNDHWM, _HWM)
+        limit_frames(self.router, MAX_FRAMES_BYTES)
         self.pub = self._server_socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, _HWM)
+        limit_frames(self.pub, 0)  # subscribers only ever send their (empty) subscription
         self.info = self.ctx.socket(zmq.ROUTER)
         self.info.setsockopt(zmq.LINGER, 0)
+        limit_frames(self.info, len(INFO_REQUEST), curve=False)
         self.info_port = self._bind(self.info, info_port)
         self.router_port = self._bind(self.router, self.info_port + 1 if info_port else 0)
         self.pub_port = self._bind(self.pub, self.router_port + 1 if info_port else 0)
@@ -459,21 +495,27 @@ class Transport:
             self.pub.send_multipart(frames, _NOBLOCK)
 
     async def serve_info(self, advert: Any) -> None:
-        """Answer every info request with ``advert()`` (a JSON-able dict)."""
+        """Answer every info request with ``advert()`` (a JSON-able dict).
+
+        Anyone may ask, unauthenticated: only the one fixed request is answered, and
+        anything else is dropped unanswered.
+        """
         while True:
             frames = await self.info.recv_multipart()
-            if len(frames) < 2:
+            if len(frames) != 2 or frames[1] != INFO_REQUEST:
                 continue
             reply = json.dumps(advert()).encode()
+            # A ROUTER drops what a peer does not read (at its high-water mark): never blocks.
             await self.info.send_multipart([frames[0], reply])
 
     async def ask_info(self, address: str, port: int, timeout_s: float) -> dict[str, Any]:
         """The advert of the node at address:port (raises TimeoutError)."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        limit_frames(sock, INFO_REPLY_MAX_BYTES, curve=False)
         try:
             sock.connect(f"tcp://{address}:{port}")
-            await sock.send(b"info?")
+            await sock.send(INFO_REQUEST)
             reply = await asyncio.wait_for(sock.recv(), timeout_s)
             data = json.loads(reply)
             if not isinstance(data, dict):

@@ -33,15 +33,23 @@ def main() -> int:
     dealer.curve_secretkey = me.curve_secret_z85
     dealer.setsockopt(zmq.SNDHWM, 100_000)
     dealer.connect(f"tcp://{broker['address']}:{broker['router_port']}")
+    # An oversized frame: the broker drops the connection before reading it (its socket's
+    # maximum message size), so it goes on a connection of its own.
+    oversized = ctx.socket(zmq.DEALER)
+    oversized.curve_serverkey = z85.encode(bytes.fromhex(broker["curve"]))
+    oversized.curve_publickey = me.curve_public_z85
+    oversized.curve_secretkey = me.curve_secret_z85
+    oversized.connect(f"tcp://{broker['address']}:{broker['router_port']}")
+    oversized.send_multipart([b"LC\x01\x07", b"x" * 400_000, b""])
+    oversized.close(linger=2000)
 
     def say(step: str, **extra: object) -> None:
         print(json.dumps({"step": step, **extra}), flush=True)
 
-    # 1. Garbage, binary, truncated, oversized frames.
+    # 1. Garbage, binary and truncated frames.
     dealer.send_multipart([b"\x00\xff garbage"])
     dealer.send_multipart([b"LC\x01\x07", b"{not json", b""])
     dealer.send_multipart([b"LC\x09\x01", b"{}", b""])  # another protocol version
-    dealer.send_multipart([b"LC\x01\x07", b"x" * 400_000, b""])
     say("garbage")
     # 2. A Hello that claims someone else's keys (signed by us: the broker must refuse).
     victim = bytes.fromhex(advert["key"])

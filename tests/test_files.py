@@ -109,6 +109,20 @@ class CorruptingService(FileService):
         ]
 
 
+class LyingService(FileService):
+    """Sends ``extra`` bytes more than offered in chunk ``at`` (a real server, patched)."""
+
+    extra = 1
+    at = 3
+
+    async def _read_chunks(self, wanted: list[tuple[_Served, int]]) -> list[bytes | None]:
+        chunks = await super()._read_chunks(wanted)
+        return [
+            data + b"\0" * self.extra if index == self.at and data is not None else data
+            for (_served, index), data in zip(wanted, chunks, strict=True)
+        ]
+
+
 @dataclass
 class Lab:
     ctx: zmq.asyncio.Context
@@ -477,6 +491,58 @@ def test_hash_mismatch_fails_and_deletes(tmp_path: Path) -> None:
             assert failed["reason"] == "hash_mismatch"
             assert t.listing() == []
             assert t.receiver_events.of("file_done") == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("size", "at", "extra"),
+    [
+        (3 * MB, 3, 1),  # one byte too many in a middle chunk
+        (3 * MB + 1000, 12, CHUNK_BYTES - 1000),  # a whole chunk where the last is short
+        (3 * MB, 3, CHUNK_BYTES),  # twice a chunk: the most the socket takes in
+    ],
+)
+def test_a_server_sending_more_than_offered_is_cut_off_and_leaves_nothing(
+    tmp_path: Path, size: int, at: int, extra: int
+) -> None:
+    source = tmp_path / "data.bin"
+    _random_file(source, size)
+
+    async def scenario() -> None:
+        async with lab(tmp_path) as t:
+            sender = t.sender(LyingService)
+            assert isinstance(sender, LyingService)
+            sender.at, sender.extra = at, extra
+            receiver = t.receiver()
+            offer = await sender.prepare_offer(source, shared=True)
+            assert offer.chunks == 13 if at == 12 else offer.chunks > at
+            assert await receiver.download(offer) is None
+            failed = await t.receiver_events.wait("file_failed", id=offer.offer_id)
+            assert failed["reason"] == "too_large"
+            assert t.listing() == []  # not even the hidden .part
+            assert t.receiver_events.of("file_done") == []
+
+    run(scenario)
+
+
+def test_file_sockets_take_no_frame_larger_than_their_peer_may_send(tmp_path: Path) -> None:
+    # What libzmq does with a frame over the limit is tested in tests/test_transport.py.
+    source = tmp_path / "data.bin"
+    _random_file(source, 1000)
+
+    async def scenario() -> None:
+        async with lab(tmp_path) as t:
+            sender, receiver = t.sender(), t.receiver()
+            offer = await sender.prepare_offer(source, shared=True)
+            assert sender._router is not None
+            assert sender._router.getsockopt(zmq.MAXMSGSIZE) == 1024  # requests only
+            sock = receiver._client_socket(offer)
+            try:
+                assert sock.getsockopt(zmq.MAXMSGSIZE) == 2 * offer.chunk_size + 33
+                assert sock.getsockopt(zmq.RCVHWM) == 64
+            finally:
+                sock.close(linger=0)
 
     run(scenario)
 

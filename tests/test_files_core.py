@@ -17,7 +17,9 @@ from lanchat.core.files import (
     MAX_CHUNK_BYTES,
     MAX_NAME_BYTES,
     MAX_OFFER_CHARS,
+    MAX_OFFERS_PER_SENDER,
     FileOffer,
+    IncomingOffers,
     OfferError,
     Progress,
     chunk_count,
@@ -314,3 +316,55 @@ def test_progress_reports_at_most_twice_a_second() -> None:
     assert progress.should_report(0.5)
     assert not progress.should_report(0.9)
     assert progress.should_report(1.2)
+
+
+# ---- offers kept by a receiver --------------------------------------------------------------
+
+
+def _offer_n(n: int) -> FileOffer:
+    return FileOffer(
+        offer_id=f"{n:032x}",
+        name=f"f{n}.txt",
+        size=n,
+        sha256="0" * 64,
+        address="10.0.0.2",
+        port=47200,
+        server_key=bytes(32),
+        chunk_size=CHUNK_BYTES,
+        shared=True,
+    )
+
+
+def test_ten_thousand_offers_from_one_sender_keep_only_its_newest() -> None:
+    book = IncomingOffers()
+    friend, flooder = b"f" * 32, b"x" * 32
+    assert book.add(_offer_n(1_000_000), friend)
+    for n in range(10_000):
+        assert book.add(_offer_n(n), flooder)
+    assert len(book) == MAX_OFFERS_PER_SENDER + 1
+    assert book.get(f"{1_000_000:032x}") is not None  # the friend's offer is untouched
+    assert book.get(f"{9_999:032x}") is not None
+    assert book.get(f"{0:032x}") is None
+    assert book.dropped == 10_000 - MAX_OFFERS_PER_SENDER
+
+
+def test_many_senders_keep_at_most_the_total_oldest_going_first() -> None:
+    book = IncomingOffers(per_sender=3, total=10)
+    for n in range(40):
+        assert book.add(_offer_n(n), bytes([n]) * 32)
+    assert len(book) == 10
+    assert book.senders() == 10
+    assert [book.get(f"{n:032x}") is not None for n in (29, 30, 39)] == [False, True, True]
+
+
+def test_a_repeated_or_copied_offer_id_is_not_new() -> None:
+    book = IncomingOffers()
+    offer = _offer_n(7)
+    assert book.add(offer, b"a" * 32)
+    assert not book.add(offer, b"a" * 32)
+    assert not book.add(offer, b"b" * 32)  # someone else's id: not taken over
+    assert book.get(offer.offer_id) == (offer, b"a" * 32)
+    assert book.pop(offer.offer_id) == (offer, b"a" * 32)
+    assert book.pop(offer.offer_id) is None
+    assert len(book) == 0
+    assert book.senders() == 0

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lanchat.headless import EventWriter, encode_event, parse_command, run_headless
+from lanchat.headless import (
+    EventWriter,
+    LineSplitter,
+    encode_event,
+    parse_command,
+    run_headless,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -267,3 +273,71 @@ def test_parse_command() -> None:
     assert parse_command('{"cmd":"say","text":"hi"}') == {"cmd": "say", "text": "hi"}
     assert isinstance(parse_command("[1]"), str)
     assert isinstance(parse_command("not json"), str)
+
+
+# ---------------------------------------------------------------- stdin lines
+
+
+_LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
+
+
+@given(st.lists(_LINE, max_size=12), st.lists(st.integers(1, 50), min_size=1), st.booleans())
+def test_the_splitter_gives_every_line_once_and_a_long_one_as_one_none(
+    lines_in: list[bytes], cuts: list[int], terminated: bool
+) -> None:
+    limit = 20
+    data = b"\n".join(lines_in) + (b"\n" if terminated and lines_in else b"")
+    splitter = LineSplitter(limit)
+    out: list[bytes | None] = []
+    start, i = 0, 0
+    while start < len(data):  # the same bytes in reads of any size
+        size = cuts[i % len(cuts)]
+        out += splitter.feed(data[start : start + size])
+        start, i = start + size, i + 1
+    out += splitter.end()
+    expected: list[bytes | None] = [line if len(line) <= limit else None for line in lines_in]
+    if lines_in and not terminated and lines_in[-1] == b"":
+        expected.pop()  # an empty unterminated last line is no line
+    assert out == expected
+
+
+class _RecordsCommands:
+    """Stands in for Node.run: keeps every command until stdin ends."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    async def run(self, commands: asyncio.Queue[dict[str, Any] | None]) -> int:
+        while (cmd := await commands.get()) is not None:
+            self.commands.append(cmd)
+        return 0
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_10_mb_line_is_discarded_whole_with_one_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spaces, then something that parses: a reader that cut the line up at its limit took
+    # the tail for a command of its own.
+    hostile = b" " * (10 * 1024 * 1024) + b'{"cmd":"say","text":"tail"}\n'
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(b'{"cmd":"who"}\n' + hostile + b'{"cmd":"friends"}\n')
+
+    stream = FlushLog()
+    emit = EventWriter(stream)
+    node = _RecordsCommands()
+    with os.fdopen(read_fd, "rb") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        writer = threading.Thread(target=feed)
+        writer.start()
+        assert asyncio.run(run_headless(node, emit)) == 0  # type: ignore[arg-type]
+        writer.join(10)
+    assert node.commands == [{"cmd": "who"}, {"cmd": "friends"}]
+    errors = [e for e in lines(stream.getvalue()) if e["ev"] == "error"]
+    assert [e["code"] for e in errors] == ["bad_command"]
+    assert "longer than 65536 bytes" in errors[0]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -641,3 +642,38 @@ def test_a_join_brings_the_next_beat_forward(relay: BrokerRelay) -> None:
     assert relay.next_due() <= T0 + 0.01 + JOIN_BEAT_S
     beats = [m for _, m in opened(relay.tick(T0 + 0.01 + JOIN_BEAT_S)) if isinstance(m, wire.Beat)]
     assert len(beats) == 1
+
+
+# ---------------------------------------------------------------- hostile help queue
+
+
+def test_ten_thousand_raised_hands_from_one_identity_leave_three(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-m", bob, "mentor", mentor=True)
+    join(relay, b"r-s", alice, "student")
+    objects: list[int] = []
+    for i in range(10_000):
+        hand = wire.Hand(
+            hand_id=f"{i:08x}",
+            topic="t" * 200,
+            anon=i % 2 == 0,  # anonymous hands count against the same identity
+            eph_key=bytes([i % 251]) * 32,
+            raised_at=float(i),
+        )
+        if i == 5_000:
+            # The same identity on a new connection (a reconnect) shares the count.
+            join(relay, b"r-s2", alice, "student")
+        rid = b"r-s" if i < 5_000 else b"r-s2"
+        effects = send(relay, rid, hand)
+        if i >= 3:
+            assert [(to, type(m)) for to, m in opened(effects)] == [(rid, wire.Refused)]
+        if i in (1_000, 9_999):
+            gc.collect()
+            objects.append(len(gc.get_objects()))
+    entries = relay._queue.snapshot().entries
+    assert [e.hand_id for e in entries] == [f"{i:08x}" for i in range(3)]
+    assert relay.counters["queue_refused"] == 9_997
+    # Nothing is kept per refused hand (a kept one is a record and its topic, 9,000 of them
+    # thousands of objects).
+    assert objects[1] - objects[0] < 100

@@ -37,6 +37,14 @@ from lanchat.core.text import (
         ("\u2066iso\u2069late", "isolate"),
         ("caf\u00e9 \U0001f600", "caf\u00e9 \U0001f600"),
         ("lone\ud800surrogate", "lonesurrogate"),
+        ("zero\u200bwidth\u200c non\u200djoiner", "zerowidth nonjoiner"),
+        ("\ufeffbom and word\u2060joiner", "bom and wordjoiner"),
+        ("marks\u200e\u200f\u061c", "marks"),
+        ("soft\u00adhyphen", "softhyphen"),
+        ("tag\U000e0041\U000e007fs", "tags"),
+        ("para\u2029graph", "para\ngraph"),
+        # An emoji ZWJ sequence falls apart into its emoji: U+200D must not reach events.
+        ("\U0001f468\u200d\U0001f4bb", "\U0001f468\U0001f4bb"),
     ],
 )
 def test_clean_text(raw: str, clean: str) -> None:
@@ -66,13 +74,24 @@ _TRICKY = st.sampled_from(
     ["\x1b", "[", "]", "\\", "\x07", "\x9b", "\x9c", "\x9d", "\x90", "\r", "\n", "\t", "\u202e",
      "\u2028", "31", "m", ";", "P", "(", "\x00", "\x85"]
 )  # fmt: skip
-_TEXT = st.text() | st.lists(_TRICKY | st.characters(), max_size=40).map("".join)
+# Unicode categories that never survive cleaning (the newline aside): controls, format
+# characters (zero-width, direction marks, bidi controls, tags), line and paragraph separators
+# and surrogates.
+_NEVER: frozenset[str] = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_INVISIBLE = st.sampled_from(
+    ["\u200b", "\u200c", "\u200d", "\ufeff", "\u2060", "\u200e", "\u200f", "\u061c",
+     "\u2028", "\u2029", "\u00ad", "\U000e0001", "\U000e0041", "\u2066", "\u202e"]
+)  # fmt: skip
+_FORMAT = st.characters(categories=["Cf", "Zl", "Zp"])
+_TEXT = st.text() | st.lists(_TRICKY | _INVISIBLE | _FORMAT | st.characters(), max_size=40).map(
+    "".join
+)
 
 
 @given(_TEXT)
 def test_clean_text_output_is_safe_and_idempotent(raw: str) -> None:
     cleaned = clean_text(raw)
-    assert all(unicodedata.category(char) != "Cc" or char == "\n" for char in cleaned)
+    assert all(unicodedata.category(char) not in _NEVER or char == "\n" for char in cleaned)
     assert "\x1b" not in cleaned
     assert not set(cleaned) & set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
     assert clean_text(cleaned) == cleaned
@@ -82,7 +101,32 @@ def test_clean_text_output_is_safe_and_idempotent(raw: str) -> None:
 def test_safe_label_has_no_line_breaks(raw: str) -> None:
     label = safe_label(raw)
     assert "\n" not in label
-    assert all(unicodedata.category(char) != "Cc" for char in label)
+    assert all(unicodedata.category(char) not in _NEVER for char in label)
+
+
+# Legitimate text: anything but controls, format characters, separators and surrogates.
+_LEGITIMATE = st.characters(exclude_categories=["Cc", "Cf", "Zl", "Zp", "Cs"]) | st.just("\n")
+
+
+@given(st.lists(_LEGITIMATE | _INVISIBLE | _FORMAT, max_size=60))
+def test_only_the_format_characters_and_separators_go(chars: list[str]) -> None:
+    # Legitimate text with invisible characters sprinkled in comes out as the same text
+    # without them (separators as newlines): nothing else is touched.
+    expected = "".join(
+        "\n" if unicodedata.category(c) in ("Zl", "Zp") else c
+        for c in chars
+        if unicodedata.category(c) != "Cf"
+    )
+    assert clean_text("".join(chars)) == expected
+
+
+def test_every_format_character_of_this_python_is_removed() -> None:
+    # The pattern's ranges are written out (building them at import would cost start-up
+    # time); this keeps them in step with the Unicode tables of the Python running the tests.
+    every = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")]
+    assert len(every) > 150
+    assert clean_text("".join(every)).replace("\n", "") == ""
+    assert safe_label("a" + "".join(every) + "b").replace(" ", "") == "ab"
 
 
 # ---------------------------------------------------------------- the fast path

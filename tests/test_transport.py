@@ -9,7 +9,17 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from lanchat.transport import BrokerLink, Incoming, SocketReader, Transport, zap_reply
+from lanchat.core.wire import MAX_FRAMES_BYTES
+from lanchat.transport import (
+    CURVE_FRAME_OVERHEAD_BYTES,
+    HANDSHAKE_FRAME_BYTES,
+    INFO_REQUEST,
+    BrokerLink,
+    Incoming,
+    SocketReader,
+    Transport,
+    zap_reply,
+)
 
 
 def _keypair() -> tuple[bytes, bytes]:
@@ -162,3 +172,126 @@ def test_zap_lets_in_every_curve_key_under_its_own_name_and_refuses_other_mechan
     assert ask(b"CURVE", key, version=b"2.0")[0] == b"400"
     assert zap_reply([b"peer", b"not a delimiter", *[b""] * 6]) is None
     assert zap_reply([b"peer", b""]) is None
+
+
+# ---------------------------------------------------------------- frame size limits
+
+BIG = 100 * 1024 * 1024
+
+
+def test_a_frame_over_the_limit_is_refused_and_the_router_keeps_working() -> None:
+    server_public, server_secret = _keypair()
+    client_public, client_secret = _keypair()
+    other_public, other_secret = _keypair()
+
+    async def scenario() -> list[list[bytes]]:
+        transport = Transport("127.0.0.1", server_public, server_secret)
+        transport.start(info_port=0)
+        got: list[list[bytes]] = []
+        arrived = asyncio.Event()
+
+        def on_router(batch: list[Incoming]) -> None:
+            got.extend(incoming.frames for incoming in batch)
+            arrived.set()
+
+        async def until(frames: list[bytes]) -> None:
+            async with asyncio.timeout(20):
+                while frames not in got:
+                    arrived.clear()
+                    await arrived.wait()
+
+        transport.read_router(on_router)
+        hostile = _client_link(transport, server_public, client_public, client_secret)
+        honest = _client_link(transport, server_public, other_public, other_secret)
+        try:
+            largest = [b"x" * MAX_FRAMES_BYTES]  # the largest legitimate frame gets through
+            assert hostile.send_nowait(largest)
+            await until(largest)
+            assert hostile.send_nowait([b"y" * (MAX_FRAMES_BYTES + 1)])
+            assert hostile.send_nowait([b"z" * BIG])
+            assert honest.send_nowait([b"still here"])
+            await until([b"still here"])
+            # The hostile client's connection was dropped; it may come back and behave.
+            assert hostile.send_nowait([b"sorry"])
+            await until([b"sorry"])
+            return got
+        finally:
+            hostile.close()
+            honest.close()
+            transport.close()
+
+    got = asyncio.run(scenario())
+    assert all(len(frame) <= MAX_FRAMES_BYTES for frames in got for frame in frames)
+    assert got.count([b"x" * MAX_FRAMES_BYTES]) == 1
+
+
+def test_the_info_port_answers_its_one_small_request_only() -> None:
+    server_public, server_secret = _keypair()
+
+    async def scenario() -> list[bytes]:
+        transport = Transport("127.0.0.1", server_public, server_secret)
+        transport.start(info_port=0)
+        asked = 0
+
+        def advert() -> dict[str, int]:
+            nonlocal asked
+            asked += 1
+            return {"n": asked}
+
+        serving = asyncio.create_task(transport.serve_info(advert))
+        hostile = transport.ctx.socket(zmq.DEALER)
+        hostile.setsockopt(zmq.LINGER, 0)
+        hostile.connect(f"tcp://127.0.0.1:{transport.info_port}")
+        try:
+            await hostile.send(b"z" * BIG)  # refused unread: the connection is dropped
+            await hostile.send_multipart([b"info?", b"more"])
+            await hostile.send(b"info!")
+            await hostile.send(INFO_REQUEST)
+            first = await asyncio.wait_for(hostile.recv(), 20)
+            # Still answers the next client (and each request once).
+            assert await transport.ask_info("127.0.0.1", transport.info_port, 20) == {"n": 2}
+            assert asked == 2
+            return [first]
+        finally:
+            hostile.close(linger=0)
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            transport.close()
+
+    assert asyncio.run(scenario()) == [b'{"n": 1}']
+    assert INFO_REQUEST == b"info?"
+
+
+def test_every_room_socket_has_its_limit() -> None:
+    server_public, server_secret = _keypair()
+    transport = Transport("127.0.0.1", server_public, server_secret)
+
+    async def scenario() -> dict[str, int]:
+        transport.start(info_port=0)
+        link = _client_link(transport, server_public, *_keypair())
+        link.subscribe(transport.pub_port, lambda _: None, lambda _: None)
+        assert link.sub is not None
+        try:
+            return {
+                name: int(sock.getsockopt(zmq.MAXMSGSIZE))
+                for name, sock in [
+                    ("router", transport.router),
+                    ("pub", transport.pub),
+                    ("info", transport.info),
+                    ("dealer", link.dealer),
+                    ("sub", link.sub),
+                ]
+            }
+        finally:
+            link.close()
+            transport.close()
+
+    room = MAX_FRAMES_BYTES + CURVE_FRAME_OVERHEAD_BYTES
+    assert asyncio.run(scenario()) == {
+        "router": room,
+        "pub": HANDSHAKE_FRAME_BYTES,
+        "info": HANDSHAKE_FRAME_BYTES,
+        "dealer": room,
+        "sub": room,
+    }

@@ -253,6 +253,49 @@ def test_hostile_handles_and_texts_are_rendered_harmless(model: ViewModel) -> No
     assert max(len(p.handle) for p in model.peers.values()) <= 32
 
 
+# Zero-width characters, direction marks, BOM, soft hyphen, a tag.
+INVISIBLE = "\u200b\u200c\u200d\ufeff\u2060\u200e\u200f\u061c\u00ad\U000e0041"
+SEPARATORS = "\u2028\u2029"
+
+
+def test_invisible_characters_never_reach_the_screen() -> None:
+    model = ViewModel("me", "lobby", mentor=True)
+
+    def sly(word: str) -> str:
+        return INVISIBLE.join(word)
+
+    model.apply(ev("peer_up", handle=sly("bob"), mentor=False, status="busy", status_text=sly("x")))
+    model.apply(ev("peer_status", handle=sly("bob"), status="away", text=sly("lunch")))
+    model.apply(
+        ev("public", id="1", **{"from": sly("bob")}, text=sly("hello") + "\u2029x", sent_t=1)
+    )
+    model.apply(ev("private", id="2", **{"from": sly("bob")}, text=sly("psst"), sent_t=1))
+    model.apply(ev("peer_up", handle="sep\u2028\u2029arator", mentor=False))
+    model.apply(ev("request", **{"from": sly("eve")}, fingerprint="abcd"))
+    model.apply(ev("typing", **{"from": sly("bob")}, active=True))
+    model.apply(ev("warning", code="key_changed", handle=sly("bob"), message=sly("changed")))
+    model.apply(
+        ev("file_offer", id="f" * 32, **{"from": sly("bob")}, name=sly("notes.txt"), size=5,
+           sha256="0" * 64, fingerprint="abcd", shared=True)
+    )  # fmt: skip
+    model.apply(
+        ev("queue", entries=[{"n": 1, "id": "h1", "who": sly("carl"), "topic": sly("loops"),
+                              "anon": False, "waiting_s": 3, "claimed_by": ""},
+                             {"n": 2, "id": "h2", "who": sly("fay"), "topic": sly("sets"),
+                              "anon": False, "waiting_s": 3, "claimed_by": sly("dan")}])
+    )  # fmt: skip
+    out = plain(render.conversation(model, 80)) + plain(render.sidebar(model, 22))
+    out += plain(render.request_bar(model)) + plain(render.offer_bar(model))
+    out += plain(render.queue_panel(model, 80, now=1_700_000_001.0))
+    out += plain(render.status_left(model, now=1_700_000_001.0)) + render.prompt(model)
+    model.switch(1)
+    out += plain(render.conversation(model, 80))
+    assert not set(out) & set(INVISIBLE + SEPARATORS)
+    assert "bob: hello\n" in out
+    assert "notes.txt" in out
+    assert "loops" in out
+
+
 # ---------------------------------------------------------------- memory and scrolling
 
 

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import math
 import re
-import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,11 +25,14 @@ __all__ = [
     "MAX_CHUNK_BYTES",
     "MAX_FILE_BYTES",
     "MAX_NAME_BYTES",
+    "MAX_OFFERS_KEPT",
+    "MAX_OFFERS_PER_SENDER",
     "MAX_OFFER_CHARS",
     "MIN_CHUNK_BYTES",
     "PROGRESS_INTERVAL_S",
     "WINDOW_CHUNKS",
     "FileOffer",
+    "IncomingOffers",
     "OfferError",
     "Progress",
     "chunk_count",
@@ -47,6 +50,11 @@ WINDOW_CHUNKS: Final = 16  # requests in flight: enough to keep a LAN link busy 
 MAX_NAME_BYTES: Final = 128
 MAX_OFFER_CHARS: Final = 1000
 PROGRESS_INTERVAL_S: Final = 0.5
+# Offers a receiver keeps until they are accepted or declined: per sender, then in all.
+# Beyond either, the oldest goes (a real sender can offer it again); a node offering
+# thousands of files costs the others a bounded amount of memory.
+MAX_OFFERS_PER_SENDER: Final = 20
+MAX_OFFERS_KEPT: Final = 500
 # The offer format carries sizes up to this; MAX_FILE_BYTES is the receiver's own policy.
 _MAX_SIZE_FIELD: Final = 2**63 - 1
 # Smoothing time constant of the transfer rate: long enough to hide chunk bursts, short
@@ -84,9 +92,8 @@ def safe_filename(name: str) -> str:
     into a hidden file or ``..``. The result is idempotent: safe names map to themselves.
     """
     name = re.split(r"[/\\]", name)[-1]
+    # Also drops format characters (zero-width joiners, BOMs ...) that can hide a different name.
     name = clean_text(name)
-    # Formatting characters (zero-width joiners, BOMs ...) can hide a different name.
-    name = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
     name = _RESERVED_CHARS.sub("_", name)
     name = " ".join(name.split())
     # Windows silently drops trailing dots and spaces: "a.txt." would become "a.txt".
@@ -212,6 +219,61 @@ class FileOffer:
             chunk_size=data["chunk"],
             shared=data["shared"],
         )
+
+
+class IncomingOffers:
+    """Offers received from others, by offer id, bounded per sender and in all.
+
+    An offer id another sender already holds is refused (ids are random, so only a sender
+    that copied someone's offer would collide, to take it over).
+    """
+
+    def __init__(
+        self, per_sender: int = MAX_OFFERS_PER_SENDER, total: int = MAX_OFFERS_KEPT
+    ) -> None:
+        self._per_sender = per_sender
+        self._total = total
+        self._offers: OrderedDict[str, tuple[FileOffer, bytes]] = OrderedDict()  # oldest first
+        self._by_sender: dict[bytes, OrderedDict[str, None]] = {}
+        self.dropped = 0  # offers that made room for newer ones
+
+    def add(self, offer: FileOffer, sender: bytes) -> bool:
+        """Keep ``offer`` from ``sender``; False if it is not new (a repeat, or a taken id)."""
+        if offer.offer_id in self._offers:
+            return False
+        mine = self._by_sender.get(sender)
+        if mine is not None and len(mine) >= self._per_sender:
+            self._forget(next(iter(mine)))
+            self.dropped += 1
+        elif len(self._offers) >= self._total:
+            self._forget(next(iter(self._offers)))
+            self.dropped += 1
+        self._offers[offer.offer_id] = (offer, sender)
+        self._by_sender.setdefault(sender, OrderedDict())[offer.offer_id] = None
+        return True
+
+    def get(self, offer_id: str) -> tuple[FileOffer, bytes] | None:
+        """``(offer, sender)``, or None if unknown (never offered, declined or dropped)."""
+        return self._offers.get(offer_id)
+
+    def pop(self, offer_id: str) -> tuple[FileOffer, bytes] | None:
+        known = self._offers.get(offer_id)
+        if known is not None:
+            self._forget(offer_id)
+        return known
+
+    def __len__(self) -> int:
+        return len(self._offers)
+
+    def senders(self) -> int:
+        return len(self._by_sender)
+
+    def _forget(self, offer_id: str) -> None:
+        _offer, sender = self._offers.pop(offer_id)
+        mine = self._by_sender[sender]
+        del mine[offer_id]
+        if not mine:
+            del self._by_sender[sender]
 
 
 def _check_hex(value: object, pattern: re.Pattern[str], what: str) -> None:

@@ -11,6 +11,8 @@ What it enforces, so a misbehaving client cannot hurt the others:
 - every Public is signed by its author and relayed once (replays are acknowledged, not
   relayed again); every Direct is signed by its sender and routed only to its recipient;
 - a token bucket per client bounds how fast one client can make the broker relay;
+- a student has at most MAX_HANDS_PER_STUDENT hands up, counted per identity key
+  (lanchat.core.helpqueue), whatever its client claims to enforce;
 - malformed frames are dropped and counted.
 """
 
@@ -388,6 +390,10 @@ class BrokerRelay:
                     return self._drop("recipient_offline")
                 return [ToClient(target_rid, list(frames))]
         except QueueError as exc:
+            # One answer per refused request and nothing stored: a student raising hands
+            # in a loop gets a refusal each (at the budget of its connection), mentors
+            # hear nothing of it.
+            self._count("queue_refused")
             return [self._refuse(rid, "queue", str(exc))]
         return self._queue_effects()
 
