@@ -48,8 +48,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PORT",
     "HTTP_SERVICE_TYPE",
+    "FoundServer",
     "InstallServer",
     "InstallServerError",
+    "find_install_servers",
     "main",
     "start_install_server",
 ]
@@ -225,13 +227,8 @@ class _Handler:
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername")[0])
         try:
-            if ipaddress.IPv4Address(peer) not in self._network:
-                await self._send(writer, "GET", _Response(403, b"LAN only\n", "text/plain"))
-                return
-            refusal = self._limits.connect(peer, time.monotonic())
-            if refusal is not None:
-                await self._refuse(writer, peer, refusal)
-                return
+            if self._limits.connect(peer, time.monotonic()) is not None:
+                return  # beyond its connection cap: hang up at once, read nothing
             try:
                 await self._one_request(reader, writer, peer)
             finally:
@@ -246,10 +243,15 @@ class _Handler:
     async def _one_request(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> None:
+        # The request is read before any answer, refusals too: closing a socket with unread
+        # data resets it, and the client would see a reset instead of the reason.
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_HEAD_TIMEOUT_S)
         except asyncio.LimitOverrunError:
             await self._send(writer, "GET", _Response(431, b"header too large\n", "text/plain"))
+            return
+        if ipaddress.IPv4Address(peer) not in self._network:
+            await self._send(writer, "GET", _Response(403, b"LAN only\n", "text/plain"))
             return
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = request_line.split(" ")
@@ -335,14 +337,17 @@ async def start_install_server(
     advertise: bool = True,
     use_mdns_name: bool = True,
     policy: LimitPolicy | None = None,
+    clients: ipaddress.IPv4Network | None = None,
 ) -> InstallServer:
     """Serve `directory` on `interface_ip:port` (0: any free port) until `close()`.
+
+    Only clients in `clients` are answered (default: the interface's own subnet).
 
     Raises InstallServerError if the address is not a LAN address, the wheelhouse has no
     lanchat wheel, or the port is taken.
     """
     _check_address(interface_ip)
-    network = _allowed_network(interface_ip)
+    network = clients or _allowed_network(interface_ip)
     if not directory.is_dir():
         raise InstallServerError(f"no wheelhouse at {directory}: run `lanchat bundle` first")
     found = await asyncio.to_thread(scan, directory)
@@ -445,3 +450,79 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
         return 0
+
+
+# ---- finding one (lanchat doctor) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FoundServer:
+    """An install server advertised on the LAN, and whether its index answered."""
+
+    name: str
+    url: str
+    version: str
+    reachable: bool
+
+
+async def _index_answers(host: str, port: int, timeout_s: float) -> bool:
+    """Whether GET /simple/lanchat/ returns 200 (the one page every install needs)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(
+                    f"GET {SIMPLE_PATH}lanchat/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                await writer.drain()
+                status = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError):
+        return False
+    return status.split(b" ")[1:2] == [b"200"]
+
+
+async def find_install_servers(
+    address: str, listen_s: float, timeout_s: float = 2.0
+) -> list[FoundServer]:
+    """Browse `_http._tcp` on the interface at `address` for lanchat install servers."""
+    from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+    aiozc = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+    names: set[str] = set()
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is not ServiceStateChange.Removed:
+            names.add(name)
+
+    browser = AsyncServiceBrowser(aiozc.zeroconf, HTTP_SERVICE_TYPE, handlers=[on_change])
+    try:
+        await asyncio.sleep(listen_s)  # a survey: listen for a fixed window
+        found: list[tuple[str, str, int, str]] = []
+        for name in sorted(names):
+            info = AsyncServiceInfo(HTTP_SERVICE_TYPE, name)
+            if not await info.async_request(aiozc.zeroconf, 1000) or info.port is None:
+                continue
+            props = {
+                k.decode(errors="replace"): (v or b"").decode(errors="replace")
+                for k, v in info.properties.items()
+            }
+            addresses = info.parsed_addresses(IPVersion.V4Only)
+            if props.get("lanchat") != TXT_MARK["lanchat"] or not addresses:
+                continue
+            found.append((name, addresses[0], info.port, props.get("version", "?")))
+    finally:
+        await browser.async_cancel()
+        await aiozc.async_close()
+    answers = await asyncio.gather(*(_index_answers(a, p, timeout_s) for _, a, p, _ in found))
+    return [
+        FoundServer(name.removesuffix(f".{HTTP_SERVICE_TYPE}"), f"http://{a}:{p}/", v, ok)
+        for (name, a, p, v), ok in zip(found, answers, strict=True)
+    ]
