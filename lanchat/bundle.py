@@ -90,6 +90,7 @@ PLATFORMS: Final = {
     )
 }
 LOCAL: Final = Platform("local", "this machine", "local", ())
+ANY: Final = Platform("any", "any system", "any", ())  # pure-Python wheels: pip itself
 PYTHONS: Final = ("3.11", "3.12", "3.13", "3.14")
 # Requirements a platform needs that pip cannot see from here: pip evaluates environment
 # markers (sys_platform == "win32") for the machine it runs on, not for --platform. None of
@@ -298,6 +299,8 @@ def pip_download_argv(target: Target, dest: Path, requirements: Sequence[str]) -
         "--dest",
         str(dest),
     ]
+    if target.platform is ANY:
+        return [*argv, "--no-deps", *requirements]
     for tag in target.platform.pip_platforms:
         argv += ["--platform", tag]
     if target.python is not None:
@@ -405,7 +408,8 @@ def bundle(
     if own.name in sums and sha256_file(own) != sums[own.name]:
         del sums[own.name]  # the code changed under the same version: the new build counts
     if from_installed:
-        dists = installed_closure(_requirements())
+        # pip too: the server hands it to laptops whose Python has none (see PIP_WHEEL_PATH).
+        dists = installed_closure([*_requirements(), "pip"])
         progress(f"repacking {len(dists)} installed distributions for this machine")
         made = [own]
         for dist in dists:
@@ -428,6 +432,11 @@ def bundle(
             ]
             result.per_target[target.label] = sum(sizes)
             progress(f"      {len(outcome.wheels)} wheels, {_mb(sum(sizes))}")
+        progress("[pip] pip itself, for laptops whose Python has no pip")
+        code, output = run(pip_download_argv(Target(ANY, None), directory, ["pip"]))
+        outcome = parse_pip_output(code, output)
+        if outcome.missing is not None:
+            result.missing["pip"] = outcome.missing
     _seal(directory, sums, result)
     result.new = sorted(set(result.files) - before)
     result.warnings = platform_marker_gaps(directory)

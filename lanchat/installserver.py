@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from lanchat import __version__
 from lanchat.core.installindex import (
     FILES_PATH,
+    PIP_WHEEL_PATH,
     SIMPLE_PATH,
     ClientLimits,
     InstallCommands,
@@ -36,6 +38,7 @@ from lanchat.core.installindex import (
     describe_platforms,
     install_commands,
     normalize,
+    parse_wheel_name,
     render_landing,
     render_project,
     render_projects,
@@ -43,6 +46,8 @@ from lanchat.core.installindex import (
 from lanchat.wheelhouse import scan
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 __all__ = [
@@ -174,6 +179,16 @@ async def _mdns_name(address: str) -> str | None:
     return name if any(info[4][0] == address for info in infos) else None
 
 
+def _version_key(filename: str) -> tuple[int, ...]:
+    parsed = parse_wheel_name(filename)
+    version = parsed.version if parsed else ""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def _newest(files: Iterable[WheelFile]) -> WheelFile | None:
+    return max(files, key=lambda f: _version_key(f.filename), default=None)
+
+
 class _Site:
     """Routing for one wheelhouse: request target -> response (no I/O but the file to send)."""
 
@@ -181,6 +196,7 @@ class _Site:
         self._directory = directory
         self._files = files
         self._by_name = {f.filename: f for f in files}
+        self.pip_wheel = _newest(f for f in files if f.project == "pip")
         self.landing = b""  # set once the port (part of every command on it) is known
         self._projects = render_projects(files)
 
@@ -204,9 +220,13 @@ class _Site:
             if page is None:
                 return _Response(404, b"no such project here\n", "text/plain")
             return _Response(200, page)
-        if path.startswith(FILES_PATH):
+        if path.startswith(FILES_PATH) or path == PIP_WHEEL_PATH:
             # Only names the scan listed: nothing else on disk is reachable.
-            wheel = self._by_name.get(path[len(FILES_PATH) :])
+            wheel = (
+                self.pip_wheel
+                if path == PIP_WHEEL_PATH
+                else self._by_name.get(path[len(FILES_PATH) :])
+            )
             if wheel is None:
                 return _Response(404, b"not found\n", "text/plain")
             return _Response(
@@ -365,7 +385,9 @@ async def start_install_server(
         raise InstallServerError(f"cannot listen on {interface_ip}:{port}: {exc}") from None
     bound_port = int(server.sockets[0].getsockname()[1])
     name = await _mdns_name(interface_ip) if use_mdns_name else None
-    commands = install_commands(name or interface_ip, bound_port)
+    commands = install_commands(
+        name or interface_ip, bound_port, serves_pip=site.pip_wheel is not None
+    )
     # Set before anyone learns the port (with port 0, no one can know it before this returns).
     site.landing = render_landing(
         commands,

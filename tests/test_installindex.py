@@ -81,6 +81,14 @@ def test_install_commands_name_the_index_and_trust_the_host() -> None:
         assert f"--index-url {index} --trusted-host 10.0.0.5 lanchat" in line
 
 
+def test_fallback_line_brings_its_own_pip_when_the_server_has_one() -> None:
+    without = install_commands("10.0.0.5", 8765)
+    assert without.unix_fallback.startswith("python3 -m pip install --user --break-system-packages")
+    served = install_commands("10.0.0.5", 8765, serves_pip=True).unix_fallback
+    assert "'http://10.0.0.5:8765/pip.whl'" in served
+    assert "&& python3 /tmp/lanchat-pip.whl/pip install --user --break-system-packages" in served
+
+
 def test_landing_page_shows_each_os_and_the_address_fallback() -> None:
     c = install_commands("mentor.local", 8765)
     page = render_landing(

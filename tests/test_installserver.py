@@ -8,6 +8,8 @@ import functools
 import hashlib
 import ipaddress
 import re
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -100,6 +102,25 @@ async def test_every_listed_file_downloads_with_its_hash(wheelhouse: Path) -> No
         status, headers, body = await _get(server, links[0][0].decode(), method="HEAD")
         assert (status, body) == (200, b"")
         assert int(headers["Content-Length"]) > 0
+
+
+@run_async
+async def test_pip_wheel_is_served_and_runs_as_pip(wheelhouse: Path, tmp_path: Path) -> None:
+    async with serving(wheelhouse) as server:
+        status, _, body = await _get(server, "/pip.whl")
+    assert "/pip.whl" in server.commands.unix_fallback
+    assert status == 200
+    wheel = tmp_path / "pip.whl"
+    wheel.write_bytes(body)
+    ran = subprocess.run(
+        [sys.executable, f"{wheel}/pip", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.stdout.startswith("pip "), ran.stderr
+    assert f"from {wheel}/pip" in ran.stdout
 
 
 @run_async

@@ -13,6 +13,9 @@ from enum import Enum
 from typing import Final
 
 __all__ = [
+    "FILES_PATH",
+    "PIP_WHEEL_PATH",
+    "SIMPLE_PATH",
     "ClientLimits",
     "InstallCommands",
     "LimitPolicy",
@@ -29,6 +32,9 @@ __all__ = [
 ]
 
 FILES_PATH: Final = "/files/"
+# pip's own wheel, for laptops whose Python has no pip (Debian and Ubuntu without python3-pip
+# and python3-venv): a pip wheel runs as `python3 pip.whl/pip`.
+PIP_WHEEL_PATH: Final = "/pip.whl"
 SIMPLE_PATH: Final = "/simple/"
 # Where the landing page and the printed commands put the virtual environment on macOS and
 # Linux: a venv sidesteps "externally managed environment" (PEP 668: Homebrew, Debian,
@@ -166,16 +172,29 @@ class InstallCommands:
     windows_start: str
     unix: str  # macOS and Linux
     unix_start: str
-    unix_fallback: str  # Debian/Ubuntu without python3-venv, when pip is there
+    unix_fallback: str  # Debian/Ubuntu without python3-venv (and without pip, if we serve pip)
 
 
-def install_commands(host: str, port: int) -> InstallCommands:
-    """The exact lines for an index at http://host:port/ (host: an mDNS name or an IPv4 address)."""
+def install_commands(host: str, port: int, *, serves_pip: bool = False) -> InstallCommands:
+    """The exact lines for an index at http://host:port/ (host: an mDNS name or an IPv4 address).
+
+    `serves_pip`: the server has pip's wheel at PIP_WHEEL_PATH, so the fallback line need not
+    rely on a pip being installed.
+    """
     base = f"http://{host}:{port}"
     index = f"{base}{SIMPLE_PATH}"
     # pip ignores a plain-HTTP index unless its host is trusted; there is no TLS on a LAN
     # without internet, and pip still checks every file against the index's sha256.
     pip_args = f"--index-url {index} --trusted-host {host} lanchat"
+    user_install = f"install --user --break-system-packages {pip_args}"
+    if serves_pip:
+        wheel = "/tmp/lanchat-pip.whl"
+        fallback = (
+            f"python3 -c \"import urllib.request as u; u.urlretrieve('{base}{PIP_WHEEL_PATH}', "
+            f"'{wheel}')\" && python3 {wheel}/pip {user_install}"
+        )
+    else:
+        fallback = f"python3 -m pip {user_install}"
     return InstallCommands(
         url=f"{base}/",
         index_url=index,
@@ -184,7 +203,7 @@ def install_commands(host: str, port: int) -> InstallCommands:
         windows_start="py -m lanchat",
         unix=f"python3 -m venv {VENV_DIR} && {VENV_DIR}/bin/python -m pip install {pip_args}",
         unix_start=f"{VENV_DIR}/bin/lanchat",
-        unix_fallback=f"python3 -m pip install --user --break-system-packages {pip_args}",
+        unix_fallback=fallback,
     )
 
 
@@ -235,9 +254,10 @@ Python 3.11 or newer must be installed. Copy the line for your system into a ter
 <h2 id="linux">Linux (terminal)</h2>
 <div class="cmd">{e(commands.unix)}</div>
 <p>Then start it: <span class="start">{e(commands.unix_start)}</span></p>
-<p class="note">Debian or Ubuntu says <i>ensurepip is not available</i>? Without python3-venv,
-use pip directly: <code>{e(commands.unix_fallback)}</code>, then start
-<code>python3 -m lanchat</code>.</p>
+<p class="note">Debian or Ubuntu says <i>ensurepip is not available</i> (no python3-venv)?
+Use this line instead:</p>
+<div class="cmd">{e(commands.unix_fallback)}</div>
+<p>Then start it: <span class="start">python3 -m lanchat</span></p>
 <h2 id="other">Already in a virtual environment?</h2>
 <div class="cmd">{e(commands.command)}</div>
 <footer>Package index: <a href="{e(commands.index_url)}">{e(commands.index_url)}</a>
