@@ -114,16 +114,29 @@ class InstallServer:
     _server: asyncio.Server
     _aiozc: AsyncZeroconf | None = None
     _info: AsyncServiceInfo | None = None
+    _owns_zeroconf: bool = True
 
     async def close(self) -> None:
         if self._aiozc is not None:
             with contextlib.suppress(Exception):  # an advert that never made it is fine
                 if self._info is not None:
                     await self._aiozc.async_unregister_service(self._info)
-            await self._aiozc.async_close()
+            if self._owns_zeroconf:
+                await self._aiozc.async_close()
             self._aiozc = None
         self._server.close()
         await self._server.wait_closed()
+
+    def event(self) -> dict[str, object]:
+        """The headless `install_server` event: url and command, plus the lines per OS."""
+        c = self.commands
+        return {
+            "ev": "install_server",
+            "url": self.url,
+            "command": self.command,
+            "windows": c.windows,
+            "unix": c.unix,
+        }
 
     def banner(self) -> str:
         """What `lanchat serve-install` prints and the TUI shows: the lines for a projector."""
@@ -324,13 +337,15 @@ class _Handler:
                 await writer.drain()  # back-pressure: a slow client gets a slow stream
 
 
-async def _advertise(address: str, port: int) -> tuple[AsyncZeroconf, AsyncServiceInfo]:
+async def _advertise(
+    address: str, port: int, shared: AsyncZeroconf | None
+) -> tuple[AsyncZeroconf, AsyncServiceInfo]:
     from zeroconf import IPVersion
     from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
     label = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
     label = label.split(".")[0].strip("-")[:40] or "mentor"
-    aiozc = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+    aiozc = shared or AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
     info = AsyncServiceInfo(
         HTTP_SERVICE_TYPE,
         f"lanchat install on {label}.{HTTP_SERVICE_TYPE}",
@@ -344,9 +359,16 @@ async def _advertise(address: str, port: int) -> tuple[AsyncZeroconf, AsyncServi
     try:
         await aiozc.async_register_service(info, allow_name_change=True)
     except BaseException:
-        await aiozc.async_close()
+        if shared is None:
+            await aiozc.async_close()
         raise
     return aiozc, info
+
+
+async def _listen(handler: _Handler, address: str, port: int) -> asyncio.Server:
+    # No reuse_address: asyncio sets it on Unix, and on Windows it would let another socket
+    # take a port in use.
+    return await asyncio.start_server(handler, host=address, port=port, limit=REQUEST_HEAD_LIMIT)
 
 
 async def start_install_server(
@@ -358,10 +380,15 @@ async def start_install_server(
     use_mdns_name: bool = True,
     policy: LimitPolicy | None = None,
     clients: ipaddress.IPv4Network | None = None,
+    any_port_if_taken: bool = False,
+    zeroconf: AsyncZeroconf | None = None,
 ) -> InstallServer:
     """Serve `directory` on `interface_ip:port` (0: any free port) until `close()`.
 
-    Only clients in `clients` are answered (default: the interface's own subnet).
+    Only clients in `clients` are answered (default: the interface's own subnet). With
+    `any_port_if_taken`, a taken `port` is replaced by a free one (every printed line carries
+    the port). `zeroconf`: an instance to advertise on (a running node's), left open by
+    `close()`; by default the server makes and closes its own.
 
     Raises InstallServerError if the address is not a LAN address, the wheelhouse has no
     lanchat wheel, or the port is taken.
@@ -378,11 +405,14 @@ async def start_install_server(
     site = _Site(directory, found.files)
     handler = _Handler(site, network, ClientLimits(policy or LimitPolicy()))
     try:
-        server = await asyncio.start_server(
-            handler, host=interface_ip, port=port, limit=REQUEST_HEAD_LIMIT, reuse_address=True
-        )
+        server = await _listen(handler, interface_ip, port)
     except OSError as exc:
-        raise InstallServerError(f"cannot listen on {interface_ip}:{port}: {exc}") from None
+        if not any_port_if_taken or port == 0:
+            raise InstallServerError(f"cannot listen on {interface_ip}:{port}: {exc}") from None
+        try:
+            server = await _listen(handler, interface_ip, 0)
+        except OSError as again:
+            raise InstallServerError(f"cannot listen on {interface_ip}: {again}") from None
     bound_port = int(server.sockets[0].getsockname()[1])
     name = await _mdns_name(interface_ip) if use_mdns_name else None
     commands = install_commands(
@@ -408,7 +438,8 @@ async def start_install_server(
     )
     if advertise:
         try:
-            running._aiozc, running._info = await _advertise(interface_ip, bound_port)
+            running._aiozc, running._info = await _advertise(interface_ip, bound_port, zeroconf)
+            running._owns_zeroconf = zeroconf is None
         except Exception as exc:  # serving matters more than being listed by browsers
             log.warning("could not advertise the install server over DNS-SD: %s", exc)
     return running
@@ -425,18 +456,13 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     directory: Path = args.dir or default_dir(args.profile)
     try:
-        server = await start_install_server(directory, address, args.port)
+        # The default port taken (a second server?): any free one will do.
+        server = await start_install_server(
+            directory, address, args.port, any_port_if_taken=args.port == DEFAULT_PORT
+        )
     except InstallServerError as exc:
-        if args.port != DEFAULT_PORT or "cannot listen" not in str(exc):
-            print(f"lanchat serve-install: {exc}", file=sys.stderr)
-            return 1
-        # The default port is taken (a second server?): any free port will do, the
-        # printed lines carry it.
-        try:
-            server = await start_install_server(directory, address, 0)
-        except InstallServerError as again:
-            print(f"lanchat serve-install: {again}", file=sys.stderr)
-            return 1
+        print(f"lanchat serve-install: {exc}", file=sys.stderr)
+        return 1
     for name, why in sorted(server.refused.items()):
         print(f"not serving {name}: {why}", file=sys.stderr)
     print(server.banner(), flush=True)

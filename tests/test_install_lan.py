@@ -5,7 +5,8 @@ machine's platform, no download) with `lanchat serve-install`, and runs lanchat.
 only Python: a fresh virtual environment, no pip configuration, no cache, no route to any
 index. It runs exactly the line the mentor's server printed, then the installed lanchat joins
 host 1's room. A real headless Chromium on host 2 loads the landing page; its screenshot is
-kept (the path is printed; LANCHAT_ARTEFACT_DIR chooses the folder).
+kept as <tmp>/lanchat-artefacts/install-landing.png (printed; LANCHAT_ARTEFACT_DIR chooses
+another folder).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -188,7 +190,9 @@ def test_a_laptop_without_lanchat_installs_it_from_the_mentor_and_joins(
     if chromium is None and os.environ.get("LANCHAT_REQUIRE_LAN") != "1":
         pytest.skip("chromium is not installed (Debian package chromium)")
     assert chromium is not None, "CI must install chromium (.ci/run)"
-    artefacts = Path(os.environ.get("LANCHAT_ARTEFACT_DIR", tmp_path))
+    # Outside pytest's temporary folders, which later runs of anyone's tests rotate away.
+    default = Path(tempfile.gettempdir()) / "lanchat-artefacts"
+    artefacts = Path(os.environ.get("LANCHAT_ARTEFACT_DIR", default))
     artefacts.mkdir(parents=True, exist_ok=True)
     shot = artefacts / "install-landing.png"
     browse = [chromium, *CHROMIUM_FLAGS, "--window-size=1200,1300"]

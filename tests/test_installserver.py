@@ -222,3 +222,30 @@ async def test_a_file_changed_after_bundling_is_not_served(
         await running.close()
     assert status == 404
     assert "hash differs" in running.refused[victim.name]
+
+
+@run_async
+async def test_a_taken_port_is_an_error_or_replaced_by_a_free_one(wheelhouse: Path) -> None:
+    async with serving(wheelhouse) as first:
+        with pytest.raises(InstallServerError, match="cannot listen"):
+            await start_install_server(wheelhouse, LOOPBACK, first.port, advertise=False)
+        second = await start_install_server(
+            wheelhouse, LOOPBACK, first.port, advertise=False, any_port_if_taken=True
+        )
+        try:
+            assert second.port != first.port
+            assert f":{second.port}/simple/" in second.command
+            status, _, _ = await _get(second, "/simple/lanchat/")
+        finally:
+            await second.close()
+    assert status == 200
+
+
+@run_async
+async def test_headless_event(wheelhouse: Path) -> None:
+    async with serving(wheelhouse) as server:
+        event = server.event()
+    assert event["ev"] == "install_server"
+    assert event["url"] == server.url
+    assert event["command"] == server.command
+    assert event["unix"] == server.commands.unix
