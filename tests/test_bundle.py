@@ -19,10 +19,13 @@ from lanchat.bundle import (
     repack_installed,
     targets_for,
 )
+from lanchat.cli import main as cli_main
 from lanchat.wheelhouse import read_manifest, sha256_file, verify_wheel
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 
 def _read(wheel: Path, suffix: str) -> str:
@@ -164,3 +167,20 @@ def test_os_specific_requirements_missing_from_the_house_are_reported(tmp_path: 
     assert gaps == [
         'tool-1.0-py3-none-any.whl needs colorama; sys_platform == "win32": add it to OS_EXTRAS'
     ]
+
+
+def test_cli_bundles_from_installed_and_serve_install_refuses_an_empty_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    house = tmp_path / "house"
+    assert cli_main(["bundle", "--from-installed", "--dir", str(house)]) == 0
+    out = capsys.readouterr().out
+    assert "every file verified (SHA256SUMS)" in out
+    assert f"Serve it with: lanchat serve-install --dir {house}" in out
+    names = set(read_manifest(house))
+    assert {n.split("-")[0] for n in names} >= {"lanchat", "pyzmq", "zeroconf", "pynacl", "pip"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["serve-install", "--dir", str(empty), "--interface", "127.0.0.1", "--port", "0"]
+    assert cli_main(argv) == 1
+    assert "no lanchat wheel" in capsys.readouterr().err
