@@ -141,9 +141,12 @@ class InstallServer:
     def banner(self) -> str:
         """What `lanchat serve-install` prints and the TUI shows: the lines for a projector."""
         c = self.commands
+        by_address = f"http://{self.address}:{self.port}/"
+        also = f" or {by_address}" if by_address != self.url else ""
         return "\n".join(
             [
-                f"lanchat install server: {self.url}  (open it in a browser for all the details)",
+                f"lanchat install server: {self.url}{also}  (open it in a browser for all the "
+                "details)",
                 f"Install: {c.command}",
                 f"  Windows (PowerShell): {c.windows}   then: {c.windows_start}",
                 f"  macOS, Linux:         {c.unix}   then: {c.unix_start}",

@@ -99,6 +99,7 @@ def test_landing_page_shows_each_os_and_the_address_fallback() -> None:
     assert c.windows in page
     assert c.unix.replace("&", "&amp;") in page
     assert "py -m lanchat" in page
+    assert "Wheels here for: Linux x86_64." in page
     assert 'href="http://10.0.0.5:8765/"' in page
     assert "<script" not in page  # nothing to fetch, nothing to run
 

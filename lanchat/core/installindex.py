@@ -244,6 +244,7 @@ def render_landing(
 <p>No internet needed: this laptop serves lanchat {e(version)} and everything it needs.
 Python 3.11 or newer must be installed. Copy the line for your system into a terminal
 (a click selects it).</p>
+<p>Wheels here for: {e(" · ".join(platforms)) or "none yet"}.</p>
 {fallback_name}
 <h2 id="windows">Windows (PowerShell)</h2>
 <div class="cmd">{e(commands.windows)}</div>
@@ -260,9 +261,8 @@ Use this line instead:</p>
 <p>Then start it: <span class="start">python3 -m lanchat</span></p>
 <h2 id="other">Already in a virtual environment?</h2>
 <div class="cmd">{e(commands.command)}</div>
-<footer>Package index: <a href="{e(commands.index_url)}">{e(commands.index_url)}</a>
-({e(", ".join(platforms)) or "no wheels yet"}). Served read-only from a mentor's laptop on
-this network.</footer>
+<footer>Package index: <a href="{e(commands.index_url)}">{e(commands.index_url)}</a>,
+served read-only from a mentor's laptop on this network.</footer>
 """
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
