@@ -556,10 +556,12 @@ async def find_install_servers(
     browser = AsyncServiceBrowser(aiozc.zeroconf, HTTP_SERVICE_TYPE, handlers=[on_change])
     try:
         await asyncio.sleep(listen_s)  # a survey: listen for a fixed window
+        # Printers and NAS boxes advertise _http._tcp too: resolve them all at once.
+        infos = [AsyncServiceInfo(HTTP_SERVICE_TYPE, name) for name in sorted(names)]
+        resolved = await asyncio.gather(*(i.async_request(aiozc.zeroconf, 1000) for i in infos))
         found: list[tuple[str, str, int, str]] = []
-        for name in sorted(names):
-            info = AsyncServiceInfo(HTTP_SERVICE_TYPE, name)
-            if not await info.async_request(aiozc.zeroconf, 1000) or info.port is None:
+        for info, ok in zip(infos, resolved, strict=True):
+            if not ok or info.port is None:
                 continue
             props = {
                 k.decode(errors="replace"): (v or b"").decode(errors="replace")
@@ -568,7 +570,7 @@ async def find_install_servers(
             addresses = info.parsed_addresses(IPVersion.V4Only)
             if props.get("lanchat") != TXT_MARK["lanchat"] or not addresses:
                 continue
-            found.append((name, addresses[0], info.port, props.get("version", "?")))
+            found.append((info.name, addresses[0], info.port, props.get("version", "?")))
     finally:
         await browser.async_cancel()
         await aiozc.async_close()
