@@ -27,6 +27,9 @@ examples:
   lanchat --connect 192.168.1.20        where multicast is blocked: join via that laptop
   lanchat --headless --handle bot       JSON lines on stdin/stdout (docs/headless.md)
   lanchat doctor                        explain why you see nobody
+  lanchat bundle                        (online) fetch lanchat for every OS, for a room
+                                        without internet
+  lanchat serve-install                 hand lanchat to the laptops on this LAN
 
 Your identity, friends and history live in a profile directory (see --profile).
 """
@@ -68,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         from lanchat.doctor import main as doctor_main
 
         return doctor_main(argv[1:])
+    if argv[:1] == ["bundle"]:
+        from lanchat.bundle import main as bundle_main
+
+        return bundle_main(argv[1:])
+    if argv[:1] == ["serve-install"]:
+        from lanchat.installserver import main as serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Start-up (imports, classes, keys) allocates some 30,000 objects and frees almost
     # none: the cyclic collector's passes over them are 3 % of the start-up's CPU for

@@ -221,6 +221,45 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
     return report
 
 
+async def check_install_servers(report: Report, listen_s: float) -> None:
+    """Is a `lanchat serve-install` advertised here (DNS-SD `_http._tcp`), and does it answer?
+
+    Information only: a laptop that already has lanchat does not need one, so neither
+    outcome changes the verdict.
+    """
+    from lanchat.installserver import find_install_servers
+
+    address = report.facts.get("address")
+    if not isinstance(address, str):
+        return
+    report.lines.append("Install server (lanchat serve-install, for laptops without lanchat):")
+    try:
+        servers = await find_install_servers(address, listen_s)
+    except OSError as exc:
+        report.info(f"could not look for one: {exc}")
+        return
+    report.facts["install_servers"] = [
+        {"name": s.name, "url": s.url, "version": s.version, "reachable": s.reachable}
+        for s in servers
+    ]
+    if not servers:
+        report.info("none advertised on this network (a mentor starts one: lanchat serve-install)")
+    for server in servers:
+        if server.reachable:
+            report.good(f"{server.url} serves lanchat {server.version}: open it in a browser")
+        else:
+            report.info(
+                f"{server.url} is advertised but does not answer: a firewall on the mentor's "
+                "laptop may block its port"
+            )
+
+
+async def _diagnose_all(args: argparse.Namespace) -> Report:
+    report = await diagnose(args.interface, args.room, args.listen)
+    await check_install_servers(report, min(args.listen, 1.0))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lanchat doctor", description="Explain why you see nobody on the LAN, and what to do."
@@ -232,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable verdict")
     args = parser.parse_args(argv)
-    report = asyncio.run(diagnose(args.interface, args.room, args.listen))
+    report = asyncio.run(_diagnose_all(args))
     if args.json:
         print(json.dumps({"ok": report.ok, "advice": report.advice, **report.facts}))
     else:
