@@ -438,14 +438,17 @@ def test_an_ambiguous_id_prefix_is_refused() -> None:
     )
 
 
-def test_every_command_is_on_the_help_screen_which_fits_80x24() -> None:
+def test_every_command_is_on_the_help_screen_which_fits_80_columns_and_scrolls() -> None:
     helped = " ".join(usage for usage, _ in HELP_ROWS)
     for spec in COMMANDS:
         assert spec.name in helped
     assert all(len(usage) < HELP_USAGE_WIDTH for usage, _ in HELP_ROWS + KEYS)
     rows = plain(render.help_screen(KEYS)).split("\n")
-    assert len(rows) <= 22  # 24 rows minus the status bar and the input line
+    assert len(rows) == render.help_rows(KEYS)
     assert max(render.cells(row) for row in rows) <= 80
+    # Scrolled by 5: the same rows from the sixth on; never scrolled past the last.
+    assert plain(render.help_screen(KEYS, 5)).split("\n") == rows[5:]
+    assert plain(render.help_screen(KEYS, 999)).split("\n") == rows[-1:]
 
 
 def test_model_commands_and_render_do_not_import_prompt_toolkit() -> None:
@@ -462,7 +465,7 @@ def test_long_messages_wrap_at_spaces_under_the_text(width: int) -> None:
     model = ViewModel("me", "lobby")
     text = "can you share the wiring diagram? " * 5 + "x" * 120 + " 終わり end"
     model.apply(ev("public", id="1", **{"from": "carol"}, text=text, sent_t=1))
-    rows = plain(render.conversation(model, 10, width)).split("\n")
+    rows = plain(render.conversation(model, 10, width, now=1)).split("\n")
     assert len(rows) > 1
     assert all(render.cells(row) <= width for row in rows)
     assert all(row.startswith(" " * render.TIME_WIDTH) for row in rows[1:])
@@ -517,7 +520,8 @@ def test_a_students_hand_goes_up_waits_and_is_taken(model: ViewModel) -> None:
     model.apply(ev("hand", id="h1", state="done", position=0, mentor="mentor1"))
     assert model.hands == {}
     assert render.hand_bar(model) == []
-    assert model.conversations["@mentor1"].hand is None
+    assert "@mentor1" not in model.conversations  # the finished session left the sidebar
+    assert not any(e.helping for e in model.sidebar())
     assert texts(model)[-1] == "the help session with mentor1 has ended"
 
 
@@ -630,8 +634,11 @@ def test_a_claim_opens_a_help_session_under_the_pseudonym() -> None:
     assert model.parse_input("/done") == Command({"cmd": "done", "id": "h1"})
     model.apply(ev("hand", id="h1", state="done", who="anon-3f2a"))
     assert model.claims == {}
-    assert model.conversations["@anon-3f2a"].hand is None
-    assert texts(model, "@anon-3f2a")[-1] == "the help session with anon-3f2a is done"
+    assert "@anon-3f2a" not in model.conversations  # the finished session left the sidebar
+    assert [e.label for e in model.sidebar()] == ["lobby"]
+    assert "@anon-3f2a" not in model.peers
+    assert model.current == PUBLIC
+    assert texts(model)[-1] == "the help session with anon-3f2a is done"
 
 
 # ---------------------------------------------------------------- status, receipts, typing
