@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -22,14 +23,18 @@ from lanchat.ui.commands import (
     parse_input,
 )
 from lanchat.ui.model import (
+    FOLD_SHOWN,
+    HANDLE_COLOURS,
     MAX_LINES,
     PUBLIC,
+    Block,
     LineKind,
     Receipt,
     ViewModel,
     human_size,
     ordinal,
     peer_key,
+    split_blocks,
 )
 from lanchat.ui.screen import KEYS
 
@@ -941,3 +946,163 @@ def test_trusting_a_new_key_is_typed_with_its_code_and_starts_over(model: ViewMo
     model.apply(ev("trusted", handle="bob", fingerprint="1a2b-3c4d-5e6f-7a8b-9c0d"))
     assert "/request bob" in texts(model)[-1]
     assert model.peers[peer_key("bob")].relation is Friendship.NONE
+
+
+# ---------------------------------------------------------------- a real room
+
+
+def test_eight_handles_get_eight_colours_that_stay() -> None:
+    model = ViewModel("me", "lobby")
+    handles = ["ann", "bob", "carol", "dave", "eve", "frank", "grace", "heidi"]
+    colours = [model.colour(handle) for handle in handles]
+    assert len(set(colours)) == 8
+    assert [model.colour(handle.upper()) for handle in handles] == colours  # case-insensitive
+    assert len({model.colour(f"x{n}") for n in range(HANDLE_COLOURS - 8)}) == HANDLE_COLOURS - 8
+
+
+def test_message_lines_show_the_senders_colour_and_marks_not_only_colour() -> None:
+    model = ViewModel("me", "lobby")
+    model.apply(ev("peer_up", handle="yoda", mentor=True))
+    model.apply(ev("accepted", by="bob"))
+    model.apply(ev("public", id="1", text="hi", sent_t=T0, **{"from": "yoda"}))
+    model.apply(ev("public", id="2", text="yo", sent_t=T0, **{"from": "bob"}))
+    out = render.conversation(model, 10, 80, now=T0)
+    styles = {text: style for style, text in out}
+    assert styles["yoda"] == f"class:sender,sender.c{model.colour('yoda')}"
+    assert styles["bob"] == f"class:sender,sender.c{model.colour('bob')}"
+    assert "★yoda: hi" in plain(out)
+    assert "♥bob: yo" in plain(out)
+
+
+def test_times_come_from_sent_t_with_the_date_when_not_today() -> None:
+    model = ViewModel("me", "lobby")
+    yesterday = T0 - 86_400
+    model.apply(
+        {"ev": "public", "t": T0, "id": "1", "from": "bob", "text": "old", "sent_t": yesterday}
+    )
+    model.apply(
+        {"ev": "public", "t": T0, "id": "2", "from": "bob", "text": "new", "sent_t": T0 - 60}
+    )
+    rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
+    assert rows[-2].startswith(render.clock(yesterday, T0) + " bob: old")
+    assert render.clock(yesterday, T0) == time.strftime("%d %b %H:%M", time.localtime(yesterday))
+    assert rows[-1].startswith(time.strftime("%H:%M", time.localtime(T0 - 60)) + " bob: new")
+    assert render.clock(T0 - 400 * 86_400, T0).count("-") == 2  # another year: the full date
+
+
+def test_replayed_messages_go_in_their_place_quietly() -> None:
+    model = ViewModel("me", "lobby")
+    model.open(PUBLIC)
+    model.apply(ev("public", id="2", text="later", sent_t=T0, **{"from": "bob"}))
+    ring = model.apply(
+        ev("public", id="1", text="earlier me", sent_t=T0 - 5, replay=True, **{"from": "bob"})
+    )
+    assert not ring
+    assert texts(model)[-2:] == ["earlier me", "later"]
+    model.apply(
+        ev("public", id="1", text="earlier me", sent_t=T0 - 5, replay=True, **{"from": "bob"})
+    )
+    assert texts(model).count("earlier me") == 1
+    model.apply(ev("private", id="p1", text="hey", sent_t=T0, replay=True, **{"from": "ann"}))
+    assert model.take_alerts() == []
+    assert model.conversations["@ann"].unread == 0
+
+
+def test_a_line_that_lost_its_slash_is_recognised() -> None:
+    model = friend_model("ada")
+    assert model.lost_slash("msg ada x") == "/msg ada x"
+    assert model.lost_slash("who") == "/who"
+    assert model.lost_slash("join ada") == "/join ada"
+    assert model.lost_slash("block ada") == "/block ada"
+    for line in ("who is here?", "join us at 5", "block the door", "me too", "/who", "done"):
+        assert model.lost_slash(line) is None, line
+
+
+def test_me_clear_unfriend_and_status_bar_title() -> None:
+    model = friend_model("bob")
+    assert model.parse_input("/me waves") == Command({"cmd": "say", "text": "/me waves"})
+    model.sent({"cmd": "say", "text": "/me waves"}, T0)
+    assert plain(render.conversation(model, 1, 80, now=T0)).endswith("* me waves")
+    model.open("@bob")
+    assert model.parse_input("/me waves") == Command(
+        {"cmd": "msg", "to": "bob", "text": "/me waves"}
+    )
+    assert plain(render.status_left(model, T0)).startswith(" @bob ")
+    model.sent({"cmd": "unfriend", "handle": "bob"}, T0)
+    assert model.peers["@bob"].relation is Friendship.NONE
+    model.open(PUBLIC)
+    assert plain(render.status_left(model, T0)).startswith(" lobby ")
+    assert model.parse_input("/clear") == LocalAction(Action.CLEAR)
+    model.clear()
+    assert texts(model) == []
+
+
+def test_rooms_listing_and_moving_to_another_room() -> None:
+    model = friend_model("bob")
+    model.apply(ev("peer_up", handle="zed", mentor=False))
+    model.will_send({"cmd": "rooms"})
+    model.apply(ev("rooms", rooms=[{"name": "lobby", "members": 3}, {"name": "lab", "members": 5}]))
+    assert texts(model)[-4:] == [
+        "2 rooms on the network:",
+        "  lab  5 people",
+        "  lobby  3 people  (you are here)",
+        "/room NAME moves there",
+    ]
+    model.apply(ev("room", name="lab"))
+    assert model.status.room == "lab"
+    assert model.conversations[PUBLIC].title == "lab"
+    assert texts(model) == ["you are in room lab now"]
+    assert "@zed" not in model.peers  # a stranger of the old room
+    assert "@bob" in model.peers  # friends stay friends
+
+
+def test_the_sender_learns_who_fetched_a_file() -> None:
+    model = friend_model("bob")
+    model.apply(ev("file_offered", id="f1", name="notes.pdf", size=10, to=None))
+    model.apply(ev("file_fetched", id="f1", by="bob"))
+    assert texts(model)[-1] == "bob fetched notes.pdf"
+
+
+def test_code_is_split_from_prose_fenced_or_by_its_looks() -> None:
+    text = "look:\n```py\nx = 1\n```\nthanks"
+    assert split_blocks(text) == (
+        Block("look:"),
+        Block("x = 1", code=True, language="py"),
+        Block("thanks"),
+    )
+    pasted = "def f(x):\n    if x:\n        return 1\n    return 2"
+    assert split_blocks(pasted) == (Block(pasted, code=True),)
+    prose = "first line\nsecond line\nthird line"
+    assert split_blocks(prose) == (Block(prose),)
+
+
+def test_code_blocks_are_highlighted_not_wrapped_and_folded() -> None:
+    model = ViewModel("me", "lobby")
+    code = "\n".join(
+        f"value_{n} = compute({n}, 'some long argument that is wider than the view')"
+        for n in range(20)
+    )
+    model.apply(ev("public", id="1", text=f"```python\n{code}\n```", sent_t=T0, **{"from": "bob"}))
+    out = render.conversation(model, 10, 40, now=T0)
+    rows = plain(out).split("\n")
+    code_rows = [row for row in rows if "│ " in row]
+    assert len(code_rows) == FOLD_SHOWN
+    assert code_rows[0].endswith(
+        "value_0 = compute(0, 'some long argument that is wider than the view')"
+    )
+    assert "┄ 10 more lines · Ctrl-O shows them · /save FILE saves it" in rows[-1]
+    assert any("pygments.literal.string" in style for style, _ in out)
+    assert any("pygments.literal.number" in style for style, _ in out)
+    model.toggle_folds()
+    rows = plain(render.conversation(model, 10, 40, now=T0)).split("\n")
+    assert len([row for row in rows if "│ " in row]) == 20
+    assert model.last_code() == Block(code, code=True, language="python")
+
+
+def test_long_pastes_are_folded() -> None:
+    model = ViewModel("me", "lobby")
+    text = "\n".join(f"log entry number {n} said nothing much." for n in range(50))
+    model.apply(ev("public", id="1", text=text, sent_t=T0, **{"from": "bob"}))
+    rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
+    assert len(rows) == FOLD_SHOWN + 1
+    assert rows[-1].strip() == "┄ 40 more lines · Ctrl-O shows them"
