@@ -705,8 +705,8 @@ class ViewModel:
             last = len(self.search.hits) - 1
             self.search.selected = max(0, min(last, self.search.selected + step))
 
-    def jump_to_hit(self) -> None:
-        """Close the results and scroll the chat to the selected hit."""
+    def jump_to_hit(self, view: int = 1) -> None:
+        """Close the results; scroll the chat so that the selected hit is mid-``view``."""
         search, self.search = self.search, None
         if search is None or not search.hits or search.key != self.current:
             return
@@ -714,7 +714,8 @@ class ViewModel:
         lines = self.current_conversation.lines
         for index in range(len(lines) - 1, -1, -1):
             if lines[index] is hit:
-                self.scroll = len(lines) - 1 - index
+                below = len(lines) - 1 - index
+                self.scroll = max(0, min(below - view // 2, len(lines) - max(1, view)))
                 self.highlight = hit
                 return
 

@@ -712,7 +712,7 @@ class ChatScreen:
 
         @kb.add("enter", filter=searching)
         def _show_hit(_event: KeyPressEvent) -> None:
-            model.jump_to_hit()
+            model.jump_to_hit(view=rows() - 1)
 
         @kb.add("q", filter=searching)
         def _close_search(_event: KeyPressEvent) -> None:
