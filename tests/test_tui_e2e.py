@@ -388,10 +388,6 @@ def test_names_in_eight_colours_me_search_clear_and_code(room: Room, tmp_path: P
     assert all(colours.values()), colours
     assert len(set(colours.values())) == len(EIGHT), colours
 
-    room.say("/me waves")
-    assert room.ada.wait("public", lambda e: e["from"] == "tuiuser")["text"] == "/me waves"
-    pane.wait_text("* tuiuser waves")
-
     room.say("/search hello from cyd")
     pane.wait_text("search 'hello from cyd' in this chat: 1 hit")
     pane.send("Enter")  # shows it in the chat
@@ -400,6 +396,10 @@ def test_names_in_eight_colours_me_search_clear_and_code(room: Room, tmp_path: P
 
     room.say("/clear")
     pane.wait("cleared", lambda rows: not any("hello from" in r for r in rows))
+
+    room.say("/me waves")
+    assert room.ada.wait("public", lambda e: e["from"] == "tuiuser")["text"] == "/me waves"
+    pane.wait_text("* tuiuser waves")
 
     # A fenced code block: highlighted, shown as is behind a gutter, folded after 10 rows.
     room.ada.send(cmd="say", text=f"try this:\n```python\n{CODE}\n```")
@@ -411,11 +411,11 @@ def test_names_in_eight_colours_me_search_clear_and_code(room: Room, tmp_path: P
     )
     assert len({keyword, name, comment}) == 3, (keyword, name, comment)
     assert "step_9" not in SGR.sub("", screen)
-    pane.send("C-o")
-    pane.wait_text("│     return x + 9")
     capture = os.environ.get("LANCHAT_TUI_CAPTURE_CODE")
     if capture:  # the second screen shown in the README
         Path(capture).write_text(pane.capture())
+    pane.send("C-o")
+    pane.wait_text("│     return x + 9")
     target = tmp_path / "step.py"
     room.say(f"/save {target}")
     pane.wait_text("saved the code block (20 lines)")
