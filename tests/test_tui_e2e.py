@@ -421,6 +421,15 @@ def test_names_in_eight_colours_me_search_clear_and_code(room: Room, tmp_path: P
     pane.wait_text("saved the code block (20 lines)")
     assert target.read_text() == CODE + "\n"
 
+    # Code pasted into the input line (a bracketed paste) goes out whole and shows as code.
+    pasted = "def hello():\n    print('hi')\n    return 1"
+    pane.tmux("set-buffer", "-b", "snippet", pasted)
+    pane.tmux("paste-buffer", "-p", "-d", "-b", "snippet", "-t", pane.session)
+    pane.send("Enter")
+    got = room.ada.wait("public", lambda e: e["text"].startswith("def hello"))
+    assert got["text"] == pasted
+    pane.wait_text("│     print('hi')")
+
 
 @pytest.mark.xfail(
     reason="needs the node: headless {'cmd':'unfriend','handle':H} (Node.execute does not "

@@ -545,6 +545,19 @@ def test_esc_then_a_command_typed_at_once_runs_the_command() -> None:
     run(scenario)
 
 
+def test_esc_then_a_control_key_at_once_is_esc_then_that_key() -> None:
+    async def scenario() -> None:
+        async with running(peers=("bob", "ada")) as (screen, _node, pipe):
+            pipe.send_text("msg ada x" + ENTER)
+            await until(screen, lambda: screen.model.confirm is not None)
+            pipe.send_text(ESC + "\x15" + "\x1bOP")  # Esc, Ctrl-U and F1 in one read
+            await until(screen, lambda: screen.model.show_help)
+            assert screen.model.confirm is None
+            assert screen.buffer.text == ""
+
+    run(scenario)
+
+
 def test_esc_acts_on_the_first_press() -> None:
     async def scenario() -> None:
         async with running() as (screen, _node, pipe):

@@ -700,6 +700,11 @@ class ViewModel:
         self._find()
         return {"cmd": "history", "with": self.handle_of(self.current), "limit": MAX_HISTORY}
 
+    def search_failed(self) -> None:
+        """The stored history could not be asked for: the hits on screen are all there is."""
+        if self.search is not None:
+            self.search.done = True
+
     def move_search(self, step: int) -> None:
         if self.search is not None and self.search.hits:
             last = len(self.search.hits) - 1

@@ -68,6 +68,10 @@ REFRESH_S: Final = 1.0  # redraw this often: typing hints expire, waiting times 
 # A lone Esc byte is taken as the Esc key after this long without the rest of a sequence
 # (prompt_toolkit waits 0.5 s). Terminals send a whole sequence in one write.
 ESC_SEQUENCE_WAIT_S: Final = 0.05
+# Keys that make an Alt combination when they come right after Esc (word-wise moves and
+# deletion); after any other key, Esc is the Esc key. Alt-Left is one sequence from the
+# terminal ("\x1b[1;3D"), Alt-Backspace two bytes in one write ("\x1b\x7f").
+ALT_KEYS: Final = frozenset({Keys.Left, Keys.Right, Keys.Backspace})
 
 # Shown by the help screen; the bindings are in ChatScreen._key_bindings.
 # F1-F5 are on the rows of /help, /accept and /accept-file.
@@ -364,7 +368,8 @@ class ChatScreen:
         elif action.action is Action.CLEAR:
             self.model.clear()
         elif action.action is Action.SEARCH and action.target:
-            self.send(self.model.start_search(action.target, now), user=False)
+            if not self.send(self.model.start_search(action.target, now), user=False):
+                self.model.search_failed()
         elif action.action is Action.SAVE and action.target:
             self.save_code(action.target, now)
 
@@ -625,8 +630,8 @@ class ChatScreen:
             model.toggle_folds()
 
         # Esc acts at once, and never as a Meta prefix for the key typed after it: the "/"
-        # of "/who" typed just after Esc is a "/", not Alt-/. Alt with keys that are not
-        # printable (Alt-Left, Alt-Backspace: one sequence from the terminal) still works.
+        # of "/who" typed just after Esc is a "/", not Alt-/. Alt-Left, Alt-Right and
+        # Alt-Backspace (ALT_KEYS) still work.
         @kb.add("escape", eager=True, filter=Condition(self._escape_alone))
         def _escape(_event: KeyPressEvent) -> None:
             if buffer.complete_state is not None:
@@ -731,16 +736,14 @@ class ChatScreen:
         return kb
 
     def _escape_alone(self) -> bool:
-        """Whether an Esc is the Esc key: alone, or followed by a printable key.
+        """Whether an Esc is the Esc key, not the Alt of an Alt-Left, Alt-Backspace, ...
 
         What follows it in the same read from the terminal waits in the key processor's
-        queue: Esc then "/who" typed fast arrive together, like Alt-/ would.
+        queue: Esc then "/who" typed fast arrive together, like Alt-/ would; Esc then F1 or
+        Ctrl-U too. Only the keys of ALT_KEYS after it make an Alt combination.
         """
         queue = self.app.key_processor.input_queue
-        if not queue:
-            return True
-        key = queue[0].key
-        return not isinstance(key, Keys) and len(key) == 1 and key.isprintable()
+        return not queue or queue[0].key not in ALT_KEYS
 
 
 def _setting(settings: SettingStore | None, key: str, *, default: bool) -> bool:
