@@ -1106,3 +1106,10 @@ def test_long_pastes_are_folded() -> None:
     rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
     assert len(rows) == FOLD_SHOWN + 1
     assert rows[-1].strip() == "┄ 40 more lines · Ctrl-O shows them"
+
+
+def test_unfriend_completes_friends_only() -> None:
+    model = friend_model("bob")
+    model.apply(ev("peer_up", handle="zed", mentor=False))
+    assert model.handle_candidates("/unfriend") == ["bob"]
+    assert "zed" in model.handle_candidates("/block")

@@ -611,6 +611,8 @@ class ViewModel:
         peers = sorted(self.peers.values(), key=lambda p: (not p.online, not p.mentor, p.handle))
         if command == "/unblock":
             return [p.handle for p in peers if p.relation is Friendship.BLOCKED]
+        if command == "/unfriend":
+            return [p.handle for p in peers if p.relation is Friendship.FRIEND]
         if command in ("/msg", "/send"):
             peers.sort(key=lambda p: p.relation is not Friendship.FRIEND)
         names = [p.handle for p in peers if p.relation is not Friendship.BLOCKED]

@@ -634,14 +634,15 @@ class ChatScreen:
         # Alt-Backspace (ALT_KEYS) still work.
         @kb.add("escape", eager=True, filter=Condition(self._escape_alone))
         def _escape(_event: KeyPressEvent) -> None:
+            # What is on top goes first: help and search cover the question's bar.
             if buffer.complete_state is not None:
                 buffer.cancel_completion()
-            elif model.confirm is not None:
-                model.confirm = None
-            elif model.search is not None:
-                model.search = None
             elif model.show_help:
                 model.show_help = False
+            elif model.search is not None:
+                model.search = None
+            elif model.confirm is not None:
+                model.confirm = None
             else:
                 model.to_newest()
 
