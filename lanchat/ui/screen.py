@@ -107,7 +107,7 @@ STYLE: Final = Style.from_dict(
     {
         "time": "#808080",
         "sender": "bold #5fafff",
-        "sender.own": "bold #5fd75f",
+        "sender.own": "bold #00af00",  # readable on light backgrounds too
         "mention": "bold #ffd700",
         "info": "#8a8a8a",
         "warning": "#ffaf00",
