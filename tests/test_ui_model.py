@@ -1113,3 +1113,12 @@ def test_unfriend_completes_friends_only() -> None:
     model.apply(ev("peer_up", handle="zed", mentor=False))
     assert model.handle_candidates("/unfriend") == ["bob"]
     assert "zed" in model.handle_candidates("/block")
+
+
+def test_a_friend_ending_the_friendship_is_not_a_declined_request() -> None:
+    model = friend_model("bob")
+    model.apply(ev("rejected", by="bob"))
+    assert texts(model)[-1] == "bob ended your friendship; /request bob asks again"
+    assert texts(model, "@bob")[-1] == "bob ended your friendship; /request bob asks again"
+    model.apply(ev("rejected", by="bob"))  # no longer a friend: an answer to a request
+    assert texts(model)[-1] == "bob declined your private-chat request"

@@ -979,8 +979,16 @@ class ViewModel:
 
     def _on_rejected(self, ev: Mapping[str, Any], now: float) -> None:
         peer = self._peer(label(ev.get("by")))
+        was_friend = peer.relation is Friendship.FRIEND
         peer.relation = Friendship.NONE
-        self.note(f"{peer.handle} declined your private-chat request", now)
+        if was_friend:  # a friend's /unfriend reaches us as a rejection
+            text = f"{peer.handle} ended your friendship; /request {peer.handle} asks again"
+            conv = self.conversations.get(peer_key(peer.handle))
+            if conv is not None and conv.key != self.current:
+                self._add(conv, Line(now, LineKind.INFO, text))
+            self.note(text, now)
+        else:
+            self.note(f"{peer.handle} declined your private-chat request", now)
 
     def _on_who(self, ev: Mapping[str, Any], now: float) -> None:
         listed = _records(ev.get("peers"))
