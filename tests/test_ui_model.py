@@ -1105,7 +1105,22 @@ def test_long_pastes_are_folded() -> None:
     model.apply(ev("public", id="1", text=text, sent_t=T0, **{"from": "bob"}))
     rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
     assert len(rows) == FOLD_SHOWN + 1
-    assert rows[-1].strip() == "┄ 40 more lines · Ctrl-O shows them"
+    stamp = render.clock(T0, T0) + " "
+    assert rows[0] == stamp + "bob: log entry number 0 said nothing much."
+    assert rows[1] == " " * len(stamp) + "log entry number 1 said nothing much."  # under the text
+    assert rows[-1] == " " * len(stamp) + "┄ 40 more lines · Ctrl-O shows them"
+
+
+def test_prose_after_a_code_block_wraps_under_the_text() -> None:
+    model = ViewModel("me", "lobby")
+    text = "```\nx = 1\n```\n" + "word " * 30 + "\nand a second row"
+    model.apply(ev("public", id="1", text=text, sent_t=T0, **{"from": "bob"}))
+    rows = plain(render.conversation(model, 10, 40, now=T0)).split("\n")
+    pad = " " * len(render.clock(T0, T0) + " ")
+    assert rows[1] == pad + "│ x = 1"
+    assert all(render.cells(row) <= 40 for row in rows)
+    assert all(row.startswith(pad) for row in rows[1:])
+    assert rows[-1] == pad + "and a second row"
 
 
 def test_unfriend_completes_friends_only() -> None:

@@ -365,14 +365,14 @@ def _line(
             continue
         rows = block.text.split("\n")
         hidden = len(rows) - FOLD_SHOWN if folded and len(rows) > FOLD_LINES else 0
-        body = "\n".join(rows[: len(rows) - hidden])
+        body = ("\n" + pad).join(rows[: len(rows) - hidden])  # each row under the text
         prose: Fragments = [(text_style, body)]
         if hidden:
-            prose += [("", "\n"), ("class:fold", _fold_note(hidden, code=False))]
+            prose += [("", "\n" + pad), ("class:fold", _fold_note(hidden, code=False))]
         if index == 0:
             out += wrapped([*first, ("", " "), *prose])
         else:
-            out += [("", "\n" + pad), *wrapped([("", ""), *prose])]
+            out += [("", "\n"), *wrapped([("", pad), *prose])]
     return out + tail
 
 
