@@ -267,7 +267,7 @@ def run_scenario(pane: TmuxPane, peer: LanNode) -> None:
 # ---------------------------------------------------------------- a real room
 
 EIGHT = ("ann", "bob", "cyd", "dan", "eve", "fay", "gus", "hal")
-ESC_CLOSES_WITHIN_S = 0.5  # prompt_toolkit's Meta wait made it 0.5 s + 1 s, or a second Esc
+ESC_CLOSES_WITHIN_S = 1.0  # prompt_toolkit waited for a Meta key: 0.5 s, then 1 s more
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 CODE = "\n".join(f"def step_{n}(x):  # {n}\n    return x + {n}" for n in range(10))
 

@@ -519,6 +519,8 @@ def test_a_students_hand_goes_up_waits_and_is_taken(model: ViewModel) -> None:
     entry = next(e for e in model.sidebar() if e.key == "@mentor1")
     assert entry.helping
     assert entry.online
+    assert model.current == "@mentor1"
+    assert plain(render.status_left(model, T0)).startswith(" help: mentor1 ")
 
     model.open(PUBLIC)
     assert "/join mentor1 to talk privately" in plain(render.hand_bar(model))
