@@ -524,3 +524,194 @@ def test_the_desktop_notifier_runs_in_the_background(tmp_path: Path) -> None:
         assert out.read_text() == "bob (private)|line one line two; $(rm -rf /)"
 
     run(scenario)
+
+
+# ---------------------------------------------------------------- Esc, overlays, lost slashes
+
+ESC, UP, DOWN, CTRL_O = "\x1b", "\x1b[A", "\x1b[B", "\x0f"
+ESC_WITHIN_S = 1.0  # prompt_toolkit waited for a Meta key: 0.5 s, then 1 s more
+ALT_BACKSPACE = "\x1b\x7f"
+
+
+def test_esc_then_a_command_typed_at_once_runs_the_command() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            # What a terminal sends when /who is typed right after Esc: one read, like Alt-/.
+            pipe.send_text(ESC + "/who" + ENTER)
+            await until(screen, lambda: bool(node.named("who")))
+            assert node.named("say") == []
+            assert node.named("who") == [{"cmd": "who"}]
+
+    run(scenario)
+
+
+def test_esc_then_a_control_key_at_once_is_esc_then_that_key() -> None:
+    async def scenario() -> None:
+        async with running(peers=("bob", "ada")) as (screen, _node, pipe):
+            pipe.send_text("msg ada x" + ENTER)
+            await until(screen, lambda: screen.model.confirm is not None)
+            pipe.send_text(ESC + "\x15" + "\x1bOP")  # Esc, Ctrl-U and F1 in one read
+            await until(screen, lambda: screen.model.show_help)
+            assert screen.model.confirm is None
+            assert screen.buffer.text == ""
+
+    run(scenario)
+
+
+def test_esc_acts_on_the_first_press() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, _node, pipe):
+            pipe.send_text("/help" + ENTER)
+            await until(screen, lambda: screen.model.show_help)
+            pipe.send_text(ESC)  # alone: nothing follows it
+            pressed = time.monotonic()
+            await until(screen, lambda: not screen.model.show_help)
+            # Not after prompt_toolkit's wait for a Meta combination (0.5 s, then 1 s).
+            assert time.monotonic() - pressed < ESC_WITHIN_S
+
+    run(scenario)
+
+
+def test_alt_with_a_key_that_is_not_printable_still_works() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, _node, pipe):
+            pipe.send_text("one two three")
+            await until(screen, lambda: screen.buffer.text == "one two three")
+            pipe.send_text(ALT_BACKSPACE)  # one sequence: deletes the word before the cursor
+            await until(screen, lambda: screen.buffer.text == "one two ")
+
+    run(scenario)
+
+
+def test_keys_act_on_the_help_screen_while_it_is_open() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            pipe.send_text("draft")
+            await until(screen, lambda: screen.buffer.text == "draft")
+            pipe.send_text("\x1bOP")  # F1
+            await until(screen, lambda: screen.model.show_help)
+            # Typed keys do not go into the hidden line; Enter closes help and sends nothing.
+            pipe.send_text("xyz" + DOWN + TAB + ENTER)
+            await until(screen, lambda: not screen.model.show_help)
+            assert node.named("say") == []
+            assert screen.buffer.text == "draft"
+
+    run(scenario)
+
+
+def test_a_command_without_its_slash_is_not_sent_without_asking() -> None:
+    async def scenario() -> None:
+        async with running(peers=("bob", "ada")) as (screen, node, pipe):
+            pipe.send_text("msg ada x" + ENTER)
+            await until(screen, lambda: screen.model.confirm is not None)
+            pipe.send_text(ENTER)  # a second Enter does not send it either
+            pipe.send_text(ESC)
+            await until(screen, lambda: screen.model.confirm is None)
+            assert node.named("say") == []
+            assert screen.buffer.text == "msg ada x"
+            pipe.send_text(ENTER + "/")  # ask again; "/" runs it as the command
+            await until(screen, lambda: bool(node.named("msg")))
+            assert node.named("msg") == [{"cmd": "msg", "to": "ada", "text": "x"}]
+            pipe.send_text("who" + ENTER + "y")  # "y": send it as typed after all
+            await until(screen, lambda: bool(node.named("say")))
+            assert node.named("say") == [{"cmd": "say", "text": "who"}]
+            assert node.named("who") == []
+
+    run(scenario)
+
+
+def test_sending_jumps_to_the_newest_line() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            for n in range(60):
+                node.push(
+                    "public", id=f"m{n}", text=f"line {n}", sent_t=time.time(), **{"from": "bob"}
+                )
+            pipe.send_text("\x1b[5~")  # PageUp
+            await until(screen, lambda: screen.model.scroll > 0)
+            pipe.send_text("back to the end" + ENTER)
+            await until(screen, lambda: bool(node.named("say")))
+            assert screen.model.scroll == 0
+
+    run(scenario)
+
+
+def test_search_results_are_navigable_and_jump_into_the_chat() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            now = time.time()
+            for n in range(40):
+                text = f"the wiring diagram, part {n}" if n in (3, 20) else f"line {n}"
+                node.push("public", id=f"m{n}", text=text, sent_t=now + n, **{"from": "bob"})
+            pipe.send_text("/search Wiring" + ENTER)
+            await until(screen, lambda: bool(node.named("history")))
+            assert node.named("history")[-1] == {"cmd": "history", "with": None, "limit": 10_000}
+            stored = [
+                {"id": "old", "from": "ann", "text": "wiring at home", "sent_t": now - 86_400}
+            ]
+            node.push("history", messages=stored, **{"with": None})
+            await until(
+                screen, lambda: screen.model.search is not None and screen.model.search.done
+            )
+            search = screen.model.search
+            assert search is not None
+            assert [hit.text for hit in search.hits] == [
+                "wiring at home",
+                "the wiring diagram, part 3",
+                "the wiring diagram, part 20",
+            ]
+            assert search.selected == 2  # the newest
+            pipe.send_text(UP + "typed into nothing" + ENTER)
+            await until(screen, lambda: screen.model.search is None)
+            assert screen.model.highlight is not None
+            assert screen.model.highlight.text == "the wiring diagram, part 3"
+            assert screen.model.scroll > 0  # parts 4 to 39 are below it: not all fit
+            shown = screen.model.visible_lines(screen.page() + 1)
+            assert screen.model.highlight in shown
+            assert node.named("say") == []
+            assert screen.buffer.text == ""
+
+    run(scenario)
+
+
+def test_clear_me_unfriend_rooms_and_room_commands() -> None:
+    async def scenario() -> None:
+        async with running() as (screen, node, pipe):
+            node.push("public", id="m1", text="hello", sent_t=time.time(), **{"from": "bob"})
+            pipe.send_text("/clear" + ENTER)
+            await until(screen, lambda: not screen.model.conversations[PUBLIC].lines)
+            pipe.send_text("/me waves" + ENTER)
+            await until(screen, lambda: bool(node.named("say")))
+            assert node.named("say") == [{"cmd": "say", "text": "/me waves"}]
+            pipe.send_text("/unfriend bob" + ENTER)
+            await until(screen, lambda: bool(node.named("unfriend")))
+            assert node.named("unfriend") == [{"cmd": "unfriend", "handle": "bob"}]
+            pipe.send_text("/rooms" + ENTER + "/room lab-2" + ENTER)
+            await until(screen, lambda: bool(node.named("room")))
+            assert node.named("rooms") == [{"cmd": "rooms"}]
+            assert node.named("room") == [{"cmd": "room", "name": "lab-2"}]
+
+    run(scenario)
+
+
+def test_save_writes_the_last_code_block_and_ctrl_o_unfolds(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running() as (screen, _node, pipe):
+            code = "\n".join(f"print({n})" for n in range(20))
+            text = f"try this:\n```python\n{code}\n```"
+            screen.on_event(
+                {"ev": "public", "t": time.time(), "id": "c1", "from": "bob", "text": text}
+            )
+            target = tmp_path / "snippet.py"
+            pipe.send_text(f"/save {target}" + ENTER)
+            await until(screen, target.exists)
+            assert target.read_text() == code + "\n"
+            pipe.send_text(f"/save {target}" + ENTER)  # never over an existing file
+            await until(
+                screen, lambda: "exists already" in screen.model.current_conversation.lines[-1].text
+            )
+            assert not screen.model.current_conversation.unfolded
+            pipe.send_text(CTRL_O)
+            await until(screen, lambda: screen.model.current_conversation.unfolded)
+
+    run(scenario)

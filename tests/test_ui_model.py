@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -22,14 +23,18 @@ from lanchat.ui.commands import (
     parse_input,
 )
 from lanchat.ui.model import (
+    FOLD_SHOWN,
+    HANDLE_COLOURS,
     MAX_LINES,
     PUBLIC,
+    Block,
     LineKind,
     Receipt,
     ViewModel,
     human_size,
     ordinal,
     peer_key,
+    split_blocks,
 )
 from lanchat.ui.screen import KEYS
 
@@ -481,14 +486,17 @@ def test_an_ambiguous_id_prefix_is_refused() -> None:
     )
 
 
-def test_every_command_is_on_the_help_screen_which_fits_80x24() -> None:
+def test_every_command_is_on_the_help_screen_which_fits_80_columns_and_scrolls() -> None:
     helped = " ".join(usage for usage, _ in HELP_ROWS)
     for spec in COMMANDS:
         assert spec.name in helped
     assert all(len(usage) < HELP_USAGE_WIDTH for usage, _ in HELP_ROWS + KEYS)
     rows = plain(render.help_screen(KEYS)).split("\n")
-    assert len(rows) <= 22  # 24 rows minus the status bar and the input line
+    assert len(rows) == render.help_rows(KEYS)
     assert max(render.cells(row) for row in rows) <= 80
+    # Scrolled by 5: the same rows from the sixth on; never scrolled past the last.
+    assert plain(render.help_screen(KEYS, 5)).split("\n") == rows[5:]
+    assert plain(render.help_screen(KEYS, 999)).split("\n") == rows[-1:]
 
 
 def test_model_commands_and_render_do_not_import_prompt_toolkit() -> None:
@@ -505,7 +513,7 @@ def test_long_messages_wrap_at_spaces_under_the_text(width: int) -> None:
     model = ViewModel("me", "lobby")
     text = "can you share the wiring diagram? " * 5 + "x" * 120 + " 終わり end"
     model.apply(ev("public", id="1", **{"from": "carol"}, text=text, sent_t=1))
-    rows = plain(render.conversation(model, 10, width)).split("\n")
+    rows = plain(render.conversation(model, 10, width, now=1)).split("\n")
     assert len(rows) > 1
     assert all(render.cells(row) <= width for row in rows)
     assert all(row.startswith(" " * render.TIME_WIDTH) for row in rows[1:])
@@ -554,13 +562,16 @@ def test_a_students_hand_goes_up_waits_and_is_taken(model: ViewModel) -> None:
     entry = next(e for e in model.sidebar() if e.key == "@mentor1")
     assert entry.helping
     assert entry.online
+    assert model.current == "@mentor1"
+    assert plain(render.status_left(model, T0)).startswith(" help: mentor1 ")
 
     model.open(PUBLIC)
     assert "/join mentor1 to talk privately" in plain(render.hand_bar(model))
     model.apply(ev("hand", id="h1", state="done", position=0, mentor="mentor1"))
     assert model.hands == {}
     assert render.hand_bar(model) == []
-    assert model.conversations["@mentor1"].hand is None
+    assert "@mentor1" not in model.conversations  # the finished session left the sidebar
+    assert not any(e.helping for e in model.sidebar())
     assert texts(model)[-1] == "the help session with mentor1 has ended"
 
 
@@ -673,8 +684,11 @@ def test_a_claim_opens_a_help_session_under_the_pseudonym() -> None:
     assert model.parse_input("/done") == Command({"cmd": "done", "id": "h1"})
     model.apply(ev("hand", id="h1", state="done", who="anon-3f2a"))
     assert model.claims == {}
-    assert model.conversations["@anon-3f2a"].hand is None
-    assert texts(model, "@anon-3f2a")[-1] == "the help session with anon-3f2a is done"
+    assert "@anon-3f2a" not in model.conversations  # the finished session left the sidebar
+    assert [e.label for e in model.sidebar()] == ["lobby"]
+    assert "@anon-3f2a" not in model.peers
+    assert model.current == PUBLIC
+    assert texts(model)[-1] == "the help session with anon-3f2a is done"
 
 
 # ---------------------------------------------------------------- status, receipts, typing
@@ -977,3 +991,194 @@ def test_trusting_a_new_key_is_typed_with_its_code_and_starts_over(model: ViewMo
     model.apply(ev("trusted", handle="bob", fingerprint="1a2b-3c4d-5e6f-7a8b-9c0d"))
     assert "/request bob" in texts(model)[-1]
     assert model.peers[peer_key("bob")].relation is Friendship.NONE
+
+
+# ---------------------------------------------------------------- a real room
+
+
+def test_eight_handles_get_eight_colours_that_stay() -> None:
+    model = ViewModel("me", "lobby")
+    handles = ["ann", "bob", "carol", "dave", "eve", "frank", "grace", "heidi"]
+    colours = [model.colour(handle) for handle in handles]
+    assert len(set(colours)) == 8
+    assert [model.colour(handle.upper()) for handle in handles] == colours  # case-insensitive
+    assert len({model.colour(f"x{n}") for n in range(HANDLE_COLOURS - 8)}) == HANDLE_COLOURS - 8
+
+
+def test_message_lines_show_the_senders_colour_and_marks_not_only_colour() -> None:
+    model = ViewModel("me", "lobby")
+    model.apply(ev("peer_up", handle="yoda", mentor=True))
+    model.apply(ev("accepted", by="bob"))
+    model.apply(ev("public", id="1", text="hi", sent_t=T0, **{"from": "yoda"}))
+    model.apply(ev("public", id="2", text="yo", sent_t=T0, **{"from": "bob"}))
+    out = render.conversation(model, 10, 80, now=T0)
+    styles = {text: style for style, text in out}
+    assert styles["yoda"] == f"class:sender,sender.c{model.colour('yoda')}"
+    assert styles["bob"] == f"class:sender,sender.c{model.colour('bob')}"
+    assert "★yoda: hi" in plain(out)
+    assert "♥bob: yo" in plain(out)
+
+
+def test_times_come_from_sent_t_with_the_date_when_not_today() -> None:
+    model = ViewModel("me", "lobby")
+    yesterday = T0 - 86_400
+    model.apply(
+        {"ev": "public", "t": T0, "id": "1", "from": "bob", "text": "old", "sent_t": yesterday}
+    )
+    model.apply(
+        {"ev": "public", "t": T0, "id": "2", "from": "bob", "text": "new", "sent_t": T0 - 60}
+    )
+    rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
+    assert rows[-2].startswith(render.clock(yesterday, T0) + " bob: old")
+    assert render.clock(yesterday, T0) == time.strftime("%d %b %H:%M", time.localtime(yesterday))
+    assert rows[-1].startswith(time.strftime("%H:%M", time.localtime(T0 - 60)) + " bob: new")
+    assert render.clock(T0 - 400 * 86_400, T0).count("-") == 2  # another year: the full date
+
+
+def test_replayed_messages_go_in_their_place_quietly() -> None:
+    model = ViewModel("me", "lobby")
+    model.open(PUBLIC)
+    model.apply(ev("public", id="2", text="later", sent_t=T0, **{"from": "bob"}))
+    ring = model.apply(
+        ev("public", id="1", text="earlier me", sent_t=T0 - 5, replay=True, **{"from": "bob"})
+    )
+    assert not ring
+    assert texts(model)[-2:] == ["earlier me", "later"]
+    model.apply(
+        ev("public", id="1", text="earlier me", sent_t=T0 - 5, replay=True, **{"from": "bob"})
+    )
+    assert texts(model).count("earlier me") == 1
+    model.apply(ev("private", id="p1", text="hey", sent_t=T0, replay=True, **{"from": "ann"}))
+    assert model.take_alerts() == []
+    assert model.conversations["@ann"].unread == 0
+
+
+def test_a_line_that_lost_its_slash_is_recognised() -> None:
+    model = friend_model("ada")
+    assert model.lost_slash("msg ada x") == "/msg ada x"
+    assert model.lost_slash("who") == "/who"
+    assert model.lost_slash("join ada") == "/join ada"
+    assert model.lost_slash("block ada") == "/block ada"
+    for line in ("who is here?", "join us at 5", "block the door", "me too", "/who", "done"):
+        assert model.lost_slash(line) is None, line
+
+
+def test_me_clear_unfriend_and_status_bar_title() -> None:
+    model = friend_model("bob")
+    assert model.parse_input("/me waves") == Command({"cmd": "say", "text": "/me waves"})
+    model.sent({"cmd": "say", "text": "/me waves"}, T0)
+    assert plain(render.conversation(model, 1, 80, now=T0)).endswith("* me waves")
+    model.open("@bob")
+    assert model.parse_input("/me waves") == Command(
+        {"cmd": "msg", "to": "bob", "text": "/me waves"}
+    )
+    assert plain(render.status_left(model, T0)).startswith(" @bob ")
+    model.sent({"cmd": "unfriend", "handle": "bob"}, T0)
+    assert model.peers["@bob"].relation is Friendship.NONE
+    model.open(PUBLIC)
+    assert plain(render.status_left(model, T0)).startswith(" lobby ")
+    assert model.parse_input("/clear") == LocalAction(Action.CLEAR)
+    model.clear()
+    assert texts(model) == []
+
+
+def test_rooms_listing_and_moving_to_another_room() -> None:
+    model = friend_model("bob")
+    model.apply(ev("peer_up", handle="zed", mentor=False))
+    model.will_send({"cmd": "rooms"})
+    model.apply(ev("rooms", rooms=[{"name": "lobby", "members": 3}, {"name": "lab", "members": 5}]))
+    assert texts(model)[-4:] == [
+        "2 rooms on the network:",
+        "  lab  5 people",
+        "  lobby  3 people  (you are here)",
+        "/room NAME moves there",
+    ]
+    model.apply(ev("room", name="lab"))
+    assert model.status.room == "lab"
+    assert model.conversations[PUBLIC].title == "lab"
+    assert texts(model) == ["you are in room lab now"]
+    assert "@zed" not in model.peers  # a stranger of the old room
+    assert "@bob" in model.peers  # friends stay friends
+
+
+def test_the_sender_learns_who_fetched_a_file() -> None:
+    model = friend_model("bob")
+    model.apply(ev("file_offered", id="f1", name="notes.pdf", size=10, to=None))
+    model.apply(ev("file_fetched", id="f1", by="bob"))
+    assert texts(model)[-1] == "bob fetched notes.pdf"
+
+
+def test_code_is_split_from_prose_fenced_or_by_its_looks() -> None:
+    text = "look:\n```py\nx = 1\n```\nthanks"
+    assert split_blocks(text) == (
+        Block("look:"),
+        Block("x = 1", code=True, language="py"),
+        Block("thanks"),
+    )
+    pasted = "def f(x):\n    if x:\n        return 1\n    return 2"
+    assert split_blocks(pasted) == (Block(pasted, code=True),)
+    prose = "first line\nsecond line\nthird line"
+    assert split_blocks(prose) == (Block(prose),)
+
+
+def test_code_blocks_are_highlighted_not_wrapped_and_folded() -> None:
+    model = ViewModel("me", "lobby")
+    code = "\n".join(
+        f"value_{n} = compute({n}, 'some long argument that is wider than the view')"
+        for n in range(20)
+    )
+    model.apply(ev("public", id="1", text=f"```python\n{code}\n```", sent_t=T0, **{"from": "bob"}))
+    out = render.conversation(model, 10, 40, now=T0)
+    rows = plain(out).split("\n")
+    code_rows = [row for row in rows if "│ " in row]
+    assert len(code_rows) == FOLD_SHOWN
+    assert code_rows[0].endswith(
+        "value_0 = compute(0, 'some long argument that is wider than the view')"
+    )
+    assert "┄ 10 more lines · Ctrl-O shows them · /save FILE saves it" in rows[-1]
+    assert any("pygments.literal.string" in style for style, _ in out)
+    assert any("pygments.literal.number" in style for style, _ in out)
+    model.toggle_folds()
+    rows = plain(render.conversation(model, 10, 40, now=T0)).split("\n")
+    assert len([row for row in rows if "│ " in row]) == 20
+    assert model.last_code() == Block(code, code=True, language="python")
+
+
+def test_long_pastes_are_folded() -> None:
+    model = ViewModel("me", "lobby")
+    text = "\n".join(f"log entry number {n} said nothing much." for n in range(50))
+    model.apply(ev("public", id="1", text=text, sent_t=T0, **{"from": "bob"}))
+    rows = plain(render.conversation(model, 10, 80, now=T0)).split("\n")
+    assert len(rows) == FOLD_SHOWN + 1
+    stamp = render.clock(T0, T0) + " "
+    assert rows[0] == stamp + "bob: log entry number 0 said nothing much."
+    assert rows[1] == " " * len(stamp) + "log entry number 1 said nothing much."  # under the text
+    assert rows[-1] == " " * len(stamp) + "┄ 40 more lines · Ctrl-O shows them"
+
+
+def test_prose_after_a_code_block_wraps_under_the_text() -> None:
+    model = ViewModel("me", "lobby")
+    text = "```\nx = 1\n```\n" + "word " * 30 + "\nand a second row"
+    model.apply(ev("public", id="1", text=text, sent_t=T0, **{"from": "bob"}))
+    rows = plain(render.conversation(model, 10, 40, now=T0)).split("\n")
+    pad = " " * len(render.clock(T0, T0) + " ")
+    assert rows[1] == pad + "│ x = 1"
+    assert all(render.cells(row) <= 40 for row in rows)
+    assert all(row.startswith(pad) for row in rows[1:])
+    assert rows[-1] == pad + "and a second row"
+
+
+def test_unfriend_completes_friends_only() -> None:
+    model = friend_model("bob")
+    model.apply(ev("peer_up", handle="zed", mentor=False))
+    assert model.handle_candidates("/unfriend") == ["bob"]
+    assert "zed" in model.handle_candidates("/block")
+
+
+def test_a_friend_ending_the_friendship_is_not_a_declined_request() -> None:
+    model = friend_model("bob")
+    model.apply(ev("rejected", by="bob"))
+    assert texts(model)[-1] == "bob ended your friendship; /request bob asks again"
+    assert texts(model, "@bob")[-1] == "bob ended your friendship; /request bob asks again"
+    model.apply(ev("rejected", by="bob"))  # no longer a friend: an answer to a request
+    assert texts(model)[-1] == "bob declined your private-chat request"

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from lanchat.core.handles import HandleError, validate_handle
+from lanchat.core.handles import HandleError, RoomError, validate_handle, validate_room
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "ACTION_PREFIX",
     "COMMANDS",
     "DEFAULT_HISTORY",
     "HELP_ROWS",
@@ -29,10 +30,13 @@ __all__ = [
     "InputContext",
     "InputError",
     "LocalAction",
+    "lost_slash",
     "parse_input",
 ]
 
 DEFAULT_HISTORY: Final = 50
+# A message that starts with this is an action (/me waves): shown as "* ann waves".
+ACTION_PREFIX: Final = "/me "
 MAX_HISTORY: Final = 10_000
 # Names that mean "the public room" wherever a handle or conversation is expected.
 PUBLIC_NAMES: Final = frozenset({"", "#", "#public", "public"})
@@ -49,27 +53,43 @@ class CommandSpec:
     handle_arg: bool = False  # the first argument is a handle (for completion)
     path_arg: bool = False  # a file path follows (after the handle, if any)
     choices: tuple[tuple[str, ...], ...] = ()  # the words each argument may be
+    # Typed without its "/" (a slash lost to a stray key), does the line most likely mean
+    # this command? "never": a common word ("me too"); "alone": only as the whole line
+    # ("who"); "parsed": whenever it parses as the command; "known": parses, and its handle
+    # is someone we know of ("block ada", not "block the door").
+    bare: str = "never"
 
 
 COMMANDS: Final[tuple[CommandSpec, ...]] = (
-    CommandSpec("/msg", "/msg H text", "private message to friend H", handle_arg=True),
+    CommandSpec(
+        "/msg", "/msg H text", "private message to friend H", handle_arg=True, bare="parsed"
+    ),
     CommandSpec("/say", "/say text", "public message (also from a private chat)"),
-    CommandSpec("/join", "/join H | public", "switch to the chat with H or the room", True),
-    CommandSpec("/request", "/request H", "ask H for a private chat", handle_arg=True),
+    CommandSpec("/me", "/me action", "say what you do: * ann waves"),
+    CommandSpec(
+        "/join", "/join H | public", "switch to the chat with H or the room", True, bare="known"
+    ),
+    CommandSpec("/request", "/request H", "ask H for a private chat", True, bare="known"),
     CommandSpec("/accept", "/accept [H]", "accept a request (default: the first)", True),
     CommandSpec("/reject", "/reject [H]", "decline a request (default: the first)", True),
-    CommandSpec("/block", "/block H", "ignore H everywhere", handle_arg=True),
-    CommandSpec("/unblock", "/unblock H", "stop ignoring H", handle_arg=True),
+    CommandSpec("/block", "/block H", "ignore H everywhere", handle_arg=True, bare="known"),
+    CommandSpec("/unblock", "/unblock H", "stop ignoring H", handle_arg=True, bare="known"),
+    CommandSpec("/unfriend", "/unfriend H", "end the friendship with H", True, bare="known"),
     CommandSpec(
         "/trust", "/trust H code", "trust H's new key (compare its code with H)", handle_arg=True
     ),
-    CommandSpec("/who", "/who", "list who is online"),
-    CommandSpec("/friends", "/friends", "list friends with their safety codes"),
+    CommandSpec("/who", "/who", "list who is online", bare="alone"),
+    CommandSpec("/friends", "/friends", "list friends with their safety codes", bare="alone"),
     CommandSpec("/history", "/history [H] [N]", "load the last N messages", handle_arg=True),
+    CommandSpec("/search", "/search text", "find text in this chat's stored history"),
+    CommandSpec("/clear", "/clear", "empty this chat's window (the history stays)", bare="alone"),
+    CommandSpec("/save", "/save path", "save the last code block of this chat", path_arg=True),
+    CommandSpec("/rooms", "/rooms", "the rooms on the network, with their size", bare="alone"),
+    CommandSpec("/room", "/room NAME", "move to room NAME"),
     CommandSpec("/hand", "/hand [--anon] [topic]", "ask a mentor for help", choices=(("--anon",),)),
     CommandSpec("/done", "/done [id]", "lower your hand, or end a help session"),
-    CommandSpec("/queue", "/queue", "mentors: list the help queue"),
-    CommandSpec("/claim", "/claim N", "mentors: help hand number N of the queue"),
+    CommandSpec("/queue", "/queue", "mentors: list the help queue", bare="alone"),
+    CommandSpec("/claim", "/claim N", "mentors: help hand number N of the queue", bare="parsed"),
     CommandSpec(
         "/status",
         "/status online|away|busy [text]",
@@ -81,25 +101,32 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
         "/set receipts|typing|notify on|off",
         "read receipts, typing indicator, desktop pop-ups",
         choices=(("receipts", "typing", "notify"), ("on", "off")),
+        bare="parsed",
     ),
     CommandSpec(
-        "/send", "/send H path", "offer a file to friend H", handle_arg=True, path_arg=True
+        "/send", "/send H path", "offer a file to friend H", True, path_arg=True, bare="known"
     ),
     CommandSpec("/share", "/share path", "offer a file to everyone in the room", path_arg=True),
     CommandSpec("/accept-file", "/accept-file [id]", "download an offered file (default: oldest)"),
     CommandSpec("/decline-file", "/decline-file [id]", "decline a file offer (default: oldest)"),
-    CommandSpec("/help", "/help", "this screen"),
-    CommandSpec("/quit", "/quit", "leave (the others are told at once)"),
+    CommandSpec("/help", "/help", "this screen", bare="alone"),
+    CommandSpec("/quit", "/quit", "leave (the others are told at once)", bare="alone"),
 )
-# The help screen groups related commands so that all of it fits 80x24.
+# The help screen groups related commands (it scrolls when the terminal is short).
 HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/msg H text, /say text", "private message to friend H / public message"),
+    ("/me action", "say what you do, shown as: * ann waves"),
     ("/join H | public", "switch to the chat with H, or back to the room"),
     ("/request, /accept, /reject H", "ask H for a private chat / answer (F2 / F3)"),
+    ("/unfriend H", "end the friendship with H (they may ask again)"),
     ("/block H, /unblock H", "ignore H everywhere / stop ignoring H"),
     ("/trust H code", "H changed keys: trust the new one (code compared)"),
     ("/who, /friends", "who is online / your friends and safety codes"),
     ("/history [H] [N]", "load the last N stored messages of a chat"),
+    ("/search text", "find text in this chat's history (Up/Down, Enter)"),
+    ("/clear", "empty this chat's window (the history stays)"),
+    ("/save path", "save the last code block of this chat to a file"),
+    ("/rooms, /room NAME", "the rooms on the network / move to room NAME"),
     ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
     ("/done [id], /queue, /claim N", "end a hand · mentors: the queue, help hand N"),
     ("/status S [text]", "online, away or busy, e.g. /status away lunch"),
@@ -124,10 +151,13 @@ _SPECS: Final = {spec.name: spec for spec in COMMANDS}
 
 class Action(StrEnum):
     NOTHING = "nothing"
+    CLEAR = "clear"
     HELP = "help"
     JOIN = "join"  # target: a handle, or None for the public room
     NOTIFY = "notify"  # target: "on" or "off" (desktop notifications, a setting of the UI)
     QUIT = "quit"
+    SAVE = "save"  # target: the path to save the last code block to
+    SEARCH = "search"  # target: the text to find in the chat's history
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +222,33 @@ def parse_input(
         return InputError(str(exc) or f"usage: {spec.usage}")
 
 
+def lost_slash(line: str, context: InputContext, known: Callable[[str], bool]) -> str | None:
+    """The command a plain line most likely was before its "/" got lost, or None.
+
+    ``known(handle)``: whether a handle is someone we know of. A hit is the corrected line
+    ("/msg ada hi"); the screen asks before sending such a line as a message.
+    """
+    text = line.strip()
+    if not text or text.startswith("/"):
+        return None
+    head = text.split(None, 1)[0].lower()
+    spec = _SPECS.get("/" + head)
+    if spec is None or spec.bare == "never":
+        return None
+    if spec.bare == "alone" and text.lower() != head:
+        return None
+    fixed = "/" + text
+    parsed = parse_input(fixed, context)
+    if isinstance(parsed, InputError):
+        return None
+    if spec.bare == "known":
+        words = text.split()
+        handle = words[1].removeprefix("@") if len(words) > 1 else ""
+        if not (handle.lower() in PUBLIC_NAMES and spec.name == "/join") and not known(handle):
+            return None
+    return fixed
+
+
 def _plain(text: str, ctx: InputContext) -> Command:
     if ctx.conversation is None:
         return Command({"cmd": "say", "text": text})
@@ -240,6 +297,32 @@ def _say(rest: str, _words: list[str], _ctx: InputContext) -> Command:
     if not rest.strip():
         raise _UsageError()
     return Command({"cmd": "say", "text": rest})
+
+
+def _me(rest: str, _words: list[str], ctx: InputContext) -> Command:
+    if not rest.strip():
+        raise _UsageError()
+    return _plain(f"{ACTION_PREFIX}{rest.strip()}", ctx)
+
+
+def _search(rest: str, _words: list[str], _ctx: InputContext) -> LocalAction:
+    if not rest.strip():
+        raise _UsageError()
+    return LocalAction(Action.SEARCH, rest.strip())
+
+
+def _save(rest: str, _words: list[str], _ctx: InputContext) -> LocalAction:
+    return LocalAction(Action.SAVE, _path(rest))
+
+
+def _room(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) != 1:
+        raise _UsageError()
+    try:
+        name = validate_room(words[0])
+    except RoomError as exc:
+        raise _UsageError(f"{_shown(words[0])} is not a room name: {exc}") from None
+    return Command({"cmd": "room", "name": name})
 
 
 def _join(_rest: str, words: list[str], _ctx: InputContext) -> LocalAction:
@@ -400,16 +483,23 @@ def _file_answer(cmd: str, name: str) -> _Parser:
 _PARSERS: Final[dict[str, _Parser]] = {
     "/msg": _msg,
     "/say": _say,
+    "/me": _me,
     "/join": _join,
     "/request": _with_handle("request", "to"),
     "/accept": _answer("accept"),
     "/reject": _answer("reject"),
     "/block": _with_handle("block", "handle"),
     "/unblock": _with_handle("unblock", "handle"),
+    "/unfriend": _with_handle("unfriend", "handle"),
     "/trust": _trust,
     "/who": _bare("who"),
     "/friends": _bare("friends"),
     "/history": _history,
+    "/search": _search,
+    "/clear": _local(Action.CLEAR),
+    "/save": _save,
+    "/rooms": _bare("rooms"),
+    "/room": _room,
     "/hand": _hand,
     "/done": _done,
     "/queue": _bare("queue"),

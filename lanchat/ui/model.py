@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import math
 import re
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,10 +21,13 @@ from lanchat.core.friendship import Friendship
 from lanchat.core.handles import handle_key
 from lanchat.core.text import clean_text, safe_label
 from lanchat.ui.commands import (
+    ACTION_PREFIX,
+    MAX_HISTORY,
     Command,
     InputContext,
     InputError,
     LocalAction,
+    lost_slash,
     parse_input,
 )
 
@@ -31,11 +35,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "FOLD_LINES",
+    "FOLD_SHOWN",
+    "HANDLE_COLOURS",
     "MAX_LABEL_CHARS",
     "MAX_LINES",
     "PUBLIC",
     "TYPING_SHOWN_S",
     "Alert",
+    "Block",
     "Conversation",
     "FileOffer",
     "Hand",
@@ -44,16 +52,20 @@ __all__ = [
     "Peer",
     "QueueEntry",
     "Receipt",
+    "RoomInfo",
+    "Search",
     "SidebarEntry",
     "Status",
     "Transfer",
     "ViewModel",
     "human_size",
+    "is_action",
     "label",
     "ordinal",
     "parse_input",
     "queue_row",
     "short_id",
+    "split_blocks",
 ]
 
 MAX_LINES: Final = 5_000  # per conversation: older lines go, so typing stays fast
@@ -67,6 +79,17 @@ _MAX_PENDING: Final = 100  # file offers / transfers kept (a flood cannot grow m
 _MAX_ALERTS: Final = 20
 _SHORT_ID: Final = 8
 _PRESENCE: Final = frozenset({"online", "away", "busy"})
+HANDLE_COLOURS: Final = 12  # distinct name colours (class:sender.c0 … c11 of the screen)
+FOLD_LINES: Final = 15  # a code block or message longer than this is folded…
+FOLD_SHOWN: Final = 10  # …to its first lines, until Ctrl-O unfolds the chat's blocks
+_CODE_SHARE: Final = 0.6  # unfenced text is code when this share of its lines look like it
+_MIN_CODE_LINES: Final = 3
+_FENCE: Final = re.compile(r"^\s*```\s*([\w+#.-]*)\s*$")
+_CODEISH: Final = re.compile(
+    r"^(\s{2,}|\t)\S|[{};]\s*$|^\s*[})\]]|^\s*(def|class|import|from \S+ import|return|"
+    r"if\b.*:$|for\b.*:$|while\b|elif\b|else:|try:|except\b|#include|function\b|const |"
+    r"let |var |public |private |fn |package |@\w+|SELECT |print\()"
+)
 
 
 class LineKind(StrEnum):
@@ -85,6 +108,58 @@ class Line:
     sender: str = ""
     msg_id: str | None = None
     mention: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A piece of a message: prose, or code shown as is (never re-wrapped)."""
+
+    text: str
+    code: bool = False
+    language: str = ""  # from the fence (```python); empty: guessed or plain
+
+
+def split_blocks(text: str) -> tuple[Block, ...]:
+    """``text`` cut into prose and code: fenced with ```, or a paste that looks like code."""
+    blocks: list[Block] = []
+    prose: list[str] = []
+    code: list[str] | None = None
+    language = ""
+    for row in text.split("\n"):
+        fence = _FENCE.match(row)
+        if code is None:
+            if fence is None:
+                prose.append(row)
+                continue
+            if prose:
+                blocks.append(Block("\n".join(prose)))
+                prose = []
+            code, language = [], fence.group(1).lower()
+        elif fence is not None and not fence.group(1):
+            blocks.append(Block("\n".join(code), code=True, language=language))
+            code = None
+        else:
+            code.append(row)
+    if code is not None:  # an unclosed fence: the rest is code (a paste cut short)
+        blocks.append(Block("\n".join(code), code=True, language=language))
+    if prose:
+        blocks.append(Block("\n".join(prose)))
+    if len(blocks) == 1 and not blocks[0].code and _looks_like_code(text):
+        return (Block(text, code=True),)
+    return tuple(blocks)
+
+
+def _looks_like_code(text: str) -> bool:
+    rows = [row for row in text.split("\n") if row.strip()]
+    if len(rows) < _MIN_CODE_LINES:
+        return False
+    codeish = sum(1 for row in rows if _CODEISH.search(row))
+    return codeish >= _CODE_SHARE * len(rows)
+
+
+def is_action(text: str) -> bool:
+    """Whether a message is an action (sent with /me)."""
+    return text.startswith(ACTION_PREFIX) and bool(text[len(ACTION_PREFIX) :].strip())
 
 
 class Receipt(StrEnum):
@@ -114,6 +189,7 @@ class Conversation:
     hand: str | None = None  # the hand of a help session going on in this chat
     anon: bool = False  # that hand is anonymous: the title is a pseudonym
     unseen: bool = False  # messages came in that the friend has not been told we read
+    unfolded: bool = False  # Ctrl-O: long code blocks and pastes shown whole
 
 
 @dataclass(slots=True)
@@ -167,6 +243,24 @@ class Transfer:
     done: int = 0
     rate: float = 0.0
     eta: float | None = None
+
+
+@dataclass(slots=True)
+class Search:
+    """The answer to /search: the chat's lines that contain ``text``, one of them selected."""
+
+    text: str
+    key: str
+    hits: list[Line] = field(default_factory=list)
+    selected: int = 0
+    done: bool = False  # the stored history has been searched (not only the screen)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    name: str
+    members: int
+    current: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +372,10 @@ class ViewModel:
         self.current = PUBLIC
         self.scroll = 0  # lines of the current conversation hidden below the view
         self.show_help = False
+        self.help_scroll = 0  # help rows scrolled off the top
+        self.search: Search | None = None  # /search results on screen
+        self.confirm: tuple[str, str] | None = None  # (line as typed, the command it looks like)
+        self.highlight: Line | None = None  # the search hit jumped to
         self.hands: dict[str, Hand] = {}  # our raised hands, oldest first
         self.queue: list[QueueEntry] = []  # mentors: the last help queue
         self.claims: dict[str, str] = {}  # mentors: hand id -> conversation key
@@ -291,6 +389,9 @@ class ViewModel:
         self._queue_known: set[str] = set()
         self._reads_owed: set[str] = set()  # peer keys: read receipts to send once online
         self._wanted: Counter[str] = Counter()  # listings the user asked for
+        self._colours: dict[str, int] = {}  # handle key -> colour, in order of appearance
+        self._my_offers: dict[str, tuple[str, str]] = {}  # own offer id -> (name, chat key)
+        self.rooms: list[RoomInfo] = []  # the last /rooms answer
         self._mention = _mention_pattern(self.status.handle)
         self._conversation(PUBLIC, self.status.room)
 
@@ -299,6 +400,62 @@ class ViewModel:
     @property
     def current_conversation(self) -> Conversation:
         return self.conversations[self.current]
+
+    @property
+    def overlay(self) -> bool:
+        """Something covers the chat (help, search results): keys act on it, not the input."""
+        return self.show_help or self.search is not None
+
+    def chat_title(self) -> str:
+        """The name of the chat on screen, for the status bar."""
+        if self.current == PUBLIC:
+            return self.status.room
+        conv = self.current_conversation
+        return f"help: {conv.title}" if conv.hand is not None else f"@{conv.title}"
+
+    def colour(self, handle: str) -> int:
+        """A colour number for ``handle``: stable for the session, distinct while they last.
+
+        The first choice comes from the handle itself (the same across sessions when free).
+        """
+        key = handle_key(handle)
+        found = self._colours.get(key)
+        if found is not None:
+            return found
+        first = zlib.crc32(key.encode()) % HANDLE_COLOURS
+        used = Counter(self._colours.values())
+        fewest = min(used.get(n, 0) for n in range(HANDLE_COLOURS))
+        for step in range(HANDLE_COLOURS):
+            candidate = (first + step) % HANDLE_COLOURS
+            if used.get(candidate, 0) == fewest:
+                self._colours[key] = candidate
+                return candidate
+        raise AssertionError("unreachable")
+
+    def is_mentor(self, handle: str) -> bool:
+        peer = self.peers.get(peer_key(handle))
+        return peer is not None and peer.mentor
+
+    def is_friend(self, handle: str) -> bool:
+        peer = self.peers.get(peer_key(handle))
+        return peer is not None and peer.relation is Friendship.FRIEND
+
+    def knows(self, handle: str) -> bool:
+        """Whether ``handle`` is someone seen in this session."""
+        return peer_key(handle) in self.peers
+
+    def lost_slash(self, line: str) -> str | None:
+        """The command ``line`` most likely was before its "/" got lost (see commands)."""
+        return lost_slash(line, self.input_context(), self.knows)
+
+    def last_code(self) -> Block | None:
+        """The newest code block of the chat on screen."""
+        for line in reversed(self.current_conversation.lines):
+            if line.kind in (LineKind.MESSAGE, LineKind.OWN):
+                code = [block for block in split_blocks(line.text) if block.code]
+                if code:
+                    return code[-1]
+        return None
 
     def handle_of(self, key: str) -> str | None:
         """The peer handle a conversation is with; None for the public room."""
@@ -356,7 +513,7 @@ class ViewModel:
 
         A friend who is offline is told once they are back (the node only tells peers online).
         """
-        if not (self.show_help or self.scroll or self.current == PUBLIC):
+        if not (self.overlay or self.scroll or self.current == PUBLIC):
             conv = self.current_conversation
             peer = self.peers.get(self.current)
             if conv.unseen and peer is not None and peer.relation is Friendship.FRIEND:
@@ -454,6 +611,8 @@ class ViewModel:
         peers = sorted(self.peers.values(), key=lambda p: (not p.online, not p.mentor, p.handle))
         if command == "/unblock":
             return [p.handle for p in peers if p.relation is Friendship.BLOCKED]
+        if command == "/unfriend":
+            return [p.handle for p in peers if p.relation is Friendship.FRIEND]
         if command in ("/msg", "/send"):
             peers.sort(key=lambda p: p.relation is not Friendship.FRIEND)
         names = [p.handle for p in peers if p.relation is not Friendship.BLOCKED]
@@ -485,6 +644,8 @@ class ViewModel:
         self.current = key
         self.scroll = 0
         self.show_help = False
+        self.search = None
+        self.highlight = None
         conv.unread = 0
         conv.attention = False
         return key
@@ -517,6 +678,67 @@ class ViewModel:
     def scroll_down(self, lines: int) -> None:
         self.scroll = max(0, self.scroll - max(1, lines))
 
+    def to_newest(self) -> None:
+        self.scroll = 0
+        self.highlight = None
+
+    def clear(self) -> None:
+        """/clear: the chat's window is emptied; its stored history stays (/history)."""
+        conv = self.current_conversation
+        conv.lines.clear()
+        self._awaiting_id.pop(conv.key, None)
+        self.to_newest()
+
+    def toggle_folds(self) -> None:
+        conv = self.current_conversation
+        conv.unfolded = not conv.unfolded
+
+    # ---------------------------------------------------------------- search
+
+    def start_search(self, text: str, now: float) -> dict[str, Any]:
+        """/search: show the hits on screen now; the command that brings the stored ones."""
+        self.show_help = False
+        self.search = Search(text, self.current)
+        self._find()
+        return {"cmd": "history", "with": self.handle_of(self.current), "limit": MAX_HISTORY}
+
+    def search_failed(self) -> None:
+        """The stored history could not be asked for: the hits on screen are all there is."""
+        if self.search is not None:
+            self.search.done = True
+
+    def move_search(self, step: int) -> None:
+        if self.search is not None and self.search.hits:
+            last = len(self.search.hits) - 1
+            self.search.selected = max(0, min(last, self.search.selected + step))
+
+    def jump_to_hit(self, view: int = 1) -> None:
+        """Close the results; scroll the chat so that the selected hit is mid-``view``."""
+        search, self.search = self.search, None
+        if search is None or not search.hits or search.key != self.current:
+            return
+        hit = search.hits[search.selected]
+        lines = self.current_conversation.lines
+        for index in range(len(lines) - 1, -1, -1):
+            if lines[index] is hit:
+                below = len(lines) - 1 - index
+                self.scroll = max(0, min(below - view // 2, len(lines) - max(1, view)))
+                self.highlight = hit
+                return
+
+    def _find(self) -> None:
+        search = self.search
+        conv = self.conversations.get(search.key) if search is not None else None
+        if search is None or conv is None:
+            return
+        needle = search.text.casefold()
+        search.hits = [
+            line
+            for line in conv.lines
+            if line.kind in (LineKind.MESSAGE, LineKind.OWN) and needle in line.text.casefold()
+        ]
+        search.selected = max(0, len(search.hits) - 1)  # the newest first
+
     # ---------------------------------------------------------------- local input
     def restart(self, handle: str) -> None:
         """A new node starts under ``handle`` (the old one's was taken)."""
@@ -546,7 +768,7 @@ class ViewModel:
     def will_send(self, cmd: Mapping[str, Any]) -> None:
         """The user asked for this command: show the listing its answer brings."""
         name = str(cmd.get("cmd"))
-        if name in ("who", "friends", "history", "queue"):
+        if name in ("who", "friends", "history", "queue", "rooms"):
             self._wanted[name] += 1
 
     def failed(self, cmd: Mapping[str, Any], message: str, now: float) -> None:
@@ -562,6 +784,8 @@ class ViewModel:
         """
         name = cmd.get("cmd")
         me = self.status.handle
+        if name in ("say", "msg"):
+            self.to_newest()  # you see what you sent
         if name == "say":
             line = Line(now, LineKind.OWN, _text(cmd.get("text")), me, msg_id)
             self._add(self.conversations[PUBLIC], line)
@@ -598,6 +822,15 @@ class ViewModel:
             peer = self._peer(label(cmd.get("handle")))
             peer.relation = Friendship.NONE
             self.note(f"unblocked {peer.handle}", now)
+        elif name == "unfriend":
+            peer = self._peer(label(cmd.get("handle")))
+            peer.relation = Friendship.NONE
+            self.note(
+                f"you and {peer.handle} are no longer friends; /request {peer.handle} asks again",
+                now,
+            )
+        elif name == "room":
+            self.note(f"moving to room {label(cmd.get('name'))}…", now)
         elif name == "status" and "set" in cmd:
             self.status.presence = label(cmd.get("set"))
             self.status.presence_text = _optional_label(cmd.get("text"))
@@ -675,7 +908,11 @@ class ViewModel:
         text = _text(ev.get("text"))
         mention = self._mention is not None and self._mention.search(text) is not None
         conv = self.conversations[PUBLIC]
-        self._add(conv, Line(now, LineKind.MESSAGE, text, sender, _id(ev), mention))
+        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), mention)
+        if ev.get("replay") is True:  # history or catch-up: shown in place, quietly
+            self._merge_lines(conv, [line])
+            return False
+        self._add(conv, line)
         if mention and self.current != PUBLIC:
             conv.attention = True
         return mention
@@ -685,11 +922,15 @@ class ViewModel:
         key = peer_key(peer.handle)
         conv = self._conversation(key, peer.handle)
         text = _text(ev.get("text"))
-        self._add(conv, Line(now, LineKind.MESSAGE, text, peer.handle, _id(ev)))
+        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, peer.handle, _id(ev))
         hand = ev.get("hand")
         if isinstance(hand, str) and hand:
             conv.hand = hand  # a help session: no receipts there
-        else:
+        if ev.get("replay") is True:
+            self._merge_lines(conv, [line])
+            return False
+        self._add(conv, line)
+        if conv.hand is None:
             conv.unseen = True
         self.typing.pop(key, None)
         if key == self.current:
@@ -738,8 +979,16 @@ class ViewModel:
 
     def _on_rejected(self, ev: Mapping[str, Any], now: float) -> None:
         peer = self._peer(label(ev.get("by")))
+        was_friend = peer.relation is Friendship.FRIEND
         peer.relation = Friendship.NONE
-        self.note(f"{peer.handle} declined your private-chat request", now)
+        if was_friend:  # a friend's /unfriend reaches us as a rejection
+            text = f"{peer.handle} ended your friendship; /request {peer.handle} asks again"
+            conv = self.conversations.get(peer_key(peer.handle))
+            if conv is not None and conv.key != self.current:
+                self._add(conv, Line(now, LineKind.INFO, text))
+            self.note(text, now)
+        else:
+            self.note(f"{peer.handle} declined your private-chat request", now)
 
     def _on_who(self, ev: Mapping[str, Any], now: float) -> None:
         listed = _records(ev.get("peers"))
@@ -813,9 +1062,52 @@ class ViewModel:
             conv = self.conversations[PUBLIC]
         conv.history_loaded = True
         added = self._merge(conv, _records(ev.get("messages")))
+        search = self.search
+        if search is not None and search.key == conv.key and not search.done:
+            search.done = True
+            self._find()
         if self._take("history"):
             where = "the room" if conv.key == PUBLIC else conv.title
             self.note(f"loaded {added} earlier message{'s' if added != 1 else ''} of {where}", now)
+
+    def _on_rooms(self, ev: Mapping[str, Any], now: float) -> None:
+        rooms = [
+            RoomInfo(
+                label(item.get("name")),
+                _count(item.get("members")),
+                item.get("current") is True or label(item.get("name")) == self.status.room,
+            )
+            for item in _records(ev.get("rooms"))
+        ]
+        self.rooms = rooms
+        if not self._take("rooms"):
+            return
+        if not rooms:
+            self.note("no rooms seen on the network yet", now)
+            return
+        self.note(f"{len(rooms)} room{'s' if len(rooms) != 1 else ''} on the network:", now)
+        for room in sorted(rooms, key=lambda r: (-r.members, r.name)):
+            here = "  (you are here)" if room.current else ""
+            people = f"{room.members} {'person' if room.members == 1 else 'people'}"
+            self.note(f"  {room.name}  {people}{here}", now)
+        self.note("/room NAME moves there", now)
+
+    def _on_room(self, ev: Mapping[str, Any], now: float) -> None:
+        """We moved to another room: its people and messages replace the old room's."""
+        name = label(ev.get("name"))
+        if name == self.status.room:
+            return
+        self.status.room = name
+        for key in [k for k, p in self.peers.items() if p.relation is not Friendship.FRIEND]:
+            if key not in self.conversations:
+                del self.peers[key]
+        for peer in self.peers.values():
+            peer.online = False
+        room = self.conversations[PUBLIC]
+        room.title, room.lines, room.history_loaded = name, deque(maxlen=self.max_lines), False
+        room.unread, room.attention = 0, False
+        self.open(PUBLIC)
+        self.note(f"you are in room {name} now", now)
 
     def _on_peer_status(self, ev: Mapping[str, Any], _now: float) -> None:
         peer = self._peer(label(ev.get("handle")))
@@ -911,6 +1203,7 @@ class ViewModel:
             if session is not None and session.hand == hand_id:
                 session.hand = None
                 self._tell(session, f"the help session with {hand.mentor} has ended", now)
+                self._session_over(session, now)
             else:
                 self.note("your hand is down", now)
         return False
@@ -983,6 +1276,21 @@ class ViewModel:
         if conv is not None and conv.hand == hand_id:
             conv.hand = None
             self._tell(conv, f"the help session with {conv.title} is done", now)
+            self._session_over(conv, now)
+
+    def _session_over(self, conv: Conversation, now: float) -> None:
+        """A help session ended: its chat leaves the sidebar unless it is with a friend."""
+        peer = self.peers.get(conv.key)
+        if peer is not None and peer.relation is not Friendship.NONE:
+            return
+        if self.current == conv.key:
+            self.open(PUBLIC)
+            self.note(f"the help session with {conv.title} is done", now)
+        del self.conversations[conv.key]
+        self._awaiting_id.pop(conv.key, None)
+        self._reads_owed.discard(conv.key)
+        if peer is not None and not peer.online:
+            del self.peers[conv.key]
 
     # ---------------------------------------------------------------- files
 
@@ -1024,7 +1332,21 @@ class ViewModel:
             conv = self._conversation(peer_key(peer.handle), peer.handle)
             self._tell(conv, f"you offered {name} ({size}) to {peer.handle}", now)
         else:
-            self._tell(self.conversations[PUBLIC], f"you shared {name} ({size}) with the room", now)
+            conv = self.conversations[PUBLIC]
+            self._tell(conv, f"you shared {name} ({size}) with the room", now)
+        offer_id = _id(ev)
+        if offer_id is not None:
+            self._my_offers[offer_id] = (name, conv.key)
+            while len(self._my_offers) > _MAX_PENDING:
+                del self._my_offers[next(iter(self._my_offers))]
+
+    def _on_file_fetched(self, ev: Mapping[str, Any], now: float) -> None:
+        """Someone finished fetching a file we offered."""
+        offer_id = _id(ev)
+        name, key = self._my_offers.get(offer_id or "", ("", PUBLIC))
+        name = _optional_label(ev.get("name")) or name or "your file"
+        conv = self.conversations.get(key) or self.conversations[PUBLIC]
+        self._tell(conv, f"{label(ev.get('by'))} fetched {name}", now)
 
     def _on_file_progress(self, ev: Mapping[str, Any], _now: float) -> None:
         offer_id = _id(ev)
@@ -1192,6 +1514,16 @@ class ViewModel:
         if conv is not None:
             self._add(conv, Line(now, LineKind.INFO, text))
 
+    def _merge_lines(self, conv: Conversation, lines: list[Line]) -> int:
+        """Add lines by time, skipping ids already shown; returns how many were new."""
+        ids = {line.msg_id for line in conv.lines if line.msg_id}
+        fresh = [line for line in lines if line.msg_id is None or line.msg_id not in ids]
+        if fresh:
+            merged = sorted([*conv.lines, *fresh], key=lambda line: line.t)
+            conv.lines = deque(merged, maxlen=self.max_lines)
+            self.scroll = min(self.scroll, max(0, len(conv.lines) - 1))
+        return len(fresh)
+
     def _merge(self, conv: Conversation, records: Iterable[Mapping[str, Any]]) -> int:
         """Add stored messages not on screen yet; returns how many."""
         ids = {line.msg_id for line in conv.lines if line.msg_id}
@@ -1238,6 +1570,11 @@ def _mention_pattern(handle: str) -> re.Pattern[str] | None:
     if handle in ("", "?"):
         return None
     return re.compile(rf"(?<![\w.-]){re.escape(handle)}(?![\w-])", re.IGNORECASE)
+
+
+def _sent_t(ev: Mapping[str, Any], now: float) -> float:
+    """When a message was written (its ``sent_t``), else when it arrived."""
+    return _number(ev.get("sent_t"), now) or now
 
 
 def _id(record: Mapping[str, Any]) -> str | None:

@@ -6,23 +6,32 @@ styles name classes of the screen's style sheet (``class:sender``), never raw co
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+
 from lanchat.core.friendship import Friendship
-from lanchat.ui.commands import HELP_ROWS, HELP_USAGE_WIDTH
+from lanchat.ui.commands import ACTION_PREFIX, HELP_ROWS, HELP_USAGE_WIDTH
 from lanchat.ui.model import (
+    FOLD_LINES,
+    FOLD_SHOWN,
     PUBLIC,
+    Block,
     Line,
     LineKind,
     Receipt,
     human_size,
+    is_action,
     ordinal,
     queue_row,
     short_id,
+    split_blocks,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +46,8 @@ __all__ = [
     "Fragments",
     "Markers",
     "cells",
+    "clock",
+    "confirm_bar",
     "conversation",
     "hand_bar",
     "help_screen",
@@ -44,6 +55,7 @@ __all__ = [
     "prompt",
     "queue_panel",
     "request_bar",
+    "search_screen",
     "sidebar",
     "status_left",
     "status_right",
@@ -172,35 +184,118 @@ def wrap(fragments: Fragments, width: int, indent: int) -> Fragments:
     return out
 
 
-def clock(t: float) -> str:
-    return time.strftime("%H:%M", time.localtime(t)) if t > 0 else "--:--"
+def clock(t: float, now: float | None = None) -> str:
+    """HH:MM of ``t``; with the day when that is not today (the year when not this year)."""
+    if t <= 0:
+        return "--:--"
+    when = time.localtime(t)
+    today = time.localtime(time.time() if now is None else now)
+    if when.tm_year != today.tm_year:
+        return time.strftime("%Y-%m-%d %H:%M", when)
+    if when.tm_yday != today.tm_yday:
+        return time.strftime("%d %b %H:%M", when)
+    return time.strftime("%H:%M", when)
+
+
+# ------------------------------------------------------------------ code
+
+# Fence names people type, to Pygments' names; anything else is tried as typed.
+_LANGUAGE_ALIASES: Final = {"py": "python", "js": "javascript", "sh": "bash", "shell": "bash"}
+# A block without a language: the first of these signs decides (a guess among the languages
+# of a workshop; Pygments' own guess, over hundreds of lexers, often picks an exotic one).
+_LANGUAGE_SIGNS: Final = (
+    ("c", re.compile(r"^\s*#include\b", re.MULTILINE)),
+    ("java", re.compile(r"\bpublic (static |final )*(class|void)\b|System\.out\.")),
+    ("rust", re.compile(r"\bfn \w+\(|\blet mut\b")),
+    ("go", re.compile(r"^\s*(package \w+|func \w+\()", re.MULTILINE)),
+    ("javascript", re.compile(r"\b(function\s*\w*\(|const \w+ =|let \w+ =|=>|console\.log)")),
+    ("sql", re.compile(r"^\s*(SELECT|INSERT|UPDATE|CREATE TABLE)\b", re.MULTILINE | re.I)),
+    ("html", re.compile(r"^\s*<(!DOCTYPE|html|div|p|head|body)\b", re.MULTILINE | re.I)),
+    ("bash", re.compile(r"^(#!/bin/(ba)?sh|\$ )", re.MULTILINE)),
+    ("python", re.compile(r"^\s*(def |class |import |from \S+ import|print\(|if .*:$)", re.M)),
+)
+
+
+def guess_language(code: str) -> str:
+    """The language of an unlabelled code block, or "" when there is no sign of one."""
+    for language, sign in _LANGUAGE_SIGNS:
+        if sign.search(code):
+            return language
+    return ""
+
+
+@functools.lru_cache(maxsize=256)  # redrawn every second: lex each block once
+def highlight(code: str, language: str = "") -> tuple[tuple[str, str], ...]:
+    """``code`` as styled fragments (class:code plus Pygments' token classes)."""
+    name = _LANGUAGE_ALIASES.get(language, language) or guess_language(code)
+    if not name:
+        return (("class:code", code),)
+    try:
+        lexer = get_lexer_by_name(name, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return (("class:code", code),)
+    # Token.Keyword.Namespace: class pygments.keyword.namespace (as prompt_toolkit names it)
+    return tuple(
+        (f"class:code,{'.'.join(('pygments', *kind)).lower()}", value)
+        for kind, value in lexer.get_tokens(code)
+    )
+
+
+def _code_rows(block: Block, pad: str, gutter: str, folded: bool) -> Fragments:
+    """A code block as is: one row per line behind a gutter, cut to FOLD_SHOWN when folded."""
+    rows: list[Fragments] = [[]]
+    for style, text in highlight(block.text, block.language):
+        for index, part in enumerate(text.split("\n")):
+            if index:
+                rows.append([])
+            if part:
+                rows[-1].append((style, part))
+    hidden = len(rows) - FOLD_SHOWN if folded and len(rows) > FOLD_LINES else 0
+    out: Fragments = []
+    for row in rows[: len(rows) - hidden]:
+        out += [("", "\n" + pad), ("class:code.gutter", gutter), *row]
+    if hidden:
+        out += [("", "\n" + pad), ("class:fold", _fold_note(hidden, code=True))]
+    return out
+
+
+def _fold_note(hidden: int, *, code: bool) -> str:
+    save = " · /save FILE saves it" if code else ""
+    return f"┄ {hidden} more lines · Ctrl-O shows them{save}"
 
 
 # ------------------------------------------------------------------ main pane
 
 
 def conversation(
-    model: ViewModel, count: int, width: int = 0, markers: Markers = UNICODE
+    model: ViewModel,
+    count: int,
+    width: int = 0,
+    markers: Markers = UNICODE,
+    now: float | None = None,
 ) -> Fragments:
     """The last ``count`` lines of the current conversation, word-wrapped to ``width``.
 
     Fewer than ``count`` may fit once wrapped; the window shows the end. ``width`` 0: no wrap.
-    Own private messages end with ✓ once delivered and ✓✓ once read.
+    Own private messages end with ✓ once delivered and ✓✓ once read. Code is shown as is
+    (highlighted, never re-wrapped); long code and long pastes are folded until Ctrl-O.
     """
     conv = model.current_conversation
     lines = model.visible_lines(count)
+    at = time.time() if now is None else now
     out: Fragments = []
     if not lines:
         out.append(("class:info", _placeholder(model)))
     for index, line in enumerate(lines):
         if index:
             out.append(("", "\n"))
-        shown = _line(line)
         receipt = model.receipt(line) if conv.key != PUBLIC else None
+        tail: Fragments = []
         if receipt is not None:
             mark = markers.read if receipt is Receipt.READ else markers.delivered
-            shown.append((f"class:receipt.{receipt.value}", f" {mark}"))
-        out.extend(wrap(shown, width, TIME_WIDTH) if width else shown)
+            tail.append((f"class:receipt.{receipt.value}", f" {mark}"))
+        folded = not conv.unfolded
+        out.extend(_line(model, line, at, markers, width, tail, folded=folded))
     if model.scroll:
         below = min(model.scroll, len(conv.lines))
         out.append(("", "\n"))
@@ -226,36 +321,141 @@ def _placeholder(model: ViewModel) -> str:
     return f"Private chat with {conv.title}."
 
 
-def _line(line: Line) -> Fragments:
-    body = line.text.replace("\n", "\n" + " " * TIME_WIDTH)
-    stamp = ("class:time", clock(line.t) + " ")
-    if line.kind is LineKind.MESSAGE:
-        text_style = "class:mention" if line.mention else "class:text"
-        return [stamp, ("class:sender", line.sender), ("", ": "), (text_style, body)]
-    if line.kind is LineKind.OWN:
-        return [stamp, ("class:sender.own", line.sender), ("", ": "), ("class:text", body)]
-    if line.kind is LineKind.WARNING:
-        return [stamp, ("class:warning", f"warning: {body}")]
-    if line.kind is LineKind.ERROR:
-        return [stamp, ("class:error", f"error: {body}")]
-    return [stamp, ("class:info", f"· {body}")]
+def _line(
+    model: ViewModel,
+    line: Line,
+    now: float,
+    markers: Markers,
+    width: int,
+    tail: Fragments,
+    *,
+    folded: bool,
+) -> Fragments:
+    """One line of the chat: time, sender, then its text (prose wrapped, code as is)."""
+    stamp = clock(line.t, now) + " "
+    indent = cells(stamp)
+    pad = " " * indent
+    time_style = "class:time.hit" if line is model.highlight else "class:time"
+    head: Fragments = [(time_style, stamp)]
 
+    def wrapped(fragments: Fragments) -> Fragments:
+        return wrap(fragments, width, indent) if width else fragments
 
-def help_screen(keys: Sequence[tuple[str, str]]) -> Fragments:
-    """Every command and key on one screen (fits 80x24)."""
-    out: Fragments = [
-        ("class:help.title", "lanchat help"),
-        ("class:info", "  Esc or F1 closes · //text sends a line that starts with /\n"),
-        ("class:help.section", "Commands (H = a handle)\n"),
-    ]
-    rows = [*HELP_ROWS, ("", ""), *keys]
-    for usage, meaning in rows:
-        if not usage:
-            out.append(("class:help.section", "Keys\n"))
+    if line.kind not in (LineKind.MESSAGE, LineKind.OWN):
+        body = line.text.replace("\n", "\n" + pad)
+        style, prefix = {
+            LineKind.WARNING: ("class:warning", "warning: "),
+            LineKind.ERROR: ("class:error", "error: "),
+        }.get(line.kind, ("class:info", "· "))
+        return wrapped([*head, (style, prefix + body), *tail])
+    name = _sender(model, line, markers)
+    text_style = "class:mention" if line.mention else "class:text"
+    if is_action(line.text):  # /me waves: "* ann waves", one line of prose
+        action = " ".join(line.text[len(ACTION_PREFIX) :].split())
+        return wrapped(
+            [*head, ("class:action", "* "), *name, ("class:action", f" {action}"), *tail]
+        )
+    out: Fragments = []
+    first: Fragments = [*head, *name, ("", ":")]
+    for index, block in enumerate(split_blocks(line.text)):
+        if block.code:
+            if index == 0:
+                out += wrapped(first)
+            out += _code_rows(block, pad, "│ ", folded)
             continue
-        out += [("class:help.key", f"  {usage:<{HELP_USAGE_WIDTH}}"), ("", f"{meaning}\n")]
-    out[-1] = (out[-1][0], out[-1][1].rstrip("\n"))
+        rows = block.text.split("\n")
+        hidden = len(rows) - FOLD_SHOWN if folded and len(rows) > FOLD_LINES else 0
+        body = ("\n" + pad).join(rows[: len(rows) - hidden])  # each row under the text
+        prose: Fragments = [(text_style, body)]
+        if hidden:
+            prose += [("", "\n" + pad), ("class:fold", _fold_note(hidden, code=False))]
+        if index == 0:
+            out += wrapped([*first, ("", " "), *prose])
+        else:
+            out += [("", "\n"), *wrapped([("", pad), *prose])]
+    return out + tail
+
+
+def _sender(model: ViewModel, line: Line, markers: Markers) -> Fragments:
+    """The sender's name in its own colour, with the mentor / friend mark in front of it."""
+    if line.kind is LineKind.OWN:
+        return [("class:sender.own", line.sender)]
+    marks = (markers.mentor if model.is_mentor(line.sender) else "") + (
+        markers.friend if model.is_friend(line.sender) else ""
+    )
+    style = f"class:sender,sender.c{model.colour(line.sender)}"
+    return (
+        [(f"{style},sender.mark", marks), (style, line.sender)] if marks else [(style, line.sender)]
+    )
+
+
+def help_screen(keys: Sequence[tuple[str, str]], skip: int = 0) -> Fragments:
+    """Every command and key, from row ``skip`` on (Up/Down and PageUp/PageDown scroll)."""
+    rows: list[Fragments] = [
+        [
+            ("class:help.title", "lanchat help"),
+            ("class:info", "  Esc, Enter or F1 closes · Up/Down scroll · //text sends /text"),
+        ],
+        [("class:help.section", "Commands (H = a handle)")],
+    ]
+    for usage, meaning in [*HELP_ROWS, ("", ""), *keys]:
+        if not usage:
+            rows.append([("class:help.section", "Keys")])
+            continue
+        rows.append([("class:help.key", f"  {usage:<{HELP_USAGE_WIDTH}}"), ("", meaning)])
+    out: Fragments = []
+    for index, row in enumerate(rows[max(0, min(skip, len(rows) - 1)) :]):
+        if index:
+            out.append(("", "\n"))
+        out += row
     return out
+
+
+def help_rows(keys: Sequence[tuple[str, str]]) -> int:
+    """How many rows the help screen has."""
+    return len(HELP_ROWS) + len(keys) + 3
+
+
+def search_screen(model: ViewModel, width: int, height: int, now: float | None = None) -> Fragments:
+    """The /search results: one hit per row, the selected one highlighted."""
+    search = model.search
+    if search is None:
+        return []
+    at = time.time() if now is None else now
+    where = "this chat" + ("" if search.done else " (searching the stored history…)")
+    count = f"{len(search.hits)} hit{'s' if len(search.hits) != 1 else ''}"
+    out: Fragments = [
+        ("class:help.title", fit(f"search {search.text!r} in {where}: {count}", width)),
+        ("", "\n"),
+        ("class:info", fit("Up/Down choose · Enter shows it in the chat · Esc closes", width)),
+    ]
+    if not search.hits:
+        return [*out, ("", "\n"), ("class:info", "  nothing found")]
+    shown = max(1, height - 2)
+    first = max(0, min(search.selected - shown // 2, len(search.hits) - shown))
+    for index, hit in enumerate(search.hits[first : first + shown], start=first):
+        text = " ".join(hit.text.split())
+        row = fit(f"  {clock(hit.t, at)} {hit.sender}: {text}", width)
+        style = "class:search.selected" if index == search.selected else ""
+        out += [("", "\n"), *([(CURSOR, "")] if style else []), (style, row)]
+    return out
+
+
+def confirm_bar(model: ViewModel) -> Fragments:
+    """A line that looks like a command without its "/": ask before it goes out as text."""
+    if model.confirm is None:
+        return []
+    typed, fixed = model.confirm
+    where = "the room" if model.current == PUBLIC else model.current_conversation.title
+    return [
+        ("class:confirm", f" {fit(typed, 30)!r} looks like {fixed.split()[0]} without its /: "),
+        ("class:confirm.key", "/"),
+        ("class:confirm", f" runs {fit(fixed, 30)} · "),
+        ("class:confirm.key", "y"),
+        ("class:confirm", f" sends it to {where} as typed · "),
+        ("class:confirm.key", "Esc"),
+        ("class:confirm", " edits it "),
+    ]
 
 
 # ------------------------------------------------------------------ sidebar
@@ -312,7 +512,7 @@ def _entry(entry: SidebarEntry, width: int, markers: Markers) -> Fragments:
 
 def status_left(model: ViewModel, now: float | None = None) -> Fragments:
     status = model.status
-    out: Fragments = [("class:status.room", f" {status.room} ")]
+    out: Fragments = [("class:status.room", f" {model.chat_title()} ")]
     typing = model.typing_text(time.time() if now is None else now)
     if typing:
         out.append(("class:status.typing", f" {typing} "))

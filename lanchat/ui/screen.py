@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prompt_toolkit.application import Application
@@ -42,7 +43,7 @@ from lanchat.node import CommandError
 from lanchat.ui import render
 from lanchat.ui.commands import DEFAULT_HISTORY, Action, Command, InputError, LocalAction
 from lanchat.ui.completion import ChatCompleter
-from lanchat.ui.model import PUBLIC, LineKind
+from lanchat.ui.model import HANDLE_COLOURS, PUBLIC, LineKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,6 +65,13 @@ MIN_COLUMNS_FOR_SIDEBAR: Final = 60  # narrower: the chat gets the whole width
 INPUT_MAX_ROWS: Final = 3
 TYPING_EVERY_S: Final = 3.0  # while the line is edited, a friend hears "typing" this often
 REFRESH_S: Final = 1.0  # redraw this often: typing hints expire, waiting times grow
+# A lone Esc byte is taken as the Esc key after this long without the rest of a sequence
+# (prompt_toolkit waits 0.5 s). Terminals send a whole sequence in one write.
+ESC_SEQUENCE_WAIT_S: Final = 0.05
+# Keys that make an Alt combination when they come right after Esc (word-wise moves and
+# deletion); after any other key, Esc is the Esc key. Alt-Left is one sequence from the
+# terminal ("\x1b[1;3D"), Alt-Backspace two bytes in one write ("\x1b\x7f").
+ALT_KEYS: Final = frozenset({Keys.Left, Keys.Right, Keys.Backspace})
 
 # Shown by the help screen; the bindings are in ChatScreen._key_bindings.
 # F1-F5 are on the rows of /help, /accept and /accept-file.
@@ -71,15 +79,35 @@ KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("Enter, Up / Down", "send the line / lines you sent before"),
     ("Tab", "complete a command, handle, path or number"),
     ("Ctrl-N / Ctrl-P", "next / previous chat (empty line: Tab, Shift-Tab)"),
-    ("PageUp / PageDown", "scroll the chat · Esc: back to the newest line"),
+    ("PageUp / PageDown", "scroll the chat (and help, search results)"),
+    ("Esc", "close help or search · back to the newest line"),
+    ("Ctrl-O", "show whole / fold again long code and pastes"),
+    ("y, /, Esc", "'msg ann hi' (no /): send it / run it / edit it"),
     ("Ctrl-C, Ctrl-D", "quit (Ctrl-D on an empty line)"),
 )
+
+# Name colours: mid-tones, readable on dark and on light backgrounds.
+HANDLE_PALETTE: Final = (
+    "#d75f5f",
+    "#5f87d7",
+    "#00af87",
+    "#af5fd7",
+    "#d78700",
+    "#0087af",
+    "#87af00",
+    "#d75faf",
+    "#af8700",
+    "#5fafaf",
+    "#8787d7",
+    "#af5f5f",
+)
+assert len(HANDLE_PALETTE) == HANDLE_COLOURS
 
 STYLE: Final = Style.from_dict(
     {
         "time": "#808080",
         "sender": "bold #5fafff",
-        "sender.own": "bold #5fd75f",
+        "sender.own": "bold #00af00",  # readable on light backgrounds too
         "mention": "bold #ffd700",
         "info": "#8a8a8a",
         "warning": "#ffaf00",
@@ -115,6 +143,24 @@ STYLE: Final = Style.from_dict(
         "help.title": "bold",
         "help.section": "bold underline",
         "help.key": "#5fafff",
+        "action": "italic",
+        "time.hit": "reverse",
+        "fold": "italic #808080",
+        "code.gutter": "#808080",
+        "confirm": "bg:#870000 #ffffff",
+        "confirm.key": "bg:#870000 #ffffff bold underline",
+        "search.selected": "reverse",
+        # Pygments' token classes (class:pygments.keyword …), mid-tones like the names.
+        "pygments.keyword": "bold #af5fd7",
+        "pygments.name.builtin": "#0087af",
+        "pygments.name.function": "#5f87d7",
+        "pygments.name.class": "bold #5f87d7",
+        "pygments.name.decorator": "#af8700",
+        "pygments.literal.string": "#5f8700",
+        "pygments.literal.number": "#d78700",
+        "pygments.comment": "italic #808080",
+        "pygments.operator.word": "bold #af5fd7",
+        **{f"sender.c{n}": f"bold {colour}" for n, colour in enumerate(HANDLE_PALETTE)},
     }
 )
 
@@ -184,6 +230,7 @@ class ChatScreen:
             output=output,
             refresh_interval=REFRESH_S,
         )
+        self.app.ttimeoutlen = ESC_SEQUENCE_WAIT_S
         self.app.after_render += self._rendered
         utf = self.app.output.encoding().lower().replace("-", "") in ("utf8", "utf16")
         self.markers = render.UNICODE if utf else render.ASCII
@@ -318,6 +365,41 @@ class ChatScreen:
             self.set_notify(action.target == "on")
         elif action.action is Action.QUIT:
             self.quit()
+        elif action.action is Action.CLEAR:
+            self.model.clear()
+        elif action.action is Action.SEARCH and action.target:
+            if not self.send(self.model.start_search(action.target, now), user=False):
+                self.model.search_failed()
+        elif action.action is Action.SAVE and action.target:
+            self.save_code(action.target, now)
+
+    def save_code(self, where: str, now: float) -> None:
+        """/save: the chat's newest code block into a new file (never over an existing one)."""
+        block = self.model.last_code()
+        if block is None:
+            self.model.note("no code block in this chat yet", now, LineKind.ERROR)
+            return
+        path = Path(where).expanduser()
+        try:
+            with path.open("x", encoding="utf-8") as out:
+                out.write(block.text.rstrip("\n") + "\n")
+        except FileExistsError:
+            self.model.note(f"{path} exists already: choose another name", now, LineKind.ERROR)
+            return
+        except OSError as exc:
+            self.model.note(f"could not save to {path}: {exc.strerror}", now, LineKind.ERROR)
+            return
+        rows = block.text.count("\n") + 1
+        self.model.note(f"saved the code block ({rows} lines) to {path}", now)
+
+    def confirm(self, *, as_command: bool) -> None:
+        """Answer the "this looks like a command" question: run it, or send it as typed."""
+        pending, self.model.confirm = self.model.confirm, None
+        if pending is None:
+            return
+        typed, fixed = pending
+        self.buffer.reset(append_to_history=True)
+        self.submit(fixed if as_command else typed)
 
     def _opened(self, key: str) -> None:
         if key != PUBLIC:
@@ -356,6 +438,10 @@ class ChatScreen:
     def _on_enter(self, buffer: Buffer) -> bool:
         if self._handle_wanted is not None:
             return self._take_handle(buffer.text.strip())
+        fixed = self.model.lost_slash(buffer.text)
+        if fixed is not None:  # most likely a command that lost its "/": ask first
+            self.model.confirm = (buffer.text.strip(), fixed)
+            return True  # keep the line
         self.submit(buffer.text)
         return False  # clear the line (it stays in the Up/Down history)
 
@@ -374,7 +460,7 @@ class ChatScreen:
     def _layout(self) -> Layout:
         model = self.model
         wide = Condition(lambda: self.app.output.get_size().columns >= MIN_COLUMNS_FOR_SIDEBAR)
-        helping = Condition(lambda: model.show_help)
+        helping = Condition(lambda: model.overlay)
         sidebar = VSplit(
             [
                 Window(
@@ -416,6 +502,7 @@ class ChatScreen:
         hand = bar(self._hand_text, lambda: bool(model.hands), 2, "class:hand")
         offer = bar(self._offer_text, lambda: bool(model.offers), 3, "class:offer")
         request = bar(self._request_text, lambda: bool(model.requests), 3, "class:request")
+        confirm = bar(self._confirm_text, lambda: model.confirm is not None, 3, "class:confirm")
         status = VSplit(
             [
                 Window(FormattedTextControl(lambda: _pt(render.status_left(model, self.clock())))),
@@ -436,7 +523,9 @@ class ChatScreen:
             wrap_lines=True,
         )
         root = FloatContainer(
-            HSplit([body, queue, transfers, hand, offer, request, status, self.input_window]),
+            HSplit(
+                [body, queue, transfers, hand, offer, request, confirm, status, self.input_window]
+            ),
             floats=[
                 Float(
                     xcursor=True,
@@ -449,13 +538,18 @@ class ChatScreen:
 
     def _main_text(self) -> StyleAndTextTuples:
         if self.model.show_help:
-            return _pt(render.help_screen(KEYS))
+            return _pt(render.help_screen(KEYS, self.model.help_scroll))
         size = self.app.output.get_size()
+        if self.model.search is not None:
+            return _pt(render.search_screen(self.model, size.columns, self._chat_rows()))
         width = size.columns
         if width >= MIN_COLUMNS_FOR_SIDEBAR:
             width -= SIDEBAR_WIDTH + 1
         # One line per row is the most that can show; wrapping only makes it fewer.
-        return _pt(render.conversation(self.model, size.rows, width, self.markers))
+        return _pt(render.conversation(self.model, size.rows, width, self.markers, self.clock()))
+
+    def _confirm_text(self) -> StyleAndTextTuples:
+        return _pt(render.wrap(render.confirm_bar(self.model), self._columns(), 1))
 
     def _columns(self) -> int:
         return self.app.output.get_size().columns
@@ -486,79 +580,171 @@ class ChatScreen:
     def _key_bindings(self) -> KeyBindings:
         kb = KeyBindings()
         buffer = self.buffer
+        model = self.model
         empty = Condition(lambda: not buffer.text)
         completing = Condition(lambda: buffer.complete_state is not None)
+        helping = Condition(lambda: model.show_help)
+        searching = Condition(lambda: model.search is not None)
+        confirming = Condition(lambda: model.confirm is not None)
+        # Help, search results and the "looks like a command" question take the keys.
+        chatting = ~helping & ~searching & ~confirming
 
         @kb.add("c-c")
         @kb.add(Keys.SIGINT)  # kill -INT: prompt_toolkit turns the signal into this key
         def _quit(_event: KeyPressEvent) -> None:
             self.quit()
 
-        @kb.add("c-d", filter=empty)
+        @kb.add("c-d", filter=empty & chatting)
         def _quit_on_empty(_event: KeyPressEvent) -> None:
             self.quit()
 
-        @kb.add("tab", filter=~empty | completing)
+        @kb.add("tab", filter=(~empty | completing) & chatting)
         def _complete(event: KeyPressEvent) -> None:
             generate_completions(event)
 
-        @kb.add("s-tab", filter=completing)
+        @kb.add("s-tab", filter=completing & chatting)
         def _complete_back(_event: KeyPressEvent) -> None:
             buffer.complete_previous()
 
-        @kb.add("tab", filter=empty & ~completing)
-        @kb.add("c-n")
+        @kb.add("tab", filter=empty & ~completing & chatting)
+        @kb.add("c-n", filter=chatting)
         def _next(_event: KeyPressEvent) -> None:
             self.switch(1)
 
-        @kb.add("s-tab", filter=empty & ~completing)
-        @kb.add("c-p")
+        @kb.add("s-tab", filter=empty & ~completing & chatting)
+        @kb.add("c-p", filter=chatting)
         def _previous(_event: KeyPressEvent) -> None:
             self.switch(-1)
 
-        @kb.add("pageup")
+        @kb.add("pageup", filter=chatting)
         def _page_up(_event: KeyPressEvent) -> None:
             # Not past the first screenful: the window stays full (one row for the marker).
-            self.model.scroll_up(self.page(), view=self._chat_rows() - 1)
+            model.scroll_up(self.page(), view=self._chat_rows() - 1)
 
-        @kb.add("pagedown")
+        @kb.add("pagedown", filter=chatting)
         def _page_down(_event: KeyPressEvent) -> None:
-            self.model.scroll_down(self.page())
+            model.scroll_down(self.page())
 
-        @kb.add("escape")
+        @kb.add("c-o", filter=chatting)
+        def _folds(_event: KeyPressEvent) -> None:
+            model.toggle_folds()
+
+        # Esc acts at once, and never as a Meta prefix for the key typed after it: the "/"
+        # of "/who" typed just after Esc is a "/", not Alt-/. Alt-Left, Alt-Right and
+        # Alt-Backspace (ALT_KEYS) still work.
+        @kb.add("escape", eager=True, filter=Condition(self._escape_alone))
         def _escape(_event: KeyPressEvent) -> None:
+            # What is on top goes first: help and search cover the question's bar.
             if buffer.complete_state is not None:
                 buffer.cancel_completion()
-            elif self.model.show_help:
-                self.model.show_help = False
+            elif model.show_help:
+                model.show_help = False
+            elif model.search is not None:
+                model.search = None
+            elif model.confirm is not None:
+                model.confirm = None
             else:
-                self.model.scroll = 0
+                model.to_newest()
 
         @kb.add("f1")
         def _help(_event: KeyPressEvent) -> None:
-            self.model.show_help = not self.model.show_help
+            model.show_help = not model.show_help
+            model.search = None
 
-        @kb.add("?", filter=empty)
+        @kb.add("?", filter=empty & chatting)
         def _help_on_empty(_event: KeyPressEvent) -> None:
-            self.model.show_help = True
+            model.show_help, model.help_scroll = True, 0
 
-        @kb.add("f2")
+        @kb.add("f2", filter=chatting)
         def _accept(_event: KeyPressEvent) -> None:
             self.answer_first_request("accept")
 
-        @kb.add("f3")
+        @kb.add("f3", filter=chatting)
         def _reject(_event: KeyPressEvent) -> None:
             self.answer_first_request("reject")
 
-        @kb.add("f4")
+        @kb.add("f4", filter=chatting)
         def _accept_file(_event: KeyPressEvent) -> None:
             self.answer_first_offer("accept_file")
 
-        @kb.add("f5")
+        @kb.add("f5", filter=chatting)
         def _decline_file(_event: KeyPressEvent) -> None:
             self.answer_first_offer("decline_file")
 
+        # ------------------------------------------------ the "looks like a command" question
+
+        @kb.add("/", filter=confirming)
+        def _run_it(_event: KeyPressEvent) -> None:
+            self.confirm(as_command=True)
+
+        @kb.add("y", filter=confirming)
+        @kb.add("Y", filter=confirming)
+        def _send_it(_event: KeyPressEvent) -> None:
+            self.confirm(as_command=False)
+
+        @kb.add("n", filter=confirming)
+        @kb.add("N", filter=confirming)
+        def _edit_it(_event: KeyPressEvent) -> None:
+            model.confirm = None
+
+        # ------------------------------------------------ help and search results
+
+        rows = self._chat_rows
+
+        @kb.add("up", filter=helping)
+        @kb.add("pageup", filter=helping)
+        @kb.add("down", filter=helping)
+        @kb.add("pagedown", filter=helping)
+        def _scroll_help(event: KeyPressEvent) -> None:
+            key = event.key_sequence[0].key
+            step = max(1, rows() - 2) if key in (Keys.PageUp, Keys.PageDown) else 1
+            down = key in (Keys.Down, Keys.PageDown)
+            most = max(0, render.help_rows(KEYS) - rows())
+            model.help_scroll = max(0, min(most, model.help_scroll + (step if down else -step)))
+
+        @kb.add("enter", filter=helping)
+        @kb.add("q", filter=helping)
+        def _close_help(_event: KeyPressEvent) -> None:
+            model.show_help = False
+
+        @kb.add("up", filter=searching)
+        @kb.add("pageup", filter=searching)
+        @kb.add("down", filter=searching)
+        @kb.add("pagedown", filter=searching)
+        def _choose_hit(event: KeyPressEvent) -> None:
+            key = event.key_sequence[0].key
+            step = max(1, rows() - 3) if key in (Keys.PageUp, Keys.PageDown) else 1
+            model.move_search(step if key in (Keys.Down, Keys.PageDown) else -step)
+
+        @kb.add("enter", filter=searching)
+        def _show_hit(_event: KeyPressEvent) -> None:
+            model.jump_to_hit(view=rows() - 1)
+
+        @kb.add("q", filter=searching)
+        def _close_search(_event: KeyPressEvent) -> None:
+            model.search = None
+
+        # Everything else is swallowed while something covers the input: Enter never sends
+        # the line behind the help screen, and typing never goes into it unseen.
+        @kb.add(Keys.Any, filter=~chatting)
+        @kb.add(Keys.BracketedPaste, filter=~chatting)
+        @kb.add("enter", filter=confirming)
+        @kb.add("up", filter=confirming)
+        @kb.add("down", filter=confirming)
+        def _ignore(_event: KeyPressEvent) -> None:
+            pass
+
         return kb
+
+    def _escape_alone(self) -> bool:
+        """Whether an Esc is the Esc key, not the Alt of an Alt-Left, Alt-Backspace, ...
+
+        What follows it in the same read from the terminal waits in the key processor's
+        queue: Esc then "/who" typed fast arrive together, like Alt-/ would; Esc then F1 or
+        Ctrl-U too. Only the keys of ALT_KEYS after it make an Alt combination.
+        """
+        queue = self.app.key_processor.input_queue
+        return not queue or queue[0].key not in ALT_KEYS
 
 
 def _setting(settings: SettingStore | None, key: str, *, default: bool) -> bool:
