@@ -541,11 +541,15 @@ async def find_install_servers(
     address: str, listen_s: float, timeout_s: float = 2.0
 ) -> list[FoundServer]:
     """Browse `_http._tcp` on the interface at `address` for lanchat install servers."""
-    from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+    from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
     aiozc = AsyncZeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
     names: set[str] = set()
+    # QM, not zeroconf's default QU for a first query: a unicast answer goes to port 5353,
+    # where the kernel hands it to one socket only, and another mDNS stack on this laptop (a
+    # running lanchat, Avahi, Bonjour) may be the one that gets it.
+    qm = DNSQuestionType.QM
 
     def on_change(
         zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -553,12 +557,16 @@ async def find_install_servers(
         if state_change is not ServiceStateChange.Removed:
             names.add(name)
 
-    browser = AsyncServiceBrowser(aiozc.zeroconf, HTTP_SERVICE_TYPE, handlers=[on_change])
+    browser = AsyncServiceBrowser(
+        aiozc.zeroconf, HTTP_SERVICE_TYPE, handlers=[on_change], question_type=qm
+    )
     try:
         await asyncio.sleep(listen_s)  # a survey: listen for a fixed window
         # Printers and NAS boxes advertise _http._tcp too: resolve them all at once.
         infos = [AsyncServiceInfo(HTTP_SERVICE_TYPE, name) for name in sorted(names)]
-        resolved = await asyncio.gather(*(i.async_request(aiozc.zeroconf, 1000) for i in infos))
+        resolved = await asyncio.gather(
+            *(i.async_request(aiozc.zeroconf, 1000, question_type=qm) for i in infos)
+        )
         found: list[tuple[str, str, int, str]] = []
         for info, ok in zip(infos, resolved, strict=True):
             if not ok or info.port is None:
