@@ -16,6 +16,7 @@ import functools
 import gc
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
 import zmq
@@ -32,6 +33,7 @@ from lanchat.room.direct import connect_direct
 from lanchat.room.friends import Friendships
 from lanchat.room.helpdesk import Helpdesk
 from lanchat.room.hosting import Hosting
+from lanchat.room.installing import InstallService
 from lanchat.room.membership import Membership
 from lanchat.room.offers import Offers
 from lanchat.room.peers import Peers
@@ -125,6 +127,7 @@ class Node:
         )
         self.offers.private, self.offers.public = self.private, self.public
         self.helpdesk = Helpdesk(ctx, self.membership, self.private)
+        self.install = InstallService(ctx)
         self.commands = Commands(
             ctx,
             status=self.status,
@@ -136,6 +139,8 @@ class Node:
             offers=self.offers,
             stop=self.stop,
             relay_counters=lambda: self.hosting.relay.counters if self.hosting.relay else {},
+            rooms=self._rooms,
+            install=self.install,
         )
         self._routes: dict[type, Callable[[Link, Any, bytes, float, bool], None]] = {
             wire.Relay: self._on_relay,
@@ -272,6 +277,8 @@ class Node:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.offers.close(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.install.close(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(self.discovery.close(), CLOSE_TIMEOUT_S)
         self.transport.close()
 
@@ -346,6 +353,12 @@ class Node:
     def _on_arrived(self, keys: list[bytes]) -> None:
         for key in keys:
             self.private.flush(key)  # what we queued for them while they were away
+
+    def _rooms(self) -> list[dict[str, Any]]:
+        """The rooms whose nodes advertise on the LAN, with how many are in each (us too)."""
+        counts = Counter(a.room for a in self.discovery.peers().values() if a.id_key != self.me.key)
+        counts[self.cfg.room] += 1
+        return [{"name": name, "members": n} for name, n in sorted(counts.items())]
 
     def _not_broker_answer(self) -> wire.Redirect | wire.Refused:
         return self.membership.not_broker_answer()

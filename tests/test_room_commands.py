@@ -129,3 +129,38 @@ def test_friends_type_read_and_see_their_history(tmp_path: Path) -> None:
         await ann.wait("peer_down", handle="bob")
 
     in_room(tmp_path, scenario)
+
+
+def test_unfriend_msg_ids_and_the_rooms_on_the_lan(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        ann.do("request", to="bob")
+        await bob.wait("request", **{"from": "ann"})
+        bob.do("accept", **{"from": "ann"})
+        await ann.wait("accepted", by="bob")
+        ann.do("msg", to="bob", text="one")
+        sent = await ann.wait("sent")  # a msg answers with its id, like say
+        delivered = await ann.wait("delivered", to="bob")
+        assert delivered["id"] == sent["id"]
+        ann.do("unfriend", handle="bob")
+        await bob.wait("rejected", by="ann")  # told as a reject: bob's state follows
+        bob.do("msg", to="ann", text="still friends?")
+        error = await bob.wait_new("error")
+        assert error["code"] == "not_friends"
+        ann.do("rooms")
+        rooms = (await ann.wait("rooms"))["rooms"]
+        assert rooms == [{"name": "workshop", "members": 5}]
+
+    in_room(tmp_path, scenario)
+
+
+def test_serve_install_without_a_wheelhouse_is_a_clear_error(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        mia = room["mia"]
+        mia.do("serve_install", dir=str(tmp_path / "no-such-wheelhouse"))
+        error = await mia.wait_new("error")
+        assert error["code"] == "install_server"
+        mia.do("serve_install", port="80")
+        assert (await mia.wait_new("error"))["code"] == "bad_command"
+
+    in_room(tmp_path, scenario)

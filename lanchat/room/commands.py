@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from lanchat.room.context import RoomContext
     from lanchat.room.helpdesk import Helpdesk
+    from lanchat.room.installing import InstallService
     from lanchat.room.offers import Offers
     from lanchat.room.peers import Peers
     from lanchat.room.private import PrivateChat
@@ -55,12 +56,15 @@ class Cmd(StrEnum):
     READ = "read"
     SET = "set"
     STATUS = "status"
+    UNFRIEND = "unfriend"
+    ROOMS = "rooms"
+    SERVE_INSTALL = "serve_install"
     QUIT = "quit"
 
 
 # A front end's own queries: not the user being active (no end of an automatic away).
 BACKGROUND_COMMANDS: Final = frozenset(
-    {Cmd.READ, Cmd.HISTORY, Cmd.FRIENDS, Cmd.WHO, Cmd.QUEUE, Cmd.STATUS}
+    {Cmd.READ, Cmd.HISTORY, Cmd.FRIENDS, Cmd.WHO, Cmd.QUEUE, Cmd.STATUS, Cmd.ROOMS}
 )
 _FRIEND_MOVES: Final = {
     Cmd.REQUEST: ("to", fs.Move.REQUEST),
@@ -68,6 +72,7 @@ _FRIEND_MOVES: Final = {
     Cmd.REJECT: ("from", fs.Move.REJECT),
     Cmd.BLOCK: ("handle", fs.Move.BLOCK),
     Cmd.UNBLOCK: ("handle", fs.Move.UNBLOCK),
+    Cmd.UNFRIEND: ("handle", fs.Move.REMOVE),
 }
 
 
@@ -107,6 +112,8 @@ class Commands:
         offers: Offers,
         stop: Callable[[], None],
         relay_counters: Callable[[], Mapping[str, int]],
+        rooms: Callable[[], list[dict[str, Any]]],
+        install: InstallService,
     ) -> None:
         self._ctx = ctx
         self._status = status
@@ -118,6 +125,7 @@ class Commands:
         self._offers = offers
         self._stop = stop
         self._relay_counters = relay_counters
+        self._install = install
         self._handlers: dict[Cmd, Callable[[_Args], str | None]] = {
             Cmd.SAY: lambda a: public.say(a.text("text")),
             Cmd.MSG: self._msg,
@@ -137,6 +145,8 @@ class Commands:
             Cmd.READ: lambda a: private.mark_read(a.text("with")),
             Cmd.SET: self._set_privacy,
             Cmd.STATUS: self._status_cmd,
+            Cmd.ROOMS: lambda _a: ctx.emit("rooms", rooms=rooms()),
+            Cmd.SERVE_INSTALL: self._serve_install,
             Cmd.QUIT: lambda _a: stop(),
         }
         for name, (field, move) in _FRIEND_MOVES.items():
@@ -165,8 +175,11 @@ class Commands:
         to, text = args.text("to"), args.text("text")
         session = self._helpdesk.session_for(to)
         if session is not None:
-            return self._helpdesk.send(session, text)
-        return self._private.send(to, text)
+            msg_id = self._helpdesk.send(session, text)
+        else:
+            msg_id = self._private.send(to, text)
+        self._ctx.emit("sent", id=msg_id)  # like `say`: bots match delivered/read to it
+        return msg_id
 
     def _hand(self, args: _Args) -> str:
         topic = args.cmd.get("topic", "")
@@ -223,6 +236,16 @@ class Commands:
 
     def _spawn_offer(self, path: Path, to: str | None) -> None:
         self._ctx.spawn(self._offers.offer(path, to))
+
+    def _serve_install(self, args: _Args) -> None:
+        directory, port = args.cmd.get("dir"), args.cmd.get("port")
+        if directory is not None and not isinstance(directory, str):
+            raise CommandError("bad_command", "'dir' must be a folder's path")
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535
+        ):
+            raise CommandError("bad_command", "'port' must be a port number")
+        self._ctx.spawn(self._install.start(directory, port))
 
     def _set_privacy(self, args: _Args) -> None:
         cmd = args.cmd

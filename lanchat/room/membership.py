@@ -17,6 +17,7 @@ import zmq
 from lanchat import identity as ident
 from lanchat.core import election, membership, wire
 from lanchat.core.membership import Phase
+from lanchat.core.text import safe_label
 from lanchat.discovery import HandleClash, PeerSeen
 from lanchat.room.advertising import Advertising, candidate_of, claim_of
 from lanchat.room.context import NodeExit
@@ -325,7 +326,9 @@ class Membership:
             )
         self.last_epoch = max(self.last_epoch, msg.epoch)
         is_self = link.target.key == ctx.me.key
-        handle = ctx.cfg.handle if is_self else (link.target.handle or msg.broker_handle)
+        handle = (
+            ctx.cfg.handle if is_self else (link.target.handle or safe_label(msg.broker_handle))
+        )
         if self.announced_broker != (msg.broker_key, msg.epoch):
             self.announced_broker = (msg.broker_key, msg.epoch)
             ctx.emit("broker", handle=handle, self=is_self, epoch=msg.epoch)
@@ -345,17 +348,17 @@ class Membership:
     def on_refused(self, link: Link, msg: wire.Refused, now: float) -> None:
         ctx = self._ctx
         if msg.code == "handle_taken":
-            ctx.fatal(NodeExit("handle_taken", msg.message))
+            ctx.fatal(NodeExit("handle_taken", safe_label(msg.message)))
         elif msg.code == "hello_first":
             # The broker dropped us (we were silent too long): joining again is news.
             self.announced_broker = None
             self.send(self._hello())
         elif msg.code == "queue":
-            ctx.error("queue", msg.message)
+            ctx.error("queue", safe_label(msg.message))
         elif msg.code == "not_broker":
             self._not_the_broker(link, now)
         else:
-            ctx.error(msg.code, f"broker refused us: {msg.message}")
+            ctx.error(safe_label(msg.code), f"broker refused us: {safe_label(msg.message)}")
 
     def on_redirect(self, link: Link, msg: wire.Redirect, now: float) -> None:
         """Our broker (or the node we took for it) sends us elsewhere."""

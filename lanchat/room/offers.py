@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from lanchat import identity as ident
+from lanchat.core.files import IncomingOffers
 from lanchat.room.context import CommandError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Offers:
         self.public: PublicRoom | None = None
         self._files: FileService | None = None  # most sessions never move a file
         self._out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
-        self._in: dict[str, tuple[FileOffer, bytes]] = {}  # id -> (offer, sender)
+        self._in = IncomingOffers()  # bounded per sender and in all
 
     def service(self) -> FileService:
         """The file server and downloader, bound and serving from the first use on."""
@@ -115,7 +116,9 @@ class Offers:
         if offer.shared != shared:
             ctx.count("bad_offer")
             return
-        self._in[offer.offer_id] = (offer, sender)
+        if not self._in.add(offer, sender):
+            ctx.count("offer_repeated")
+            return
         ctx.emit(
             "file_offer",
             id=offer.offer_id,
@@ -134,7 +137,7 @@ class Offers:
         self._ctx.spawn(self.service().download(known[0]))
 
     def decline(self, offer_id: str) -> None:
-        if self._in.pop(offer_id, None) is None:
+        if self._in.pop(offer_id) is None:
             raise CommandError("bad_command", f"no file offer {offer_id!r}")
         self.service().decline(offer_id)
 

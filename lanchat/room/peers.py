@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lanchat import identity as ident
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
-from lanchat.core.handles import handle_key
+from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.text import safe_label
 from lanchat.store import Pin
 
@@ -79,8 +79,14 @@ class Peers:
     def _entry_ok(self, entry: wire.PeerEntry) -> bool:
         ok = self._hello_ok.get(entry.hello_sig)
         if ok is None:
-            ok = entry.room == self._ctx.cfg.room and ident.verify(
-                entry.id_key, wire.signed_bytes(wire.hello_of(entry)), entry.hello_sig
+            # A broker admits what it likes: a handle that is no valid handle (invisible
+            # characters, look-alikes the rules forbid) is refused here, whatever it signed.
+            ok = (
+                _valid_handle(entry.handle)
+                and entry.room == self._ctx.cfg.room
+                and ident.verify(
+                    entry.id_key, wire.signed_bytes(wire.hello_of(entry)), entry.hello_sig
+                )
             )
             if len(self._hello_ok) > HELLO_CACHE_MAX:
                 self._hello_ok.clear()
@@ -174,3 +180,11 @@ class Peers:
                 }
             )
         return out
+
+
+def _valid_handle(handle: str) -> bool:
+    try:
+        validate_handle(handle)
+    except HandleError:
+        return False
+    return True
