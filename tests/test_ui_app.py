@@ -555,3 +555,18 @@ def test_a_directory_completes_with_this_os_separator(tmp_path: Path) -> None:
     assert [(c.text, c.display_text) for c in found] == [
         ("des", "slides" + os.sep)
     ]  # "\\" on Windows
+
+
+def test_draining_notifications_that_already_finished_returns() -> None:
+    async def finished() -> None:
+        return None
+
+    async def scenario() -> None:
+        notifier = DesktopNotifier(lambda _title, _body: [sys.executable, "-c", "pass"])
+        task = asyncio.ensure_future(finished())
+        await task
+        notifier._running.add(task)  # done, and no done callback left to take it out
+        await asyncio.wait_for(notifier.drain(), WAIT_S)  # spun forever before
+        assert not notifier._running
+
+    run(scenario)

@@ -119,6 +119,9 @@ class DesktopNotifier:
         """Wait for the notifications under way (tests; nothing on the screen's path)."""
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+            # Their done callbacks have not run yet if they were done already: without this,
+            # a finished notification would keep this loop spinning without ever yielding.
+            self._running.difference_update([task for task in self._running if task.done()])
 
 
 def _osascript(exe: str, title: str, body: str) -> list[str]:
