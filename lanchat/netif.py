@@ -219,11 +219,11 @@ def link_state(name: str, adapters: Iterable[ifaddr.Adapter] | None = None) -> s
     longer holds an IPv4 address (a cable pulled, Wi-Fi left) is 'down' and one that does
     is 'up', from the same listing (ifaddr) that chose it. ``adapters`` is for tests.
     """
-    if adapters is None and _SYS_NET.is_dir():
+    if adapters is None:
         try:
             return (_SYS_NET / name / "operstate").read_text().strip()
         except OSError:
-            return None
+            pass  # not Linux (or, under Wine, Linux's /sys without Windows' names)
     candidates = list_interfaces(adapters)
     if not any(c.name == name for c in candidates):
         return "down"  # gone altogether (Windows removes a disconnected adapter's entry)

@@ -99,7 +99,8 @@ def run_writer_and_kill(script: Path, directory: Path, rnd: int, delay_s: float)
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()])
     reader.start()
     try:
-        assert lines.get(timeout=START_TIMEOUT_S) == b"started\n", "writer did not start"
+        started = lines.get(timeout=START_TIMEOUT_S).rstrip()  # "\r\n" on Windows
+        assert started == b"started", "writer did not start"
         time.sleep(delay_s)
         proc.kill()
         proc.wait(timeout=START_TIMEOUT_S)
