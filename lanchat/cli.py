@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import sys
@@ -101,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _headless(args: argparse.Namespace) -> int:
+    from lanchat import oscompat
     from lanchat.headless import EventWriter, run_headless
     from lanchat.profile_setup import prepare
 
@@ -109,6 +109,6 @@ def _headless(args: argparse.Namespace) -> int:
     if isinstance(node, int):
         return node
     try:
-        return asyncio.run(run_headless(node, emit))
+        return oscompat.run(run_headless(node, emit))
     finally:
         node.profile.close()

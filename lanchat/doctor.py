@@ -24,6 +24,7 @@ from typing import Any
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from lanchat import oscompat
 from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
 from lanchat.netif import Candidate, NetifError, choose_address, link_state, list_interfaces
 
@@ -51,6 +52,42 @@ class Report:
         self.lines.append(f"  FAIL {text}")
         if advice not in self.advice:
             self.advice.append(advice)
+
+
+# What to do about a firewall, in the words of the OS the user is sitting at.
+_MULTICAST_ADVICE = {
+    "win32": (
+        "Multicast is blocked on this machine. Windows Firewall lets lanchat (python.exe) "
+        "receive only after you allow it: when Windows asks, tick 'Private networks' and "
+        "click Allow (or Windows Security > Firewall & network protection > Allow an app "
+        "through firewall > Python: Private), and make sure this network is set to Private, "
+        "not Public (Settings > Network & internet > your network). Or use --connect HOST."
+    ),
+    "darwin": (
+        "Multicast is blocked on this machine. macOS asks twice: allow your terminal app to "
+        "'find devices on your local network' (System Settings > Privacy & Security > Local "
+        "Network), and answer Allow when asked to 'accept incoming network connections' "
+        "(System Settings > Network > Firewall > Options). A VPN can block it too. Or use "
+        "--connect HOST."
+    ),
+}
+_MULTICAST_ADVICE_OTHER = (
+    "Multicast is blocked on this machine (firewall, VPN). Allow UDP port 5353 "
+    "(e.g. the 'private network' firewall profile, or sudo ufw allow 5353/udp) or use "
+    "--connect HOST."
+)
+_BROKER_ADVICE = (
+    "A firewall on the broker's laptop (or between) blocks its TCP ports: allow lanchat in "
+    "the firewall, or ask the broker to (Windows: allow Python on private networks; macOS: "
+    "Allow incoming connections; Linux: e.g. sudo ufw allow from THE_LAN_SUBNET)."
+)
+
+
+def firewall_advice(what: str, platform: str = sys.platform) -> str:
+    """Advice for a blocked ``"multicast"`` here, or a ``"broker"`` whose ports are closed."""
+    if what == "broker":
+        return _BROKER_ADVICE
+    return _MULTICAST_ADVICE.get(platform, _MULTICAST_ADVICE_OTHER)
 
 
 async def _multicast_roundtrip(address: str, timeout_s: float) -> bool:
@@ -171,8 +208,7 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
     else:
         report.bad(
             "our own mDNS announcement never came back",
-            "Multicast is blocked on this machine (firewall, VPN). Allow UDP port 5353 "
-            "(e.g. the 'private network' firewall profile) or use --connect HOST.",
+            firewall_advice("multicast"),
         )
 
     report.lines.append(f"Other lanchat users (listening {listen_s:.1f} s):")
@@ -215,8 +251,7 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
         else:
             report.bad(
                 f"broker {where} does not accept connections",
-                "A firewall on the broker's laptop (or between) blocks its TCP ports: allow "
-                "lanchat in the firewall, or ask the broker to.",
+                firewall_advice("broker"),
             )
     return report
 
@@ -271,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable verdict")
     args = parser.parse_args(argv)
-    report = asyncio.run(_diagnose_all(args))
+    report = oscompat.run(_diagnose_all(args))
     if args.json:
         print(json.dumps({"ok": report.ok, "advice": report.advice, **report.facts}))
     else:

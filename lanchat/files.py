@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import zmq
 import zmq.asyncio
 
+from lanchat import oscompat
 from lanchat.core.files import (
     CHUNK_BYTES,
     MAX_FILE_BYTES,
@@ -129,7 +130,7 @@ def _pread_all(spans: list[tuple[int, int, int]]) -> list[bytes | None]:
     out: list[bytes | None] = []
     for fd, offset, length in spans:
         try:
-            data: bytes | None = os.pread(fd, length, offset)
+            data: bytes | None = oscompat.pread(fd, length, offset)
         except OSError:
             data = None
         # A file that shrank after it was offered cannot be served correctly.
@@ -141,7 +142,7 @@ def _hash_fd(fd: int, size: int) -> str:
     digest = hashlib.sha256()
     offset = 0
     while offset < size:
-        data = os.pread(fd, min(_HASH_READ_BYTES, size - offset), offset)
+        data = oscompat.pread(fd, min(_HASH_READ_BYTES, size - offset), offset)
         if not data:
             raise OSError(errno.EIO, "file shrank while it was being hashed")
         digest.update(data)
@@ -152,7 +153,7 @@ def _hash_fd(fd: int, size: int) -> str:
 def _hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
     offset = 0
     while offset < length:
-        data = os.pread(fd, min(_HASH_READ_BYTES, length - offset), offset)
+        data = oscompat.pread(fd, min(_HASH_READ_BYTES, length - offset), offset)
         if not data:
             raise OSError(errno.EIO, "partial file shrank while resuming")
         digest.update(data)
@@ -188,7 +189,9 @@ def _publish(part: Path, directory: Path, name: str) -> Path:
         except OSError:
             # File systems without hard links: claim the name exclusively, then move over it.
             try:
-                os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.close(
+                    os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | oscompat.O_BINARY, 0o644)
+                )
             except FileExistsError:
                 continue
             os.replace(part, final)
@@ -539,7 +542,7 @@ class _Fetch:
         last_progress = last_reply = start
         self.sock = self.service._client_socket(self.offer)
         while self.written < self.total:
-            self._check_abort()
+            await self._check_abort()
             await self._request_more()
             deadline = min(last_reply + retry, last_progress + self.service.stall_timeout_s)
             got = await self._wait(max(0.0, deadline - time.monotonic()))
@@ -575,7 +578,7 @@ class _Fetch:
     def _open_part(self, have: int) -> None:
         if self.fd is not None:
             return
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | oscompat.O_BINARY
         try:
             self.fd = os.open(self.part, flags, 0o600)
             if not stat.S_ISREG(os.fstat(self.fd).st_mode):
@@ -586,9 +589,14 @@ class _Fetch:
         except OSError as exc:
             raise _Failed("write_error", f"cannot write {self.part}: {exc.strerror}") from exc
 
-    def _check_abort(self) -> None:
+    async def _check_abort(self) -> None:
         reason = self.job.stop.result() if self.job.stop.done() else None
         if reason == "declined":
+            if self.writer is not None:
+                # Windows cannot delete a file that is still open: let the writer finish, so
+                # that close() closes the descriptor now, not when the writer is done.
+                await asyncio.gather(self.writer, return_exceptions=True)
+                self.writer = None
             self.close()
             self.part.unlink(missing_ok=True)
             raise _Failed("declined", "offer declined; the partial file was deleted")
@@ -752,10 +760,12 @@ def _writer_closed(task: asyncio.Task[None], fd: int | None) -> None:
 
 def _open_regular(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | oscompat.O_BINARY)
     except FileNotFoundError:
         raise FileError(f"{path}: no such file") from None
     except OSError as exc:
+        if path.is_dir():  # Windows refuses to open a directory at all (EACCES)
+            raise FileError(f"{path} is not a regular file") from None
         raise FileError(f"cannot open {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

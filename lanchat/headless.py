@@ -9,12 +9,13 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
 from json.encoder import encode_basestring as _json_str
 from typing import IO, TYPE_CHECKING, Any
+
+from lanchat import oscompat
 
 if TYPE_CHECKING:
     from lanchat.node import Node
@@ -112,8 +113,12 @@ class EventWriter:
                         with contextlib.suppress(UnicodeEncodeError):
                             self._stream.write(line + "\n")
                 self._stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # the reader went away; the node keeps running until stdin closes
+            except ValueError:
+                pass  # the stream is closed
+            except OSError as exc:
+                if not oscompat.is_closed_pipe(exc):
+                    raise
+                # The reader went away; the node keeps running until stdin closes.
 
 
 def parse_command(line: str) -> dict[str, Any] | str:
@@ -241,8 +246,7 @@ def _emit_error(emit: EventWriter, message: str) -> None:
 async def run_headless(node: Node, emit: EventWriter) -> int:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.stop)
+    undo = oscompat.install_stop_handlers(loop, node.stop, oscompat.stop_signal_names())
     reader = threading.Thread(
         target=_read_stdin, args=(loop, queue, emit, sys.stdin.fileno()), daemon=True
     )
@@ -250,4 +254,5 @@ async def run_headless(node: Node, emit: EventWriter) -> int:
     try:
         return await node.run(queue)
     finally:
+        undo()
         emit.flush()  # the last events (an error before a non-zero exit) go out now

@@ -22,6 +22,8 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
+from lanchat.oscompat import O_BINARY, fsync_directory, set_mode
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -266,10 +268,11 @@ def _publish_exclusive(path: Path, data: bytes) -> None:
     atomically and fails if ``path`` exists, so a concurrent loader never sees a short file.
     """
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | O_BINARY
+    fd = os.open(temp, flags, 0o600)
     try:
         try:
-            os.fchmod(fd, 0o600)  # the umask can only narrow it; make it exact
+            set_mode(fd, temp, 0o600)  # the umask can only narrow it; make it exact
             os.write(fd, data)
             os.fsync(fd)
         finally:
@@ -277,11 +280,7 @@ def _publish_exclusive(path: Path, data: bytes) -> None:
         os.link(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
 
 
 def verify(key: bytes, data: bytes, signature: bytes) -> bool:

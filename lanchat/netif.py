@@ -209,12 +209,26 @@ def is_private_or_local(address: str) -> bool:
     return any(ip in net for net in _LAN_OR_LOCAL)
 
 
-def link_state(name: str) -> str | None:
-    """'up', 'down', 'dormant'... as the kernel reports it (Linux); None where unknown."""
-    try:
-        return Path(f"/sys/class/net/{name}/operstate").read_text().strip()
-    except OSError:
-        return None
+_SYS_NET = Path("/sys/class/net")
+
+
+def link_state(name: str, adapters: Iterable[ifaddr.Adapter] | None = None) -> str | None:
+    """'up', 'down', 'dormant'... as the kernel reports it; None where unknown.
+
+    Linux says it in /sys. macOS and Windows have no such file: there an interface that no
+    longer holds an IPv4 address (a cable pulled, Wi-Fi left) is 'down' and one that does
+    is 'up', from the same listing (ifaddr) that chose it. ``adapters`` is for tests.
+    """
+    if adapters is None:
+        try:
+            return (_SYS_NET / name / "operstate").read_text().strip()
+        except OSError:
+            pass  # not Linux (or, under Wine, Linux's /sys without Windows' names)
+    candidates = list_interfaces(adapters)
+    if not any(c.name == name for c in candidates):
+        return "down"  # gone altogether (Windows removes a disconnected adapter's entry)
+    held = any(c.name == name and c.address and c.reason != REASON_IPV6_ONLY for c in candidates)
+    return "up" if held else "down"
 
 
 def interface_of(address: str) -> str | None:

@@ -13,7 +13,6 @@ with the path and what to do instead.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
+
+from lanchat import oscompat
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -164,15 +165,6 @@ class OutboxItem:
     created_t: float
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; without it a power cut can bring back the old file.
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_tinydb_layout(data: object) -> bool:
     """True if data looks like ``{table: {doc_id: {..}}}`` with integer doc ids."""
     if not isinstance(data, dict):
@@ -233,12 +225,12 @@ class AtomicJSONStorage(Storage):
                 tmp.write(payload)
                 tmp.flush()
                 os.fsync(tmp.fileno())
-            os.replace(tmp_name, self.path)
+            # Durable: without it a power cut can bring back the old file.
+            oscompat.replace_durably(tmp_name, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_directory(self.path.parent)
 
 
 class StateStore:
@@ -413,7 +405,7 @@ class HistoryStore:
         self.path = path
         with contextlib.suppress(FileExistsError):
             # Create it 0600 ourselves; SQLite would use 0644, and gives -wal/-shm our mode.
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | oscompat.O_BINARY, 0o600))
         # Autocommit mode: we issue BEGIN/COMMIT ourselves so each call is one transaction.
         self._db = sqlite3.connect(path, isolation_level=None)
         self._seqs_due: dict[str, int] = {}  # set_seq inside the open batch
@@ -601,20 +593,19 @@ class HistoryStore:
 def _acquire_lock(directory: Path) -> int:
     """Lock the profile and record our PID; returns the fd that holds the lock."""
     path = directory / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Python opens descriptors non-inheritable on every OS (PEP 446): no O_CLOEXEC needed.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | oscompat.O_BINARY, 0o600)
     try:
-        # flock, not lockf: flock locks belong to the open file, so a second open in the
-        # same process conflicts too (POSIX record locks would silently succeed there).
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        oscompat.lock_file(fd)  # held by the open file: a second open in-process conflicts
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        holder = oscompat.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
         raise ProfileLocked(directory, int(holder) if holder.isdigit() else None) from None
     except BaseException:
         os.close(fd)
         raise
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    oscompat.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
@@ -622,7 +613,9 @@ def _release_lock(fd: int) -> None:
     # The file stays: unlinking a lock file lets two processes lock different inodes.
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
-    os.close(fd)  # closing the only descriptor drops the flock
+    with contextlib.suppress(OSError):
+        oscompat.unlock_file(fd)  # closing does it too, but on Windows only eventually
+    os.close(fd)
 
 
 class Profile:

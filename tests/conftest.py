@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,6 +13,14 @@ from vlan import VirtualLan, make_prefix, missing_requirements, remove_stale_lab
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+
+if sys.platform == "win32":
+    # The tests run loops with asyncio.run; lanchat itself asks for the selector loop
+    # (lanchat.oscompat.run): the default proactor loop has no add_reader for zmq.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # policies: deprecated in 3.14
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
 
 
 # ---- virtual LANs (tests/vlan.py) -------------------------------------------

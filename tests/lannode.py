@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -30,13 +29,15 @@ class LanNode:
         handle: str,
         profile: Path,
         extra: Sequence[str] = (),
+        python: Sequence[str] = (sys.executable,),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.lan = lan
         self.host = host
         self.handle = handle
         self.profile = profile
         argv = [
-            sys.executable,
+            *python,  # another interpreter (Windows CPython in Wine) with its own environment
             "-m",
             "lanchat",
             "--headless",
@@ -49,7 +50,7 @@ class LanNode:
         self.stderr_path = profile.parent / f"{profile.name}.stderr"
         with self.stderr_path.open("ab") as err:
             self.proc = lan.spawn(
-                host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+                host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env
             )
         self.events = reader_for(self.proc.stdout)
 
@@ -78,7 +79,7 @@ class LanNode:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        self.proc.kill()  # SIGKILL
         self.proc.wait(timeout=5)
 
     def stderr(self) -> str:

@@ -207,8 +207,8 @@ def test_only_headless_mode_logs_to_stderr(args: list[str], to_stderr: bool) -> 
 # Runs a headless start up to the event loop, then lists what it imported that only the
 # screen, the doctor or an interactive first run needs (each costs start-up CPU).
 _HEADLESS_IMPORTS = """
-import asyncio, json, sys
-import lanchat.cli
+import json, sys
+import lanchat.cli, lanchat.oscompat
 
 def report(coro):
     coro.close()
@@ -216,7 +216,7 @@ def report(coro):
     print(json.dumps(sorted(name for name in unwanted if name in sys.modules)))
     return 0
 
-asyncio.run = report
+lanchat.oscompat.run = report  # how every front end runs its loop
 sys.exit(lanchat.cli.main(sys.argv[1:]))
 """
 
@@ -233,3 +233,19 @@ def test_a_headless_start_imports_only_what_it_uses(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(
+    ("platform", "words"),
+    [
+        ("win32", "Private networks"),
+        ("darwin", "Local Network"),
+        ("linux", "UDP port 5353"),
+    ],
+)
+def test_doctor_gives_firewall_advice_for_the_os_it_runs_on(platform: str, words: str) -> None:
+    from lanchat.doctor import firewall_advice
+
+    advice = firewall_advice("multicast", platform)
+    assert words in advice
+    assert "--connect HOST" in advice  # the way around a firewall that cannot be changed

@@ -169,15 +169,16 @@ def test_faq_file_entries_come_first_and_bad_files_are_refused(tmp_path: Path) -
 
 def test_queue_log_folds_events_into_one_record_per_hand() -> None:
     qlog = help_log.QueueLog("mentorX")
+    T0 = 1_700_000_000.0  # a real date: Windows cannot show times near 1970 in local time
     entry = {"n": 1, "id": "h1", "who": "stu", "topic": "loop", "anon": False, "claimed_by": ""}
     anon = {**entry, "n": 2, "id": "h2", "who": "anon-1a2b", "topic": "pointer", "anon": True}
-    qlog.feed({"ev": "queue", "t": 100.0, "entries": [{**entry, "waiting_s": 5.0}]})
-    qlog.feed({"ev": "queue", "t": 110.0, "entries": [{**entry, "waiting_s": 15.0}, anon]})
-    qlog.feed({"ev": "claimed", "t": 120.0, "id": "h1", "who": "stu", "anon": False})
-    qlog.feed({"ev": "queue", "t": 120.0, "entries": [{**entry, "claimed_by": "mentorX"}]})
-    qlog.feed({"ev": "hand", "t": 130.0, "id": "h1", "state": "done", "who": "stu"})
-    qlog.feed({"ev": "queue", "t": 130.0, "entries": []})
-    rows = {r[0]: dict(zip(help_log.LIVE_COLUMNS, r, strict=True)) for r in qlog.rows(200.0)}
+    qlog.feed({"ev": "queue", "t": T0 + 100.0, "entries": [{**entry, "waiting_s": 5.0}]})
+    qlog.feed({"ev": "queue", "t": T0 + 110.0, "entries": [{**entry, "waiting_s": 15.0}, anon]})
+    qlog.feed({"ev": "claimed", "t": T0 + 120.0, "id": "h1", "who": "stu", "anon": False})
+    qlog.feed({"ev": "queue", "t": T0 + 120.0, "entries": [{**entry, "claimed_by": "mentorX"}]})
+    qlog.feed({"ev": "hand", "t": T0 + 130.0, "id": "h1", "state": "done", "who": "stu"})
+    qlog.feed({"ev": "queue", "t": T0 + 130.0, "entries": []})
+    rows = {r[0]: dict(zip(help_log.LIVE_COLUMNS, r, strict=True)) for r in qlog.rows(T0 + 200.0)}
     assert rows["h1"]["claimed_by"] == "mentorX"
     assert rows["h1"]["waiting_s"] == "25.0"  # raised at 95, claimed at 120
     assert rows["h1"]["outcome"] == "done"

@@ -23,6 +23,7 @@ from lanchat.headless import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     import pytest
@@ -133,12 +134,20 @@ def test_no_event_waits_while_the_loop_sleeps() -> None:
     async def main() -> None:
         emit = EventWriter(stream)
         loop = asyncio.get_running_loop()
+        emitted = loop.create_future()
+
+        def later() -> None:
+            emit(event(2))
+            emitted.set_result(None)
+
         loop.call_soon(emit, event(1))
-        loop.call_later(0.01, emit, event(2))
-        await asyncio.sleep(0.005)
+        loop.call_later(0.5, later)  # far beyond the two iterations below, on any OS
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         assert lines(stream.flushed) == [event(1)]
-        await asyncio.sleep(0.1)
-        assert lines(stream.flushed) == [event(1), event(2)]
+        await emitted  # the loop had nothing due for a long while after this callback...
+        await asyncio.sleep(0)
+        assert lines(stream.flushed) == [event(1), event(2)]  # ...and flushed at once
 
     asyncio.run(main())
 
@@ -173,9 +182,31 @@ def test_an_event_from_another_thread_is_flushed_at_once_after_the_loops_own() -
     asyncio.run(main())
 
 
+def drained(read_fd: int) -> Callable[[], bytes]:
+    """Read the pipe to its end in a thread (a pipe holds 4 KiB on Windows, less than a test
+    writes); the returned function waits for the end and gives what was read."""
+    chunks: list[bytes] = []
+
+    def pump() -> None:
+        with open(read_fd, "rb", buffering=0) as reader:
+            while chunk := reader.read(65536):
+                chunks.append(chunk)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def result() -> bytes:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the pipe was not closed"
+        return b"".join(chunks)
+
+    return result
+
+
 def test_a_real_pipe_gets_whole_lines_in_order() -> None:
     read_fd, write_fd = os.pipe()
-    with open(write_fd, "w", encoding="utf-8") as stream, open(read_fd, "rb") as reader:
+    received = drained(read_fd)
+    with open(write_fd, "w", encoding="utf-8") as stream:
 
         async def main() -> None:
             emit = EventWriter(stream)
@@ -184,8 +215,7 @@ def test_a_real_pipe_gets_whole_lines_in_order() -> None:
             await asyncio.sleep(0)
 
         asyncio.run(main())
-        os.set_blocking(read_fd, False)
-        data = reader.read()
+    data = received()
     assert [json.loads(line) for line in data.splitlines()] == [
         event(n, "x" * 200) for n in range(50)
     ]
@@ -206,13 +236,15 @@ def test_a_reader_that_went_away_does_not_stop_the_writer() -> None:
         asyncio.run(main())
         emit.flush()
     finally:
-        with contextlib.suppress(BrokenPipeError):
-            stream.close()  # what is left in the buffer cannot go anywhere
+        # What is left in the buffer cannot go anywhere (BrokenPipeError; on Windows EINVAL).
+        with contextlib.suppress(OSError):
+            stream.close()
 
 
 def test_an_event_that_cannot_be_encoded_loses_only_itself() -> None:
     read_fd, write_fd = os.pipe()
-    with open(write_fd, "w", encoding="utf-8") as stream, open(read_fd, "rb") as reader:
+    received = drained(read_fd)
+    with open(write_fd, "w", encoding="utf-8") as stream:
 
         async def main() -> None:
             emit = EventWriter(stream)
@@ -222,8 +254,7 @@ def test_an_event_that_cannot_be_encoded_loses_only_itself() -> None:
             await asyncio.sleep(0)
 
         asyncio.run(main())
-        os.set_blocking(read_fd, False)
-        data = reader.read()
+    data = received()
     assert [json.loads(line) for line in data.splitlines()] == [event(1), event(3)]
 
 

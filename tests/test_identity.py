@@ -7,6 +7,7 @@ import nacl.bindings
 import nacl.signing
 import pytest
 
+from lanchat import oscompat
 from lanchat.identity import (
     IDENTITY_FILE,
     CryptoError,
@@ -45,7 +46,7 @@ def test_load_or_create_twice_gives_the_same_key(tmp_path: Path) -> None:
 def test_key_file_is_private_and_holds_only_the_seed(tmp_path: Path) -> None:
     identity = Identity.load_or_create(tmp_path)
     path = tmp_path / IDENTITY_FILE
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == (0o600 if oscompat.POSIX_PERMISSIONS else 0o666)
     assert nacl.signing.SigningKey(path.read_bytes()).verify_key.encode() == identity.key
 
 

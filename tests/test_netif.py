@@ -198,3 +198,17 @@ def test_the_system_listing_is_reused_for_a_moment_then_taken_again(
     assert list_interfaces() == list_interfaces(LAPTOP)
     assert len(calls) == 2
     monkeypatch.setattr(netif, "_system_listing", None)
+
+
+def test_link_state_without_sys_follows_the_interface_address() -> None:
+    # macOS and Windows have no /sys/class/net: an interface is up while it holds IPv4.
+    wifi = adapter("en0", ("192.168.1.23", 24))
+    assert netif.link_state("en0", [wifi]) == "up"
+    assert netif.link_state("en0", [adapter("en0", ("fe80::1", 64))]) == "down"
+    assert netif.link_state("en0", [adapter("en0")]) == "down"
+    assert netif.link_state("en0", [adapter("en1", ("192.168.1.24", 24))]) == "down"
+
+
+def test_link_state_of_this_machine_is_known_for_its_loopback() -> None:
+    loopback = next(c for c in netif.list_interfaces() if c.reason == netif.REASON_LOOPBACK)
+    assert netif.link_state(loopback.name) in ("up", "unknown")  # Linux says "unknown" for lo

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lanchat import oscompat
 from lanchat.store import (
     HistoryRecord,
     OutboxItem,
@@ -73,10 +73,20 @@ def python_env() -> dict[str, str]:
 # profile directory
 
 
+def assert_unlocked(directory: Path) -> None:
+    fd = os.open(directory / "lock", os.O_RDWR | oscompat.O_BINARY)
+    try:
+        oscompat.lock_file(fd)  # would raise BlockingIOError if still held
+    finally:
+        os.close(fd)
+
+
 def test_open_creates_private_directory_and_files(profile: Profile, profile_dir: Path) -> None:
-    assert stat.S_IMODE(profile_dir.stat().st_mode) == 0o700
+    # Windows has no such bits (st_mode says read-write for everyone); see oscompat.
+    private_dir, private_file = (0o700, 0o600) if oscompat.POSIX_PERMISSIONS else (0o777, 0o666)
+    assert stat.S_IMODE(profile_dir.stat().st_mode) == private_dir
     for name in ("lock", "state.json", "history.sqlite3"):
-        assert stat.S_IMODE((profile_dir / name).stat().st_mode) == 0o600, name
+        assert stat.S_IMODE((profile_dir / name).stat().st_mode) == private_file, name
     assert (profile_dir / "lock").read_text().strip() == str(os.getpid())
 
 
@@ -158,8 +168,7 @@ def test_lock_released_when_open_fails(profile_dir: Path) -> None:
     (profile_dir / "state.json").write_bytes(b"\x00garbage")
     with pytest.raises(ProfileCorrupt):
         Profile.open(profile_dir)
-    with open(profile_dir / "lock", "rb") as f:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
+    assert_unlocked(profile_dir)
 
 
 # state: settings
@@ -273,8 +282,10 @@ def test_set_pins_is_set_pin_for_many_in_one_write(
 ) -> None:
     profile.state.set_pin("ada", KEY_A, now=1.0)
     writes: list[int] = []
-    original = os.replace
-    monkeypatch.setattr(os, "replace", lambda a, b: (writes.append(1), original(a, b)))
+    original = oscompat.replace_durably
+    monkeypatch.setattr(
+        oscompat, "replace_durably", lambda a, b: (writes.append(1), original(a, b))
+    )
     profile.state.set_pins([("bob", KEY_B), ("cy", KEY_C)], now=5.0)
     assert len(writes) == 1  # a roster of newcomers costs one atomic write
     profile.state.set_pins([("Ada", KEY_A), ("dee", KEY_D)], now=7.0)
@@ -552,5 +563,4 @@ def test_corrupt_history_is_reported_and_left_alone(
     assert "nothing was overwritten" in message
     assert path.read_bytes() == content
     assert not (profile_dir / "history.sqlite3-wal").exists()
-    with open(profile_dir / "lock", "rb") as f:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the failed open released the lock
+    assert_unlocked(profile_dir)  # the failed open released the lock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -382,10 +383,10 @@ def test_send_share_and_path_completion(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with running() as (screen, node, pipe):
-            pipe.send_text(f"/send bob {tmp_path}/data" + TAB)
+            pipe.send_text(f"/send bob {tmp_path}{os.sep}data" + TAB)  # as each OS spells it
             await until(screen, lambda: screen.buffer.text.endswith("dataset.bin"))
             pipe.send_text(ENTER)
-            pipe.send_text(f"/share {tmp_path}/dataset.bin" + ENTER)
+            pipe.send_text(f"/share {tmp_path}{os.sep}dataset.bin" + ENTER)
             await until(screen, lambda: bool(node.named("share")))
             path = str(tmp_path / "dataset.bin")
             assert node.named("send") == [{"cmd": "send", "to": "bob", "path": path}]
@@ -442,7 +443,10 @@ def test_desktop_notifications_for_other_chats_until_turned_off() -> None:
 def test_the_notify_setting_is_read_from_the_profile() -> None:
     settings = FakeSettings()
     settings.values["notify"] = False
-    screen = ChatScreen(ViewModel("me", "lobby"), output=DummyOutput(), settings=settings)
+    with create_pipe_input() as pipe:  # no console to read from (Windows would look for one)
+        screen = ChatScreen(
+            ViewModel("me", "lobby"), input=pipe, output=DummyOutput(), settings=settings
+        )
     assert not screen.notify_enabled
 
 
@@ -502,6 +506,17 @@ def test_the_desktop_notifier_is_found_only_where_a_command_exists() -> None:
     assert argv[0] == "/usr/bin/osascript"
     assert argv[-2:] == ["ann", 'say "hi" end tell']  # data, never script source
     assert linux._argv("ann", "-x")[-3:] == ["--", "ann", "-x"]
+    windows = DesktopNotifier.find(which=lambda name: f"C:\\{name}.exe", platform="win32")
+    assert windows is not None
+    assert windows._env is not None
+    toast = windows._argv("ann", "'; Remove-Item *")
+    assert toast[0] == "C:\\powershell.exe"
+    assert all("Remove-Item" not in arg for arg in toast)  # the texts are never source...
+    assert windows._env("ann", "'; Remove-Item *") == {  # ...only data, in the environment
+        "LANCHAT_TITLE": "ann",
+        "LANCHAT_BODY": "'; Remove-Item *",
+    }
+    assert DesktopNotifier.find(which=lambda name: None, platform="win32") is None
 
 
 def test_the_desktop_notifier_runs_in_the_background(tmp_path: Path) -> None:
@@ -713,5 +728,36 @@ def test_save_writes_the_last_code_block_and_ctrl_o_unfolds(tmp_path: Path) -> N
             assert not screen.model.current_conversation.unfolded
             pipe.send_text(CTRL_O)
             await until(screen, lambda: screen.model.current_conversation.unfolded)
+
+    run(scenario)
+
+
+def test_a_directory_completes_with_this_os_separator(tmp_path: Path) -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from lanchat.ui.completion import ChatCompleter
+
+    (tmp_path / "slides").mkdir()
+    typed = f"/share {tmp_path}{os.sep}sli"
+    found = list(
+        ChatCompleter(ViewModel("me", "lobby")).get_completions(Document(typed), CompleteEvent())
+    )
+    assert [(c.text, c.display_text) for c in found] == [
+        ("des", "slides" + os.sep)
+    ]  # "\\" on Windows
+
+
+def test_draining_notifications_that_already_finished_returns() -> None:
+    async def finished() -> None:
+        return None
+
+    async def scenario() -> None:
+        notifier = DesktopNotifier(lambda _title, _body: [sys.executable, "-c", "pass"])
+        task = asyncio.ensure_future(finished())
+        await task
+        notifier._running.add(task)  # done, and no done callback left to take it out
+        await asyncio.wait_for(notifier.drain(), WAIT_S)  # spun forever before
+        assert not notifier._running
 
     run(scenario)

@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -56,6 +57,10 @@ TERM_GRACE_S = 1.0
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,31}$")
 # Namespaces of ours: lct<pid>x<counter>-sw / -h<N>.
 _OURS_RE = re.compile(rf"^{PREFIX_STEM}(\d+)x(\d+)-(?:sw|h\d+)$")
+
+# Windows has no SIGKILL; nothing runs a lab there (missing_requirements), but the module
+# must import so that the suite can be collected.
+SIGKILL: int = getattr(signal, "SIGKILL", signal.SIGTERM)
 
 _counter = itertools.count(1)
 _live: set[VirtualLan] = set()
@@ -89,6 +94,8 @@ def _list_netns() -> list[str]:
 
 def missing_requirements() -> str | None:
     """Why virtual LANs cannot be built here, or None if they can."""
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces exist only on Linux, not {sys.platform}"
     if os.geteuid() != 0:
         return "not running as root"
     if shutil.which("ip") is None:
@@ -149,7 +156,7 @@ def _kill_pids(pids: Iterable[int], grace_s: float = TERM_GRACE_S) -> None:
         alive = {pid for pid in alive if _pid_alive(pid)}
     for pid in alive:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
 
 
 def _delete_namespaces(namespaces: Sequence[str]) -> None:
@@ -425,13 +432,13 @@ class VirtualLan:
         with self._lock:
             return [p for host, p in self._procs if i is None or host == i]
 
-    def kill(self, i: int, sig: int = signal.SIGKILL) -> list[int]:
+    def kill(self, i: int, sig: int = SIGKILL) -> list[int]:
         """Send `sig` to every process in host i (default SIGKILL: vanish without a goodbye)."""
         pids = pids_in_netns([self.ns(i)])
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
+        if sig in (SIGKILL, signal.SIGTERM):
             for proc in self.procs(i):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import logging.handlers
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from prompt_toolkit import PromptSession
 from prompt_toolkit.validation import ValidationError, Validator
 
+from lanchat import oscompat
 from lanchat.core.handles import HandleError, suggest_handle, validate_handle
 from lanchat.node import Node
 from lanchat.profile_setup import EXIT_USAGE, check_options, login_name, prepare
@@ -182,7 +182,7 @@ def run_interactive(args: argparse.Namespace) -> int:
                 print(f"lanchat: {event.get('message')}", file=sys.stderr)
         return node
     try:
-        return asyncio.run(_chat(node, relay))
+        return oscompat.run(_chat(node, relay))
     finally:
         node.profile.close()
 
@@ -197,9 +197,8 @@ async def _chat(node: Node, relay: EventRelay) -> int:
     )
     relay.connect(screen.on_event)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, screen.quit)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        oscompat.install_stop_handlers(loop, screen.quit, oscompat.stop_signal_names(hangup=True))
 
     def rebuild(handle: str) -> Node:
         # Same profile and identity, new handle: what prepare() does, minus opening them.

@@ -3,6 +3,7 @@ and ids (and of @mentions)."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.completion import Completer, Completion, PathCompleter
@@ -61,7 +62,8 @@ class ChatCompleter(Completer):
         handles = 1 if spec.handle_arg else 0
         if spec.path_arg and len(args) > handles:
             path = before.split(" ", 1 + handles)[1 + handles]
-            yield from self._paths.get_completions(Document(path), complete_event)
+            for completion in self._paths.get_completions(Document(path), complete_event):
+                yield _native_separator(completion)
             return
         typed = args[-1]
         if spec.handle_arg and len(args) == 1:
@@ -74,6 +76,19 @@ class ChatCompleter(Completer):
             for word, meta in self.model.id_candidates(name):
                 if word.startswith(typed.lower()):
                     yield Completion(word, -len(typed), display_meta=meta)
+
+
+def _native_separator(completion: Completion) -> Completion:
+    """prompt_toolkit shows a directory as "name/"; Windows users see and type "name\\"."""
+    shown = completion.display_text
+    if os.sep == "/" or not shown.endswith("/"):
+        return completion
+    return Completion(
+        completion.text,
+        completion.start_position,
+        display=shown[:-1] + os.sep,
+        display_meta=completion.display_meta,
+    )
 
 
 def _handles(candidates: Iterable[str], typed: str) -> Iterable[Completion]:
