@@ -80,7 +80,8 @@ class Counter:
 
 
 class PausingService(FileService):
-    """Serves about `pause_after` chunks, then hangs (a sender whose link is about to drop)."""
+    """Serves about `pause_after` distinct chunks (at least one batch), then hangs (a sender
+    whose link is about to drop)."""
 
     pause_after = 10**9
 
@@ -91,7 +92,11 @@ class PausingService(FileService):
         self.paused = asyncio.Event()
 
     async def _read_chunks(self, wanted: list[tuple[_Served, int]]) -> list[bytes | None]:
-        if self.served + len(wanted) > self.pause_after:
+        # Chunks asked for again do not count: on a slow machine the receiver retries (on a
+        # new socket) before the first replies reach it, and a pause then would leave no
+        # partial file to resume from.
+        fresh = {index for _served, index in wanted} - self.indices
+        if self.indices and len(self.indices) + len(fresh) > self.pause_after:
             self.paused.set()
             await asyncio.Future()  # until close() cancels the server
         self.served += len(wanted)
