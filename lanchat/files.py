@@ -43,6 +43,7 @@ from lanchat.core.files import (
     safe_filename,
     unique_name,
 )
+from lanchat.core.units import human_size
 from lanchat.transport import (
     authenticated_key,
     curve_client_socket,
@@ -323,8 +324,8 @@ class FileService:
             size = os.fstat(fd).st_size
             if size > self.max_file_bytes:
                 raise FileError(
-                    f"{path.name} is {_human(size)}; files up to "
-                    f"{_human(self.max_file_bytes)} can be sent"
+                    f"{path.name} is {human_size(size)}; files up to "
+                    f"{human_size(self.max_file_bytes)} can be sent"
                 )
             try:
                 digest = await asyncio.to_thread(_hash_fd, fd, size)
@@ -434,7 +435,8 @@ class FileService:
         if offer.size > self.max_file_bytes:
             raise _Failed(
                 "too_large",
-                f"{name} is {_human(offer.size)}; the limit is {_human(self.max_file_bytes)}",
+                f"{name} is {human_size(offer.size)}; "
+                f"the limit is {human_size(self.max_file_bytes)}",
             )
         part = self.downloads / f".{name}.{offer.offer_id}.part"
         have = _resumable_bytes(part, offer)
@@ -443,8 +445,8 @@ class FileService:
         if free - need < FREE_SPACE_MARGIN_BYTES:
             raise _Failed(
                 "no_space",
-                f"{name} needs {_human(need)} but only {_human(free)} is free in "
-                f"{self.downloads} (keeping {_human(FREE_SPACE_MARGIN_BYTES)} spare)",
+                f"{name} needs {human_size(need)} but only {human_size(free)} is free in "
+                f"{self.downloads} (keeping {human_size(FREE_SPACE_MARGIN_BYTES)} spare)",
             )
         self.downloads.mkdir(parents=True, exist_ok=True)
         fetch = _Fetch(self, job, name, part, have)
@@ -790,12 +792,3 @@ def _explain(reason: str, name: str) -> str:
         "withdrawn": f"{name} is no longer offered",
         "unreadable": f"the sender can no longer read {name}",
     }.get(reason, f"the sender of {name} answered something unexpected")
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from lanchat.core.friendship import Friendship
 from lanchat.core.handles import handle_key
 from lanchat.core.text import clean_text, safe_label
+from lanchat.core.units import human_size
 from lanchat.ui.commands import (
     ACTION_PREFIX,
     MAX_HISTORY,
@@ -340,16 +341,6 @@ def peer_key(handle: str) -> str:
 
 def short_id(value: str) -> str:
     return value[:_SHORT_ID]
-
-
-def human_size(size: float) -> str:
-    """Bytes for people: 512 B, 3.0 MB (powers of 1000, like file managers)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def ordinal(n: int) -> str:
