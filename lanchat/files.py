@@ -67,6 +67,10 @@ _DENIED: Final = b"denied"
 _UNKNOWN: Final = b"unknown"
 _RANGE: Final = b"range"
 _IO: Final = b"io"
+# A request for this chunk index says "fetched whole, and the SHA-256 matched": the server
+# tells its user who has the file (``file_fetched``). No chunk has this index.
+_FETCHED_INDEX: Final = (1 << 64) - 1
+_FETCHED_LINGER_MS: Final = 1000  # the notice may still leave after its socket is closed
 # Server status -> file_failed reason on the receiving side.
 _REASONS: Final = {_DENIED: "denied", _UNKNOWN: "withdrawn", _RANGE: "protocol", _IO: "unreadable"}
 _HASH_READ_BYTES: Final = 1024 * 1024
@@ -214,6 +218,7 @@ class FileService:
         emit: Callable[[dict[str, Any]], None],
         authorize: Callable[[str, bytes], bool],
         *,
+        on_fetched: Callable[[str, bytes], None] = lambda _offer_id, _key: None,
         max_file_bytes: int = MAX_FILE_BYTES,
         stall_timeout_s: float = STALL_TIMEOUT_S,
         retry_s: float = RETRY_S,
@@ -230,6 +235,7 @@ class FileService:
         self._ctx = ctx
         self._emit = emit
         self._authorize = authorize
+        self._on_fetched = on_fetched  # (offer id, the fetcher's CURVE key)
         self._router: zmq.asyncio.Socket | None = None
         self.port = 0
         self._served: dict[str, _Served] = {}
@@ -295,6 +301,8 @@ class FileService:
                 replies.append([*head, _UNKNOWN, b""])
             elif not self._authorize(offer_id, authenticated_key(frames[1])):
                 replies.append([*head, _DENIED, b""])
+            elif index == _FETCHED_INDEX:
+                self._on_fetched(offer_id, authenticated_key(frames[1]))  # no answer needed
             elif not 0 <= index < served.offer.chunks:
                 replies.append([*head, _RANGE, b""])
             else:
@@ -462,6 +470,7 @@ class FileService:
             part.unlink(missing_ok=True)
             raise _Failed("hash_mismatch", f"{name} arrived damaged (SHA-256 mismatch); deleted")
         final = await asyncio.to_thread(_publish, part, self.downloads, name)
+        self._tell_fetched(offer)
         self._emit(
             {
                 "ev": "file_done",
@@ -473,6 +482,16 @@ class FileService:
             }
         )
         return final
+
+    def _tell_fetched(self, offer: FileOffer) -> None:
+        """Tell the server we have the whole file, verified (best effort: a courtesy)."""
+        sock = self._client_socket(offer)
+        try:
+            frames = [bytes.fromhex(offer.offer_id), _FETCHED_INDEX.to_bytes(8, "big")]
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart(frames, zmq.NOBLOCK)
+        finally:
+            sock.close(linger=_FETCHED_LINGER_MS)
 
     def _client_socket(self, offer: FileOffer) -> zmq.asyncio.Socket:
         sock = curve_client_socket(

@@ -100,8 +100,14 @@ def test_a_late_joiner_catches_up_on_the_recent_public_messages(tmp_path: Path) 
         assert sorted(e["text"] for e in fay.of("public")) == sorted(
             f"before {n}" for n in range(said)
         )
+        # The catch-up is marked as a replay; what is said from now on is live.
+        assert all(e.get("replay") is True for e in fay.of("public"))
         room["bob"].do("say", text="welcome fay")
-        await fay.wait("public", text="welcome fay", **{"from": "bob"})
+        live = await fay.wait("public", text="welcome fay", **{"from": "bob"})
+        assert "replay" not in live
+        assert not any(
+            "replay" in e for m in room.running() if m is not fay for e in m.of("public")
+        )
         await room["bob"].wait("peer_up", handle="fay")
         assert max(fay.public_ids().values()) == 1
 

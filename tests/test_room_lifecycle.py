@@ -181,5 +181,9 @@ def test_a_shared_file_is_fetched_peer_to_peer(tmp_path: Path) -> None:
         bob.do("accept_file", id=offered["id"])
         done = await bob.wait("file_done", id=offered["id"])
         assert Path(done["path"]).read_bytes() == content
+        # The sharer learns who has it (once the fetcher verified it), and only that.
+        fetched = await ann.wait("file_fetched", id=offered["id"])
+        assert fetched["by"] == "bob"
+        assert ann.of("file_fetched") == [fetched]
 
     in_room(tmp_path, scenario)

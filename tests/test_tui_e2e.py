@@ -468,11 +468,6 @@ def test_rooms_and_moving_room(room: Room, tmp_path: Path) -> None:
         other.quit()
 
 
-@pytest.mark.xfail(
-    reason="needs the node: a 'file_fetched' event {id, by} to the sender when a recipient "
-    "has fetched the whole file",
-    strict=False,
-)
 def test_the_sender_sees_who_fetched_a_file(room: Room, tmp_path: Path) -> None:
     shared = tmp_path / "notes.txt"
     shared.write_text("the wiring diagram\n")

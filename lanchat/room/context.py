@@ -8,12 +8,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanchat.store import HistoryRecord
+
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Coroutine
 
     from lanchat import identity as ident
-    from lanchat.store import HistoryRecord, Profile
+    from lanchat.store import Profile
 
 __all__ = ["PUBLIC", "CommandError", "NodeConfig", "NodeExit", "RoomContext"]
 
@@ -88,8 +90,6 @@ class RoomContext:
 
     def store_outgoing(self, msg_id: str, conversation: str, text: str, sent_t: float) -> None:
         """A text of ours in the history of ``conversation`` (public, private or a hand's)."""
-        from lanchat.store import HistoryRecord
-
         self.profile.history.append(
             HistoryRecord(
                 id=msg_id,
@@ -102,7 +102,3 @@ class RoomContext:
                 outgoing=True,
             )
         )
-
-    def record(self, record: HistoryRecord) -> bool:
-        """Store an incoming message; False if it was seen before."""
-        return self.profile.history.append(record)

@@ -86,6 +86,12 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/save", "/save path", "save the last code block of this chat", path_arg=True),
     CommandSpec("/rooms", "/rooms", "the rooms on the network, with their size", bare="alone"),
     CommandSpec("/room", "/room NAME", "move to room NAME"),
+    CommandSpec(
+        "/serve-install",
+        "/serve-install [folder]",
+        "mentors: hand lanchat to laptops without internet",
+        path_arg=True,
+    ),
     CommandSpec("/hand", "/hand [--anon] [topic]", "ask a mentor for help", choices=(("--anon",),)),
     CommandSpec("/done", "/done [id]", "lower your hand, or end a help session"),
     CommandSpec("/queue", "/queue", "mentors: list the help queue", bare="alone"),
@@ -127,6 +133,7 @@ HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/clear", "empty this chat's window (the history stays)"),
     ("/save path", "save the last code block of this chat to a file"),
     ("/rooms, /room NAME", "the rooms on the network / move to room NAME"),
+    ("/serve-install [folder]", "serve lanchat to laptops without internet"),
     ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
     ("/done [id], /queue, /claim N", "end a hand · mentors: the queue, help hand N"),
     ("/status S [text]", "online, away or busy, e.g. /status away lunch"),
@@ -315,6 +322,14 @@ def _save(rest: str, _words: list[str], _ctx: InputContext) -> LocalAction:
     return LocalAction(Action.SAVE, _path(rest))
 
 
+def _serve_install(rest: str, _words: list[str], _ctx: InputContext) -> Command:
+    """The wheelhouse ``lanchat bundle`` made (in the profile, or the folder given)."""
+    cmd: dict[str, Any] = {"cmd": "serve_install"}
+    if rest.strip():
+        cmd["dir"] = _path(rest)
+    return Command(cmd)
+
+
 def _room(_rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) != 1:
         raise _UsageError()
@@ -500,6 +515,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "/save": _save,
     "/rooms": _bare("rooms"),
     "/room": _room,
+    "/serve-install": _serve_install,
     "/hand": _hand,
     "/done": _done,
     "/queue": _bare("queue"),

@@ -1083,6 +1083,13 @@ class ViewModel:
             self.note(f"  {room.name}  {people}{here}", now)
         self.note("/room NAME moves there", now)
 
+    def _on_install_server(self, ev: Mapping[str, Any], now: float) -> None:
+        """Our install server is up: the lines to show the room (put it on the projector)."""
+        self.note("━━━ laptops without lanchat and without internet: install it from here ━━━", now)
+        self.note(f"  Windows:      {_text(ev.get('windows')) or _text(ev.get('command'))}", now)
+        self.note(f"  macOS/Linux:  {_text(ev.get('unix')) or _text(ev.get('command'))}", now)
+        self.note(f"  or open {_text(ev.get('url'))} in a browser; then run: lanchat", now)
+
     def _on_room(self, ev: Mapping[str, Any], now: float) -> None:
         """We moved to another room: its people and messages replace the old room's."""
         name = label(ev.get("name"))
