@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from lanchat.core import friendship as fs
+from lanchat.core.handles import RoomError, room_key, validate_room
 from lanchat.room.context import CommandError
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Cmd(StrEnum):
     STATUS = "status"
     UNFRIEND = "unfriend"
     ROOMS = "rooms"
+    ROOM = "room"
     SERVE_INSTALL = "serve_install"
     QUIT = "quit"
 
@@ -114,6 +116,7 @@ class Commands:
         relay_counters: Callable[[], Mapping[str, int]],
         rooms: Callable[[], list[dict[str, Any]]],
         install: InstallService,
+        move_to_room: Callable[[str], None],
     ) -> None:
         self._ctx = ctx
         self._status = status
@@ -126,6 +129,7 @@ class Commands:
         self._stop = stop
         self._relay_counters = relay_counters
         self._install = install
+        self._move_to_room = move_to_room
         self._handlers: dict[Cmd, Callable[[_Args], str | None]] = {
             Cmd.SAY: lambda a: public.say(a.text("text")),
             Cmd.MSG: self._msg,
@@ -147,6 +151,7 @@ class Commands:
             Cmd.STATUS: self._status_cmd,
             Cmd.ROOMS: lambda _a: ctx.emit("rooms", rooms=rooms()),
             Cmd.SERVE_INSTALL: self._serve_install,
+            Cmd.ROOM: self._room,
             Cmd.QUIT: lambda _a: stop(),
         }
         for name, (field, move) in _FRIEND_MOVES.items():
@@ -236,6 +241,16 @@ class Commands:
 
     def _spawn_offer(self, path: Path, to: str | None) -> None:
         self._ctx.spawn(self._offers.offer(path, to))
+
+    def _room(self, args: _Args) -> None:
+        name = args.text("name")
+        try:
+            validate_room(name)
+        except RoomError as exc:
+            raise CommandError("bad_command", str(exc)) from None
+        if room_key(name) == room_key(self._ctx.cfg.room):
+            raise CommandError("bad_command", f"you are in room {self._ctx.cfg.room!r} already")
+        self._move_to_room(name)
 
     def _serve_install(self, args: _Args) -> None:
         directory, port = args.cmd.get("dir"), args.cmd.get("port")
