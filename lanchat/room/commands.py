@@ -1,18 +1,14 @@
-"""The node's command vocabulary (the ``cmd`` of the headless contract, docs/headless.md)
-and its dispatch to the part that owns each command.
-
-``Cmd`` names every command once; the front ends (the headless reader, the TUI's command
-line and view model) use these names, so the vocabulary cannot drift between them.
-"""
+"""The node's commands (``lanchat.core.vocabulary.Cmd``, the ``cmd`` of the headless
+contract, docs/headless.md) dispatched to the part that owns each one."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from lanchat.core import friendship as fs
 from lanchat.core.handles import RoomError, room_key, validate_room
+from lanchat.core.vocabulary import Cmd
 from lanchat.room.context import CommandError
 
 if TYPE_CHECKING:
@@ -31,37 +27,6 @@ __all__ = ["BACKGROUND_COMMANDS", "HISTORY_LIMIT_MAX", "Cmd", "Commands"]
 
 HISTORY_LIMIT_MAX: Final = 10_000
 HISTORY_LIMIT_DEFAULT: Final = 50
-
-
-class Cmd(StrEnum):
-    SAY = "say"
-    MSG = "msg"
-    HAND = "hand"
-    REQUEST = "request"
-    ACCEPT = "accept"
-    REJECT = "reject"
-    BLOCK = "block"
-    UNBLOCK = "unblock"
-    TRUST = "trust"
-    WHO = "who"
-    FRIENDS = "friends"
-    HISTORY = "history"
-    CLAIM = "claim"
-    DONE = "done"
-    QUEUE = "queue"
-    SEND = "send"
-    SHARE = "share"
-    ACCEPT_FILE = "accept_file"
-    DECLINE_FILE = "decline_file"
-    TYPING = "typing"
-    READ = "read"
-    SET = "set"
-    STATUS = "status"
-    UNFRIEND = "unfriend"
-    ROOMS = "rooms"
-    ROOM = "room"
-    SERVE_INSTALL = "serve_install"
-    QUIT = "quit"
 
 
 # A front end's own queries: not the user being active (no end of an automatic away).

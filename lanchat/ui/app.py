@@ -23,6 +23,7 @@ from prompt_toolkit.validation import ValidationError, Validator
 
 from lanchat import oscompat
 from lanchat.core.handles import HandleError, suggest_handle, validate_handle
+from lanchat.core.vocabulary import Cmd
 from lanchat.node import Node
 from lanchat.profile_setup import EXIT_USAGE, check_options, login_name, prepare
 from lanchat.ui.model import ViewModel
@@ -71,7 +72,7 @@ async def run_chat(
             await asyncio.wait({app_task, node_task}, return_when=asyncio.FIRST_COMPLETED)
             if not node_task.done():  # the screen is gone: make sure the node follows
                 with contextlib.suppress(Exception):
-                    node.execute({"cmd": "quit"})  # idempotent; works before the node's loop runs
+                    node.execute({"cmd": Cmd.QUIT})  # idempotent; works before the node's loop runs
                 commands.put_nowait(None)
                 return await _finish(node_task)
             screen.attach(None)
