@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanchat.core.events import Event, UnknownEvent, event_of
 from lanchat.store import HistoryRecord
 
 if TYPE_CHECKING:
@@ -79,7 +80,19 @@ class RoomContext:
     fatal: Callable[[NodeExit], None] = lambda exc: None
 
     def emit(self, ev: str, /, **fields: Any) -> None:
-        self.emit_raw({"ev": ev, "t": round(self.wall(), 6), **fields})
+        """Event ``ev`` of the contract (lanchat.core.events), checked as it is built."""
+        t = round(self.wall(), 6)
+        try:
+            event = event_of(ev, fields)
+        except (UnknownEvent, TypeError) as exc:
+            # A bug of ours, not the user's: say so, and still tell the front end.
+            log.error("event %r does not fit the contract (%s): %s", ev, exc, sorted(fields))
+            self.emit_raw({"ev": ev, "t": t, **fields})
+            return
+        self.emit_raw(event.to_json(t))
+
+    def emit_event(self, event: Event) -> None:
+        self.emit_raw(event.to_json(round(self.wall(), 6)))
 
     def error(self, code: str, message: str) -> None:
         self.emit("error", code=code, message=message)
