@@ -120,7 +120,7 @@ async def test_pip_wheel_is_served_and_runs_as_pip(wheelhouse: Path, tmp_path: P
         check=False,
     )
     assert ran.stdout.startswith("pip "), ran.stderr
-    assert f"from {wheel / 'pip'}" in ran.stdout  # pip runs from inside the wheel
+    assert f"from {wheel / 'pip'}" in ran.stdout  # pip.whl\pip on Windows
 
 
 @run_async
