@@ -172,14 +172,19 @@ class Room:
     def running(self) -> list[Member]:
         return [m for m in self.members.values() if m.running]
 
-    async def kill(self, member: Member) -> None:
-        """SIGKILL: its connections drop at once, its advert stays, no goodbye."""
-        self.lan.kill(member.address)
-        assert member.task is not None
-        member.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(member.task, WAIT_S)
-        member.node.profile.close()
+    async def kill(self, *members: Member) -> None:
+        """SIGKILL, all at the same instant: their connections drop at once, their adverts
+        stay, no goodbye."""
+        for member in members:
+            self.lan.kill(member.address)
+        for member in members:
+            assert member.task is not None
+            member.task.cancel()
+        for member in members:
+            assert member.task is not None
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(member.task, WAIT_S)
+            member.node.profile.close()
 
     async def quit(self, member: Member) -> int:
         """A clean quit (EOF on stdin): the exit status; the profile is free again."""

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from memroom import STUDENTS, Room, in_room, logged_errors
+from memroom import STUDENTS, Member, Room, in_room, logged_errors
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -90,3 +90,35 @@ def test_a_vanished_student_is_reported_down_within_the_client_timeout(
         print(f"dan reported down {took_s * 1000:.0f} ms after the kill")
 
     in_room(tmp_path, scenario)
+
+
+def test_when_the_broker_and_its_successor_die_together_the_next_in_line_takes_over(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        mia = room["mia"]
+        # The successor is the first student of the roster: whom the broker's own node
+        # names first (mentors first, then the longest running, then the smaller key).
+        first = _successor(room)
+        killed_at = time.monotonic()
+        await room.kill(mia, first)
+        survivors = room.running()
+        for member in survivors:
+            await member.wait("broker", epoch=2)
+        took_s = time.monotonic() - killed_at
+        (next_in_line,) = {m.of("broker", epoch=2)[0]["handle"] for m in survivors}
+        assert next_in_line not in ("mia", first.handle)
+        for member in survivors:
+            await member.see_online({m.handle for m in survivors if m is not member})
+        # Asking the dead successor costs the node's connect timeout (CONNECT_TIMEOUT_S).
+        assert took_s < 5.0
+        print(f"{next_in_line} took over {took_s * 1000:.0f} ms after the double kill")
+
+    in_room(tmp_path, scenario)
+
+
+def _successor(room: Room) -> Member:
+    """Who takes over if the broker dies now: the first student of the broker's last
+    roster (read, not driven: events do not tell the succession order)."""
+    roster = room["ann"].node.roster
+    return next(room.members[e.handle] for e in roster if e.handle != "mia")
