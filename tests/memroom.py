@@ -125,12 +125,14 @@ class Room:
         *,
         mentor: bool = False,
         directory: Path | None = None,
+        address: str | None = None,
         discovery: MemoryLan | None = None,
         connect: tuple[str, int] | None = None,
     ) -> Member:
         """A node (not started) with its own address and profile (``directory``, else a
-        new one); its adverts go on ``discovery``'s LAN, the room's unless given."""
-        address = f"127.0.0.{10 + len(self._made)}"
+        new one; ``address``, else a new one); its adverts go on ``discovery``'s LAN, the
+        room's unless given."""
+        address = address or f"127.0.0.{10 + len(self._made)}"
         directory = directory or self.tmp_path / f"{handle}-{len(self._made)}"
         profile = Profile.open(directory)
         identity = Identity.load_or_create(directory)

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from memroom import STUDENTS, Member, Room, in_room, logged_errors
+from memroom import STUDENTS, Member, Room, in_room, logged_errors, run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -122,3 +122,83 @@ def _successor(room: Room) -> Member:
     roster (read, not driven: events do not tell the succession order)."""
     roster = room["ann"].node.roster
     return next(room.members[e.handle] for e in roster if e.handle != "mia")
+
+
+def test_a_help_session_goes_on_through_a_failover(tmp_path: Path) -> None:
+    """Two mentors: when the broker's dies, the other (first in line, as a mentor) takes
+    over, and the hand it claimed, its queue and its session with the student go on."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            mia, max_ = room.add("mia", mentor=True), room.add("max", mentor=True)
+            students = [room.add(h) for h in STUDENTS[:3]]
+            room.start(mia, max_, *students)
+            await room.settled("mia")
+            ann, bob = room["ann"], room["bob"]
+            ann.do("hand", topic="recursion")
+            hand_id = (await ann.wait("hand", state="raised"))["id"]
+            bob.do("hand", topic="still waiting")
+            await max_.until(
+                lambda: any(len(q["entries"]) == 2 for q in max_.of("queue")), "2 hands"
+            )
+            max_.do("claim", id=hand_id)
+            await max_.wait("claimed", id=hand_id)
+            await ann.wait("hand", id=hand_id, state="claimed", mentor="max")
+            ann.do("msg", to="max", text="before")
+            await max_.wait("private", text="before", hand=hand_id)
+
+            await room.kill(mia)
+            ann.do("msg", to="max", text="during")
+            for member in room.running():
+                await member.wait("broker", handle="max", epoch=2)
+            await max_.wait("private", text="during", hand=hand_id)
+            max_.do("msg", to="ann", text="after")
+            await ann.wait("private", text="after", hand=hand_id)
+            # The new broker's queue is rebuilt from the hands re-sent to it.
+            max_.do("queue")
+            await max_.until(
+                lambda: (
+                    [e["id"] for e in max_.of("queue")[-1]["entries"]][:1] == [hand_id]
+                    and len(max_.of("queue")[-1]["entries"]) == 2
+                ),
+                "both hands queued again",
+            )
+            max_.do("done", id=hand_id)
+            await ann.wait("hand", id=hand_id, state="done")
+            await bob.wait("hand", state="waiting", position=1)
+            assert [e["text"] for e in ann.of("private")] == ["after"]
+            assert [e["text"] for e in max_.of("private")] == ["before", "during"]
+        finally:
+            await room.close()
+
+    run(main())
+
+
+def test_a_killed_student_that_restarts_at_once_is_back_in_the_room(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        await _befriend(ann, bob)
+        directory = bob.node.profile.directory
+        await room.kill(bob)
+        back = room.add("bob", directory=directory, address=bob.address)  # same laptop
+        room.start(back)
+        await back.wait("broker", handle="mia")
+        await back.see_online({"mia", "ann", "cat", "dan"})
+        ann.do("msg", to="bob", text="you blinked")
+        await back.wait("private", text="you blinked", **{"from": "ann"})
+        ann.do("say", text="everyone here?")
+        await back.wait("public", text="everyone here?")
+        # Its old connection is replaced by the new one: the room never sees two bobs.
+        ann.do("who")
+        who = await ann.wait("who")
+        assert sorted(p["handle"] for p in who["peers"]) == ["bob", "cat", "dan", "mia"]
+
+    in_room(tmp_path, scenario)
+
+
+async def _befriend(asker: Member, other: Member) -> None:
+    asker.do("request", to=other.handle)
+    await other.wait_new("request", **{"from": asker.handle})
+    other.do("accept", **{"from": asker.handle})
+    await asker.wait_new("accepted", by=other.handle)
