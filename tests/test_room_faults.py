@@ -202,3 +202,26 @@ async def _befriend(asker: Member, other: Member) -> None:
     await other.wait_new("request", **{"from": asker.handle})
     other.do("accept", **{"from": asker.handle})
     await asker.wait_new("accepted", by=other.handle)
+
+
+def test_brokers_dying_one_after_another_lose_and_double_nothing(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        for epoch in (1, 2, 3):
+            alive = room.running()
+            (broker,) = [m for m in alive if m.of("broker", epoch=epoch)[0]["self"]]
+            for member in alive:
+                member.do("say", text=f"{member.handle} before {epoch}")
+            await room.kill(broker)
+            alive = room.running()
+            for member in alive:
+                member.do("say", text=f"{member.handle} after {epoch}")
+            for member in alive:
+                await member.wait("broker", epoch=epoch + 1)
+        # Two survivors of five: each has every text the other said, once.
+        one, other = room.running()
+        for member, peer in ((one, other), (other, one)):
+            texts = {f"{peer.handle} {when} {n}" for n in (1, 2, 3) for when in ("before", "after")}
+            await member.hear(texts)
+            assert max(member.public_ids().values()) == 1
+
+    in_room(tmp_path, scenario)
