@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanchat.headless import encode_event
 from lanchat.identity import Identity
 from lanchat.inmemory import MemoryLan
 from lanchat.node import Node, NodeConfig
@@ -118,6 +120,7 @@ class Room:
         self.tmp_path = tmp_path
         self.members: dict[str, Member] = {}  # by handle: the latest node of each
         self._made: list[Member] = []  # every node made, to close each profile
+        self.unencodable: list[Event] = []  # events the headless front end would mangle
 
     def add(
         self,
@@ -148,6 +151,10 @@ class Room:
         changed = asyncio.Event()
 
         def emit(event: Event) -> None:
+            # Every event must be a line of the headless contract, as the front end
+            # writes it (checked here, where the node would write it).
+            if json.loads(encode_event(event)) != event or not {"ev", "t"} <= event.keys():
+                self.unencodable.append(event)
             events.append(event)
             changed.set()
 
@@ -211,6 +218,7 @@ class Room:
                 member.node.profile.close()
         for member, status in zip(running, statuses, strict=True):
             assert status == 0, f"{member.handle} exited with {status!r}"
+        assert self.unencodable == []
 
     async def settled(self, broker: str, epoch: int = 1) -> None:
         """Every running node is connected to ``broker`` and sees everyone else online."""
