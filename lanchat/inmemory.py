@@ -25,13 +25,19 @@ node that takes a handle someone else registered meanwhile hears `HandleClash`.
 `MemoryLan.kill` is SIGKILL: the node's connections drop (its links' peers see
 ``EVENT_DISCONNECTED``) but its advert stays in everyone's view (mDNS sends no goodbye
 then), and it answers no more queries. `MemoryLan.partition` splits the LAN in groups that
-cannot reach each other: adverts and messages stop crossing, and connections across are
-dropped once heartbeats would notice (`transport.HEARTBEAT_TIMEOUT_MS`); `heal` joins
-them again (mDNS does not re-announce by itself after a heal: the nodes do).
+cannot reach each other: adverts and messages stop crossing (what is sent across is lost,
+where TCP would retransmit a short cut's: the node's own resends cover both), and the
+connections across drop once heartbeats would notice (`transport.HEARTBEAT_TIMEOUT_MS`);
+`heal` joins them again (mDNS does not re-announce by itself after a heal: the nodes do).
+Multicast blocked (Wi-Fi client isolation, ``--connect``): give that node the discovery
+of another `MemoryLan`; its sockets still reach this one.
 
 Not modelled: bytes on a wire, CURVE cryptography (a wrong server key fails the handshake),
-high-water-mark drops. The file service uses real sockets: `MemoryTransport.file_context`
-is a real zmq context, so a file test needs addresses this host has (127.0.0.x on Linux).
+high-water-mark drops, advert TTLs (a record stays until withdrawn), the subnet check of
+adverts. As with a real ROUTER, a server is never told that a client went away: the relay
+finds out by its own timeouts. The file service uses real sockets:
+`MemoryTransport.file_context` is a real zmq context (with the real ZAP handler), so a file
+test needs addresses this host has (127.0.0.x on Linux).
 """
 
 from __future__ import annotations
