@@ -22,6 +22,7 @@ from lanchat.identity import Identity
 from lanchat.inmemory import MemoryLan
 from lanchat.node import Node, NodeConfig
 from lanchat.store import Profile
+from lanchat.transport import DEFAULT_INFO_PORT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -53,6 +54,7 @@ class Member:
     handle: str
     address: str
     node: Node
+    profile: Profile  # the harness opened it: it closes it too
     lan: MemoryLan
     events: list[Event] = field(default_factory=list)
     commands: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
@@ -131,10 +133,12 @@ class Room:
         address: str | None = None,
         discovery: MemoryLan | None = None,
         connect: tuple[str, int] | None = None,
+        priority: int = 0,
+        info_port: int = DEFAULT_INFO_PORT,
     ) -> Member:
         """A node (not started) with its own address and profile (``directory``, else a
         new one; ``address``, else a new one); its adverts go on ``discovery``'s LAN, the
-        room's unless given."""
+        room's unless given. Ports as the real default: info_port, then the next two."""
         address = address or f"127.0.0.{10 + len(self._made)}"
         directory = directory or self.tmp_path / f"{handle}-{len(self._made)}"
         profile = Profile.open(directory)
@@ -144,7 +148,8 @@ class Room:
             room=ROOM,
             address=address,
             mentor=mentor,
-            info_port=0,
+            priority=priority,
+            info_port=info_port,
             connect=connect,
         )
         events: list[Event] = []
@@ -166,7 +171,7 @@ class Room:
             transport=self.lan.transport(address, identity.curve_public),
             discovery=(discovery or self.lan).discovery,
         )
-        member = Member(handle, address, node, self.lan, events=events, changed=changed)
+        member = Member(handle, address, node, profile, self.lan, events=events, changed=changed)
         self.members[handle] = member
         self._made.append(member)
         return member
@@ -193,7 +198,7 @@ class Room:
             assert member.task is not None
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(member.task, WAIT_S)
-            member.node.profile.close()
+            member.profile.close()
 
     async def quit(self, member: Member) -> int:
         """A clean quit (EOF on stdin): the exit status; the profile is free again."""
@@ -202,7 +207,7 @@ class Room:
         try:
             return await asyncio.wait_for(member.task, WAIT_S)
         finally:
-            member.node.profile.close()
+            member.profile.close()
 
     async def close(self) -> None:
         running = [m for m in self._made if m.running]
@@ -215,7 +220,7 @@ class Room:
             )
         finally:
             for member in self._made:
-                member.node.profile.close()
+                member.profile.close()
         for member, status in zip(running, statuses, strict=True):
             assert status == 0, f"{member.handle} exited with {status!r}"
         assert self.unencodable == []

@@ -151,6 +151,6 @@ def test_a_file_offered_to_one_friend_can_be_declined(tmp_path: Path) -> None:
         ann.do("send", to="cat", path=str(path))
         await ann.wait("error", code="not_friends")
         assert cat.of("file_offer") == []
-        assert not (bob.node.profile.directory / "downloads" / "draft.txt").exists()
+        assert not (bob.profile.directory / "downloads" / "draft.txt").exists()
 
     in_room(tmp_path, scenario)
