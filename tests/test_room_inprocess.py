@@ -216,8 +216,12 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
     tmp_path: Path,
 ) -> None:
     async def scenario(room: Room) -> None:
-        mia = room["mia"]
+        mia, ann, bob = room["mia"], room["ann"], room["bob"]
         survivors = [m for m in room.running() if m is not mia]
+        ann.do("request", to="bob")
+        await bob.wait("request", **{"from": "ann"})
+        bob.do("accept", **{"from": "ann"})
+        await ann.wait("accepted", by="bob")
         for member in room.running():
             member.do("say", text=f"{member.handle} before")
         for member in room.running():
@@ -230,6 +234,7 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
         await room.kill(mia)
         for member in survivors:  # ...and during the failover
             member.do("say", text=f"{member.handle} during")
+        ann.do("msg", to="bob", text="still there?")
 
         for member in survivors:
             await member.wait("broker", epoch=2)
@@ -254,6 +259,10 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
             shown = Counter(e["text"] for e in member.of("public"))
             assert max(shown.values()) == 1
             assert len(shown) == 4 + 3 * 2 + 3  # before, in flight + during, after
+        # The private message said during the failover is delivered through the successor.
+        got = await bob.wait("private", text="still there?")
+        await ann.wait("delivered", id=got["id"], to="bob")
+        assert len(bob.of("private")) == 1
         print(f"failover: the survivors followed {successor} {took_s * 1000:.0f} ms after the kill")
 
     in_room(tmp_path, scenario)
