@@ -11,16 +11,17 @@ system, so it includes the write syscalls) for:
   receive batch), into a block-buffered stream and a write-through one (PYTHONUNBUFFERED);
 - ``HistoryStore``: a receiver's ``append``, and a sender's ``set_seq`` + ``append``, in
   batches (transactions) of 1 and of 100;
-- the receive path of a ``Relay`` through the real pieces (wire decode, GapTracker,
-  Ed25519 verify, history, clean text, EventWriter into a write-through pipe), mirroring
-  ``Node._handle_batch`` / ``Node._on_relay``: one relay per receive batch, 100 per batch,
-  and one 64-text batch;
-- the sender's path, mirroring ``Node.say`` + ``Node._pack_public`` + ``PublicOutbox``;
-- the sender's outbox upkeep at every tick (``Node._tick``), spread over the messages of
-  one tick at 20, 200 and 2,500 msgs/s.
+- the receive path of a ``Relay`` through a real node's parts (wire decode, then
+  ``PublicRoom.on_relay``: GapTracker, Ed25519 verify, history, clean text, EventWriter into
+  a write-through pipe), in one history transaction per receive batch as ``Node`` does: one
+  relay per receive batch, 100 per batch, and one 64-text batch;
+- the sender's path: a real node's ``PublicRoom.say`` and ``pump`` (pack, sign, outbox);
+- the sender's outbox upkeep at every tick, spread over the messages of one tick at 20,
+  200 and 2,500 msgs/s.
 
-zmq, CURVE and the process wake-ups are not included: they are the same before and after
-any change here. The mirrors copy what node.py does; keep them in step with it.
+The node is a real ``lanchat.node.Node`` over the in-memory twins (``lanchat.inmemory``),
+not started: zmq, CURVE and the process wake-ups are not included, as they are the same
+before and after any change here.
 """
 
 from __future__ import annotations
@@ -42,14 +43,18 @@ from typing import IO, TYPE_CHECKING, Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lanchat.core import wire
-from lanchat.core.reliability import RETAIN_MAX, RETAIN_S, GapTracker, PublicOutbox
+from lanchat.core.reliability import RETAIN_MAX, RETAIN_S, PublicOutbox
 from lanchat.core.text import check_text, clean_text
 from lanchat.headless import EventWriter
-from lanchat.identity import Identity, verify
+from lanchat.identity import Identity
+from lanchat.inmemory import MemoryLan
+from lanchat.node import Node, NodeConfig
 from lanchat.store import HistoryRecord, HistoryStore, Profile
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from lanchat.room.public import PublicRoom
 
 PUBLIC = "public"
 
@@ -241,52 +246,42 @@ def bench_history(repeats: int, n: int) -> None:
 # ---------------------------------------------------------------- receive path
 
 
-class Receiver:
-    """The parts of a Node that a public relay goes through (see Node._on_relay)."""
+def real_node(directory: Path, emit: Callable[[dict[str, Any]], None]) -> Node:
+    """A real node (not started) on the in-memory LAN, with ``student42`` online."""
+    profile = Profile.open(directory)
+    me = Identity.generate()
+    lan = MemoryLan()
+    config = NodeConfig(handle="bench", room="", address="10.0.0.1", info_port=0)
+    node = Node(
+        config,
+        profile,
+        me,
+        emit,
+        transport=lan.transport(config.address, me.curve_public),
+        discovery=lan.discovery,
+    )
+    node.public.gap.reset(1, 0)
+    return node
 
-    def __init__(self, history: HistoryStore, emit: Callable[[dict[str, Any]], None]) -> None:
-        self.history = history
-        self.emit = emit
-        self.gap = GapTracker()
-        self.gap.reset(1, 0)
-        self.shown = 0
+
+class Receiver:
+    """A receive batch as ``Node._on_frames`` takes it, into the real ``PublicRoom``."""
+
+    def __init__(self, node: Node, author: Identity) -> None:
+        self.node = node
+        self.history = node.profile.history
+        # Online, as a speaker of the room is: its handle is a dict hit, not a pin lookup.
+        node.peers.online[author.key] = wire.PeerEntry(
+            handle="student42", id_key=author.key, curve_key=bytes(32)
+        )
 
     def handle_batch(self, batch: list[list[bytes]]) -> None:
+        on_relay, now = self.node.public.on_relay, time.monotonic()
         with self.history.batch():
             for frames in batch:
                 msg, _sig = wire.decode(frames)
                 assert isinstance(msg, wire.Relay)
-                self.on_relay(msg)
-
-    def on_relay(self, msg: wire.Relay) -> None:
-        _is_new, missing = self.gap.observe(msg.epoch, msg.bseq)
-        assert missing is None
-        pub = msg.inner
-        assert verify(pub.author, wire.signed_bytes(pub), msg.inner_sig)
-        handle = pub.handle  # the node looks up the pinned handle: a dict hit
-        received = time.time()
-        shown_t = 0.0
-        author_hex = pub.author.hex()
-        append, sent_t = self.history.append, pub.sent_t
-        for msg_id, text in pub.texts_by_id():
-            record = HistoryRecord(
-                msg_id, PUBLIC, handle, author_hex, text, sent_t, received, False
-            )
-            if not append(record):
-                continue
-            self.shown += 1
-            if not shown_t:
-                shown_t = round(time.time(), 6)
-            self.emit(
-                {
-                    "ev": "public",
-                    "t": shown_t,
-                    "id": msg_id,
-                    "from": handle,
-                    "text": clean_text(text),
-                    "sent_t": sent_t,
-                }
-            )
+                on_relay(msg, now)
 
 
 _next_seq = itertools.count(1, 1_000_000)
@@ -333,115 +328,87 @@ def bench_receive(repeats: int, n: int) -> None:
                 relay_frames(author, batches_per_run * relays_per_batch, per_message)
                 for _ in range(repeats)
             ]
-            with fresh_history() as history:
+            with tempfile.TemporaryDirectory() as tmp:
+                shown: list[int] = [0]
+                sink: list[EventWriter] = []  # the run's writer, made in its event loop
+
+                def emit(
+                    event: dict[str, Any], shown: list[int] = shown, sink: list[EventWriter] = sink
+                ) -> None:
+                    shown[0] += event["ev"] == "public"
+                    sink[-1](event)
+
+                # One fresh node per run, made before the clock starts.
+                receivers = [
+                    Receiver(real_node(Path(tmp) / f"r{i}", emit), author) for i in range(repeats)
+                ]
 
                 def body(
-                    history: HistoryStore = history,
                     runs: list[list[list[bytes]]] = runs,
+                    receivers: list[Receiver] = receivers,
                     relays_per_batch: int = relays_per_batch,
                     per_message: int = per_message,
+                    shown: list[int] = shown,
+                    sink: list[EventWriter] = sink,
                 ) -> Callable[[], Any]:
                     async def main() -> int:
                         writer = EventWriter(stream)
-                        receiver = Receiver(history, writer)
-                        frames = runs.pop()
+                        sink.append(writer)
+                        receiver, frames = receivers.pop(), runs.pop()
+                        shown[0] = 0
                         for start in range(0, len(frames), relays_per_batch):
                             receiver.handle_batch(frames[start : start + relays_per_batch])
                             await asyncio.sleep(0)
                         flush_writer(writer)
-                        assert receiver.shown == len(frames) * per_message
-                        return receiver.shown
+                        assert shown[0] == len(frames) * per_message
+                        return shown[0]
 
                     return main
 
-                show(label, measure(run_in_loop(body()), repeats))
+                try:
+                    show(label, measure(run_in_loop(body()), repeats))
+                finally:
+                    for receiver in receivers:
+                        receiver.node.profile.close()
 
 
 # ---------------------------------------------------------------- sender path
 
 
-class Sender:
-    """Node.say + Node._pack_public + the outbox, without the socket."""
-
-    def __init__(self, history: HistoryStore, me: Identity) -> None:
-        self.history = history
-        self.me = me
-        self.outbox = PublicOutbox(next_seq=history.max_seq(PUBLIC) + 1)
-        self.unpacked: list[tuple[int, str, float]] = []
-
-    def say(self, text: str) -> str:
-        text = check_text(text)
-        seq = self.outbox.allocate()
-        self.history.set_seq(PUBLIC, seq)
-        sent_t = round(time.time(), 3)
-        msg_id = f"{self.me.key.hex()[:16]}:{seq}"
-        self.history.append(
-            HistoryRecord(
-                id=msg_id,
-                conversation=PUBLIC,
-                sender="student42",
-                sender_key=self.me.key_hex,
-                text=text,
-                sent_t=sent_t,
-                received_t=sent_t,
-                outgoing=True,
-            )
-        )
-        self.unpacked.append((seq, text, sent_t))
-        return msg_id
-
-    def pump(self) -> int:
-        now = time.monotonic()
-        pending, self.unpacked = self.unpacked, []
-        added = []
-        while pending:
-            chunk, pending = pending[: wire.MAX_BATCH], pending[wire.MAX_BATCH :]
-            seq, text, sent_t = chunk[0]
-            msg: wire.Public | wire.PublicBatch
-            if len(chunk) == 1:
-                msg = wire.Public(
-                    author=self.me.key,
-                    handle="student42",
-                    room="",
-                    seq=seq,
-                    text=text,
-                    sent_t=sent_t,
-                )
-            else:
-                msg = wire.PublicBatch(
-                    author=self.me.key,
-                    handle="student42",
-                    room="",
-                    seq=seq,
-                    texts=tuple(t for _, t, _ in chunk),
-                    sent_t=sent_t,
-                )
-            sig = self.me.sign(wire.signed_bytes(msg))
-            self.outbox.add(seq, wire.encode(msg, sig), now)
-            added.append(seq)
-        sent = self.outbox.sendable(now)
-        for seq in added:  # the broker's Acks
-            self.outbox.ack(seq, now)
-        return len(sent)
-
-
 def bench_send(repeats: int, n: int) -> None:
     header(f"sender path: say (clean, seq, history) + pack, sign, outbox ({n:,} msgs)")
-    me = Identity.generate()
     text = TEXTS["200 ASCII chars"]
     for per_burst in (1, 100):
-        with fresh_history() as history:
-            sender = Sender(history, me)
+        with tempfile.TemporaryDirectory() as tmp:
+            node = real_node(Path(tmp) / "sender", lambda _event: None)
+            public, history = node.public, node.profile.history
 
-            def run(per_burst: int = per_burst, sender: Sender = sender) -> int:
-                for _ in range(n // per_burst):
-                    with sender.history.batch():
-                        for _ in range(per_burst):
-                            sender.say(text)
-                    sender.pump()
-                return n
+            def body(
+                per_burst: int = per_burst,
+                public: PublicRoom = public,
+                history: HistoryStore = history,
+            ) -> Callable[[], Any]:
+                async def main() -> int:
+                    for _ in range(n // per_burst):
+                        with history.batch():
+                            for _ in range(per_burst):
+                                public.say(text)
+                        public.pump()  # what the scheduled pump does after the burst
+                        now = time.monotonic()
+                        for frames in public.outbox.sendable(now):  # then the broker's Acks
+                            seq = wire.decode(frames)[0].seq  # type: ignore[union-attr]
+                            public.outbox.ack(seq, now)
+                    return n
 
-            show(f"{per_burst} message(s) per command burst", measure(run, repeats))
+                return main
+
+            try:
+                show(
+                    f"{per_burst} message(s) per command burst",
+                    measure(run_in_loop(body()), repeats),
+                )
+            finally:
+                node.profile.close()
 
 
 def bench_outbox_tick(repeats: int) -> None:

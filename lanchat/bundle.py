@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 import lanchat
 from lanchat import __version__
 from lanchat.core.installindex import parse_wheel_name
+from lanchat.core.units import human_size
 from lanchat.wheelhouse import default_dir, read_manifest, sha256_file, verify_wheel, write_manifest
 
 if TYPE_CHECKING:
@@ -431,7 +432,7 @@ def bundle(
                 (directory / w).stat().st_size for w in outcome.wheels if (directory / w).exists()
             ]
             result.per_target[target.label] = sum(sizes)
-            progress(f"      {len(outcome.wheels)} wheels, {_mb(sum(sizes))}")
+            progress(f"      {len(outcome.wheels)} wheels, {human_size(sum(sizes))}")
         progress("[pip] pip itself, for laptops whose Python has no pip")
         code, output = run(pip_download_argv(Target(ANY, None), directory, ["pip"]))
         outcome = parse_pip_output(code, output)
@@ -441,10 +442,6 @@ def bundle(
     result.new = sorted(set(result.files) - before)
     result.warnings = platform_marker_gaps(directory)
     return result
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def targets_for(platforms: Sequence[str], pythons: Sequence[str]) -> list[Target]:
@@ -499,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(
-        f"{len(result.files)} wheels, {_mb(result.size)} in all ({len(result.new)} new); "
+        f"{len(result.files)} wheels, {human_size(result.size)} in all ({len(result.new)} new); "
         f"every file verified (SHA256SUMS)."
     )
     print(f"Serve it with: lanchat serve-install --dir {directory}")

@@ -43,6 +43,7 @@ from lanchat.core.files import (
     safe_filename,
     unique_name,
 )
+from lanchat.core.units import human_size
 from lanchat.transport import (
     authenticated_key,
     curve_client_socket,
@@ -66,6 +67,10 @@ _DENIED: Final = b"denied"
 _UNKNOWN: Final = b"unknown"
 _RANGE: Final = b"range"
 _IO: Final = b"io"
+# A request for this chunk index says "fetched whole, and the SHA-256 matched": the server
+# tells its user who has the file (``file_fetched``). No chunk has this index.
+_FETCHED_INDEX: Final = (1 << 64) - 1
+_FETCHED_LINGER_MS: Final = 1000  # the notice may still leave after its socket is closed
 # Server status -> file_failed reason on the receiving side.
 _REASONS: Final = {_DENIED: "denied", _UNKNOWN: "withdrawn", _RANGE: "protocol", _IO: "unreadable"}
 _HASH_READ_BYTES: Final = 1024 * 1024
@@ -213,6 +218,7 @@ class FileService:
         emit: Callable[[dict[str, Any]], None],
         authorize: Callable[[str, bytes], bool],
         *,
+        on_fetched: Callable[[str, bytes], None] = lambda _offer_id, _key: None,
         max_file_bytes: int = MAX_FILE_BYTES,
         stall_timeout_s: float = STALL_TIMEOUT_S,
         retry_s: float = RETRY_S,
@@ -229,6 +235,7 @@ class FileService:
         self._ctx = ctx
         self._emit = emit
         self._authorize = authorize
+        self._on_fetched = on_fetched  # (offer id, the fetcher's CURVE key)
         self._router: zmq.asyncio.Socket | None = None
         self.port = 0
         self._served: dict[str, _Served] = {}
@@ -294,6 +301,8 @@ class FileService:
                 replies.append([*head, _UNKNOWN, b""])
             elif not self._authorize(offer_id, authenticated_key(frames[1])):
                 replies.append([*head, _DENIED, b""])
+            elif index == _FETCHED_INDEX:
+                self._on_fetched(offer_id, authenticated_key(frames[1]))  # no answer needed
             elif not 0 <= index < served.offer.chunks:
                 replies.append([*head, _RANGE, b""])
             else:
@@ -323,8 +332,8 @@ class FileService:
             size = os.fstat(fd).st_size
             if size > self.max_file_bytes:
                 raise FileError(
-                    f"{path.name} is {_human(size)}; files up to "
-                    f"{_human(self.max_file_bytes)} can be sent"
+                    f"{path.name} is {human_size(size)}; files up to "
+                    f"{human_size(self.max_file_bytes)} can be sent"
                 )
             try:
                 digest = await asyncio.to_thread(_hash_fd, fd, size)
@@ -434,7 +443,8 @@ class FileService:
         if offer.size > self.max_file_bytes:
             raise _Failed(
                 "too_large",
-                f"{name} is {_human(offer.size)}; the limit is {_human(self.max_file_bytes)}",
+                f"{name} is {human_size(offer.size)}; "
+                f"the limit is {human_size(self.max_file_bytes)}",
             )
         part = self.downloads / f".{name}.{offer.offer_id}.part"
         have = _resumable_bytes(part, offer)
@@ -443,8 +453,8 @@ class FileService:
         if free - need < FREE_SPACE_MARGIN_BYTES:
             raise _Failed(
                 "no_space",
-                f"{name} needs {_human(need)} but only {_human(free)} is free in "
-                f"{self.downloads} (keeping {_human(FREE_SPACE_MARGIN_BYTES)} spare)",
+                f"{name} needs {human_size(need)} but only {human_size(free)} is free in "
+                f"{self.downloads} (keeping {human_size(FREE_SPACE_MARGIN_BYTES)} spare)",
             )
         self.downloads.mkdir(parents=True, exist_ok=True)
         fetch = _Fetch(self, job, name, part, have)
@@ -460,6 +470,7 @@ class FileService:
             part.unlink(missing_ok=True)
             raise _Failed("hash_mismatch", f"{name} arrived damaged (SHA-256 mismatch); deleted")
         final = await asyncio.to_thread(_publish, part, self.downloads, name)
+        self._tell_fetched(offer)
         self._emit(
             {
                 "ev": "file_done",
@@ -471,6 +482,16 @@ class FileService:
             }
         )
         return final
+
+    def _tell_fetched(self, offer: FileOffer) -> None:
+        """Tell the server we have the whole file, verified (best effort: a courtesy)."""
+        sock = self._client_socket(offer)
+        try:
+            frames = [bytes.fromhex(offer.offer_id), _FETCHED_INDEX.to_bytes(8, "big")]
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart(frames, zmq.NOBLOCK)
+        finally:
+            sock.close(linger=_FETCHED_LINGER_MS)
 
     def _client_socket(self, offer: FileOffer) -> zmq.asyncio.Socket:
         sock = curve_client_socket(
@@ -790,12 +811,3 @@ def _explain(reason: str, name: str) -> str:
         "withdrawn": f"{name} is no longer offered",
         "unreadable": f"the sender can no longer read {name}",
     }.get(reason, f"the sender of {name} answered something unexpected")
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

@@ -246,13 +246,25 @@ def _emit_error(emit: EventWriter, message: str) -> None:
 async def run_headless(node: Node, emit: EventWriter) -> int:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    undo = oscompat.install_stop_handlers(loop, node.stop, oscompat.stop_signal_names())
+    running = [node]  # the node of the current room (a `room` command moves us)
+
+    def stop_current() -> None:
+        running[-1].stop()
+
+    undo = oscompat.install_stop_handlers(loop, stop_current, oscompat.stop_signal_names())
     reader = threading.Thread(
         target=_read_stdin, args=(loop, queue, emit, sys.stdin.fileno()), daemon=True
     )
     reader.start()
     try:
-        return await node.run(queue)
+        while True:
+            status = await running[-1].run(queue)
+            moved = running[-1]
+            next_room = getattr(moved, "next_room", None)  # front-end test doubles have none
+            if status != 0 or next_room is None:
+                return status
+            emit({"ev": "room", "t": round(time.time(), 6), "name": next_room})
+            running.append(moved.moved_to_room())
     finally:
         undo()
         emit.flush()  # the last events (an error before a non-zero exit) go out now

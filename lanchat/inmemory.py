@@ -25,13 +25,20 @@ node that takes a handle someone else registered meanwhile hears `HandleClash`.
 `MemoryLan.kill` is SIGKILL: the node's connections drop (its links' peers see
 ``EVENT_DISCONNECTED``) but its advert stays in everyone's view (mDNS sends no goodbye
 then), and it answers no more queries. `MemoryLan.partition` splits the LAN in groups that
-cannot reach each other: adverts and messages stop crossing, and connections across are
-dropped once heartbeats would notice (`transport.HEARTBEAT_TIMEOUT_MS`); `heal` joins
-them again (mDNS does not re-announce by itself after a heal: the nodes do).
+cannot reach each other: adverts stop crossing, messages over a connection across wait (TCP
+retransmits) until the connection drops, once heartbeats would notice
+(`transport.HEARTBEAT_TIMEOUT_MS`), and are lost with it; `heal` joins the groups again
+and delivers what waited on the connections still up (mDNS does not re-announce by itself
+after a heal: the nodes do).
+Multicast blocked (Wi-Fi client isolation, ``--connect``): give that node the discovery
+of another `MemoryLan`; its sockets still reach this one.
 
 Not modelled: bytes on a wire, CURVE cryptography (a wrong server key fails the handshake),
-high-water-mark drops. The file service uses real sockets: `MemoryTransport.file_context`
-is a real zmq context, so a file test needs addresses this host has (127.0.0.x on Linux).
+high-water-mark drops, advert TTLs (a record stays until withdrawn), the subnet check of
+adverts. As with a real ROUTER, a server is never told that a client went away: the relay
+finds out by its own timeouts. The file service uses real sockets:
+`MemoryTransport.file_context` is a real zmq context (with the real ZAP handler), so a file
+test needs addresses this host has (127.0.0.x on Linux).
 """
 
 from __future__ import annotations
@@ -140,6 +147,7 @@ class MemoryLan:
         self._listeners: dict[tuple[str, int], tuple[MemoryTransport, _Kind]] = {}
         self._transports: list[MemoryTransport] = []
         self._discoveries: list[MemoryDiscovery] = []  # started, and answering
+        self._links: dict[MemoryLink, None] = {}  # every open link
         self._waiting: dict[MemoryLink, None] = {}  # links with a socket not connected
         self._group: dict[str, int] = {}  # address -> partition group (none: one LAN)
         self._next_port = FIRST_RANDOM_PORT
@@ -175,14 +183,17 @@ class MemoryLan:
     def partition(self, *groups: Iterable[str], detect_s: float = PARTITION_DETECT_S) -> None:
         """Split the LAN: nodes of different groups cannot reach each other.
 
-        Addresses named in no group form one more group together. Messages and adverts
-        stop crossing at once (what is sent across is lost); connections across drop
-        with EVENT_DISCONNECTED ``detect_s`` later, when heartbeats would have noticed.
+        Addresses named in no group form one more group together. Adverts stop crossing
+        at once (multicast is lost); messages over a connection across wait, as TCP
+        retransmits, and the connection drops with EVENT_DISCONNECTED ``detect_s`` later,
+        when heartbeats would have noticed, losing what waited. A heal before then
+        delivers it, late and in order.
         """
         self._group = {addr: i for i, group in enumerate(groups) for addr in group}
         if self._cut_timer is not None:
             self._cut_timer.cancel()
         self._cut_timer = asyncio.get_running_loop().call_later(detect_s, self._cut)
+        self._release()  # a new split may join what the previous one kept apart
 
     def heal(self) -> None:
         """One LAN again: waiting links connect. Adverts cross again from the next
@@ -191,12 +202,17 @@ class MemoryLan:
         if self._cut_timer is not None:
             self._cut_timer.cancel()
             self._cut_timer = None
+        self._release()
         self._retry()
 
     def reachable(self, a: str, b: str) -> bool:
         return a == b or self._group.get(a, -1) == self._group.get(b, -1)
 
     # ---- internals --------------------------------------------------------
+
+    def _release(self) -> None:
+        for link in list(self._links):
+            link.release()
 
     def _cut(self) -> None:
         self._cut_timer = None
@@ -279,7 +295,13 @@ class MemoryLink:
         self._server: MemoryTransport | None = None  # the router we are connected to
         self._rid = b""
         self._publisher: MemoryTransport | None = None  # the pub we are subscribed to
+        # Sent over a connection that a partition cuts: waiting, as TCP retransmits, until
+        # the LAN heals (then delivered, in order) or the connection drops (then lost).
+        self._held_up: deque[list[bytes]] = deque()  # to the server's router
+        self._held_down: deque[list[bytes]] = deque()  # the router's answers
+        self._held_room: deque[list[bytes]] = deque()  # what the server published
         self._closed = False
+        lan._links[self] = None
         lan._wait(self)
         asyncio.get_running_loop().call_soon(self.try_connect)
 
@@ -330,10 +352,11 @@ class MemoryLink:
             if len(self._queued) >= SEND_QUEUE_LIMIT:
                 return False
             self._queued.append(list(frames))
-            return True
-        if self._lan.reachable(self._owner.address, server.address):
+        elif self._held_up or not self._can_reach(server):
+            self._held_up.append(list(frames))
+        else:
             server.receive(Incoming(self._rid, self._owner.curve_public, list(frames)))
-        return True  # across a partition: lost on the way, as the sender cannot know
+        return True
 
     def close(self) -> None:
         if self._closed:
@@ -344,11 +367,13 @@ class MemoryLink:
         if self._publisher is not None:
             self._publisher.unsubscribe(self)
         self._server = self._publisher = None
-        self._queued.clear()
+        for held in (self._queued, self._held_up, self._held_down, self._held_room):
+            held.clear()
         for inbox in (self._replies, self._events, self._room, self._room_events):
             if inbox is not None:
                 inbox.close()
         self._lan._forget(self)
+        self._lan._links.pop(self, None)
 
     # ---- the medium's side -------------------------------------------------
 
@@ -389,18 +414,46 @@ class MemoryLink:
 
     def _reach(self, port: int, kind: _Kind) -> MemoryTransport | None:
         server = self._lan._listener(self.address, port, kind)
-        if server is None or not self._lan.reachable(self._owner.address, server.address):
+        if server is None or not self._can_reach(server):
             return None
         return server
 
+    def _can_reach(self, server: MemoryTransport) -> bool:
+        return self._lan.reachable(self._owner.address, server.address)
+
     def reply(self, frames: list[bytes]) -> None:
         """A message from our router's server (its ``send_router_nowait``)."""
-        self._replies.put(frames)
+        server = self._server
+        if server is None:
+            return
+        if self._held_down or not self._can_reach(server):
+            self._held_down.append(frames)
+        else:
+            self._replies.put(frames)
 
     def hear(self, frames: list[bytes]) -> None:
         """A message the server published."""
-        if self._room is not None:
+        publisher = self._publisher
+        if self._room is None or publisher is None:
+            return
+        if self._held_room or not self._can_reach(publisher):
+            self._held_room.append(frames)
+        else:
             self._room.put(frames)
+
+    def release(self) -> None:
+        """The LAN changed: what a partition held back goes on where it can reach now."""
+        server, publisher = self._server, self._publisher
+        if server is not None and self._can_reach(server):
+            while self._held_up:
+                server.receive(
+                    Incoming(self._rid, self._owner.curve_public, self._held_up.popleft())
+                )
+            while self._held_down:
+                self._replies.put(self._held_down.popleft())
+        if publisher is not None and self._room is not None and self._can_reach(publisher):
+            while self._held_room:
+                self._room.put(self._held_room.popleft())
 
     def lost(self, server: MemoryTransport) -> None:
         """``server`` closed, was killed, or a partition cut us off from it."""
@@ -409,9 +462,12 @@ class MemoryLink:
         if self._server is server:
             self._server = None
             self._rid = b""
+            self._held_up.clear()  # lost with the connection
+            self._held_down.clear()
             self._events.put(_DISCONNECTED)
         if self._publisher is server:
             self._publisher = None  # the SUB's monitor watches handshakes only
+            self._held_room.clear()
         self._lan._wait(self)
 
 
@@ -465,14 +521,12 @@ class MemoryTransport:
 
     def send_router_nowait(self, rid: bytes, frames: list[bytes]) -> None:
         client = self._clients.get(rid)  # a ROUTER drops what is for an unknown peer
-        if client is not None and self._lan.reachable(self.address, client.owner_address):
+        if client is not None:
             client.reply(list(frames))
 
     def publish_nowait(self, frames: list[bytes]) -> None:
-        reachable = self._lan.reachable
         for link in self._subscribers:
-            if reachable(self.address, link.owner_address):
-                link.hear(list(frames))
+            link.hear(list(frames))
 
     async def serve_info(self, advert: Any) -> None:
         """Answer `ask_info` with ``advert()`` until the transport closes."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -141,6 +142,7 @@ class Node:
             relay_counters=lambda: self.hosting.relay.counters if self.hosting.relay else {},
             rooms=self._rooms,
             install=self.install,
+            move_to_room=self._move_to_room,
         )
         self._routes: dict[type, Callable[[Link, Any, bytes, float, bool], None]] = {
             wire.Relay: self._on_relay,
@@ -156,6 +158,10 @@ class Node:
                 link, msg, now
             ),
         }
+        self._adapters = (transport, discovery)  # for the node of the next room, if we move
+        # A `room` command: this node leaves (as on quit) and the front end runs the node
+        # that moved_to_room() makes, on the same profile, identity and command queue.
+        self.next_room: str | None = None
         self._stop = asyncio.Event()
         self._exit: NodeExit | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -191,6 +197,26 @@ class Node:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _move_to_room(self, room: str) -> None:
+        self.next_room = room
+        self.stop()
+
+    def moved_to_room(self, transport: RoomTransport | None = None) -> Node:
+        """The node of the room a ``room`` command asked for (after this one has run):
+        the same profile and identity, a fresh start in the other room."""
+        assert self.next_room is not None
+        _old_transport, discovery = self._adapters
+        return Node(
+            dataclasses.replace(self.cfg, room=self.next_room),
+            self.profile,
+            self.me,
+            self.ctx.emit_raw,
+            self.clock,
+            self.wall,
+            transport=transport,
+            discovery=discovery,
+        )
 
     # ================================================================ life cycle
 

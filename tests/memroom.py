@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanchat.headless import encode_event
 from lanchat.identity import Identity
 from lanchat.inmemory import MemoryLan
 from lanchat.node import Node, NodeConfig
 from lanchat.store import Profile
+from lanchat.transport import DEFAULT_INFO_PORT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -51,6 +54,7 @@ class Member:
     handle: str
     address: str
     node: Node
+    profile: Profile  # the harness opened it: it closes it too
     lan: MemoryLan
     events: list[Event] = field(default_factory=list)
     commands: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
@@ -118,6 +122,7 @@ class Room:
         self.tmp_path = tmp_path
         self.members: dict[str, Member] = {}  # by handle: the latest node of each
         self._made: list[Member] = []  # every node made, to close each profile
+        self.unencodable: list[Event] = []  # events the headless front end would mangle
 
     def add(
         self,
@@ -125,12 +130,16 @@ class Room:
         *,
         mentor: bool = False,
         directory: Path | None = None,
+        address: str | None = None,
         discovery: MemoryLan | None = None,
         connect: tuple[str, int] | None = None,
+        priority: int = 0,
+        info_port: int = DEFAULT_INFO_PORT,
     ) -> Member:
         """A node (not started) with its own address and profile (``directory``, else a
-        new one); its adverts go on ``discovery``'s LAN, the room's unless given."""
-        address = f"127.0.0.{10 + len(self._made)}"
+        new one; ``address``, else a new one); its adverts go on ``discovery``'s LAN, the
+        room's unless given. Ports as the real default: info_port, then the next two."""
+        address = address or f"127.0.0.{10 + len(self._made)}"
         directory = directory or self.tmp_path / f"{handle}-{len(self._made)}"
         profile = Profile.open(directory)
         identity = Identity.load_or_create(directory)
@@ -139,13 +148,18 @@ class Room:
             room=ROOM,
             address=address,
             mentor=mentor,
-            info_port=0,
+            priority=priority,
+            info_port=info_port,
             connect=connect,
         )
         events: list[Event] = []
         changed = asyncio.Event()
 
         def emit(event: Event) -> None:
+            # Every event must be a line of the headless contract, as the front end
+            # writes it (checked here, where the node would write it).
+            if json.loads(encode_event(event)) != event or not {"ev", "t"} <= event.keys():
+                self.unencodable.append(event)
             events.append(event)
             changed.set()
 
@@ -157,7 +171,7 @@ class Room:
             transport=self.lan.transport(address, identity.curve_public),
             discovery=(discovery or self.lan).discovery,
         )
-        member = Member(handle, address, node, self.lan, events=events, changed=changed)
+        member = Member(handle, address, node, profile, self.lan, events=events, changed=changed)
         self.members[handle] = member
         self._made.append(member)
         return member
@@ -172,14 +186,19 @@ class Room:
     def running(self) -> list[Member]:
         return [m for m in self.members.values() if m.running]
 
-    async def kill(self, member: Member) -> None:
-        """SIGKILL: its connections drop at once, its advert stays, no goodbye."""
-        self.lan.kill(member.address)
-        assert member.task is not None
-        member.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(member.task, WAIT_S)
-        member.node.profile.close()
+    async def kill(self, *members: Member) -> None:
+        """SIGKILL, all at the same instant: their connections drop at once, their adverts
+        stay, no goodbye."""
+        for member in members:
+            self.lan.kill(member.address)
+        for member in members:
+            assert member.task is not None
+            member.task.cancel()
+        for member in members:
+            assert member.task is not None
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(member.task, WAIT_S)
+            member.profile.close()
 
     async def quit(self, member: Member) -> int:
         """A clean quit (EOF on stdin): the exit status; the profile is free again."""
@@ -188,7 +207,7 @@ class Room:
         try:
             return await asyncio.wait_for(member.task, WAIT_S)
         finally:
-            member.node.profile.close()
+            member.profile.close()
 
     async def close(self) -> None:
         running = [m for m in self._made if m.running]
@@ -201,9 +220,10 @@ class Room:
             )
         finally:
             for member in self._made:
-                member.node.profile.close()
+                member.profile.close()
         for member, status in zip(running, statuses, strict=True):
             assert status == 0, f"{member.handle} exited with {status!r}"
+        assert self.unencodable == []
 
     async def settled(self, broker: str, epoch: int = 1) -> None:
         """Every running node is connected to ``broker`` and sees everyone else online."""

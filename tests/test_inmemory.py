@@ -421,3 +421,45 @@ def test_a_partition_cuts_messages_and_adverts_and_heal_reconnects() -> None:
         server.close()
 
     run(main())
+
+
+def test_a_cut_healed_before_heartbeats_notice_delays_but_loses_nothing() -> None:
+    """As TCP: what crosses a short cut is retransmitted once the way is back, in order."""
+
+    async def main() -> None:
+        lan = MemoryLan()
+        server, router = started(lan, "10.0.0.1", KEY_A)
+        client = lan.transport("10.0.0.2", KEY_B)
+        link = client.link("10.0.0.1", server.router_port, KEY_A)
+        events: Recorder[int] = Recorder()
+        replies: Recorder[list[bytes]] = Recorder()
+        link.start(replies, events)
+        room: Recorder[list[bytes]] = Recorder()
+        link.subscribe(server.pub_port, room, ignore)
+        link.send_nowait([b"1"])
+        (first,) = await router.count(1)
+
+        neighbour = lan.transport("10.0.0.3", KEY_C)  # on the server's side of the cut
+        barrier = neighbour.link("10.0.0.1", server.router_port, KEY_A)
+        barrier.start(ignore, ignore)
+        lan.partition(["10.0.0.1", "10.0.0.3"], ["10.0.0.2"], detect_s=60.0)
+        link.send_nowait([b"2"])
+        server.send_router_nowait(first.rid, [b"answer"])
+        server.publish_nowait([b"news"])
+        barrier.send_nowait([b"barrier"])
+        # Deliveries keep their order: once the neighbour's message is in, "2" would be.
+        assert [m.frames for m in await router.count(2)] == [[b"1"], [b"barrier"]]
+        assert (replies.items, room.items) == ([], [])
+        lan.heal()
+        link.send_nowait([b"3"])
+        received = [m for m in await router.count(4) if m.transport_key == KEY_B]
+        assert [m.frames for m in received] == [[b"1"], [b"2"], [b"3"]]
+        assert {m.rid for m in received} == {first.rid}  # the same connection throughout
+        assert await replies.count(1) == [[b"answer"]]
+        assert await room.count(1) == [[b"news"]]
+        assert events.items == [CONNECTED, HANDSHAKE]
+        neighbour.close()
+        client.close()
+        server.close()
+
+    run(main())

@@ -4,10 +4,11 @@ node running on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from memroom import Room, in_room
+from memroom import WAIT_S, Room, in_room
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -162,5 +163,39 @@ def test_serve_install_without_a_wheelhouse_is_a_clear_error(tmp_path: Path) -> 
         assert error["code"] == "install_server"
         mia.do("serve_install", port="80")
         assert (await mia.wait_new("error"))["code"] == "bad_command"
+
+    in_room(tmp_path, scenario)
+
+
+def test_room_moves_a_running_node_to_another_room(tmp_path: Path) -> None:
+    """`room`: the node leaves (the others see it go at once) and its successor, on the same
+    profile and key, starts in the other room; the front end runs it on the same queue."""
+
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        ann.do("room", name="workshop")
+        assert "already" in (await ann.wait_new("error"))["message"]
+        ann.do("room", name="bad room!")
+        assert (await ann.wait_new("error"))["code"] == "bad_command"
+        ann.do("room", name="lab")
+        assert ann.task is not None
+        assert await asyncio.wait_for(ann.task, WAIT_S) == 0
+        await bob.wait("peer_down", handle="ann")
+        old = ann.node
+        assert old.next_room == "lab"
+        moved = old.moved_to_room(transport=room.lan.transport(ann.address, old.me.curve_public))
+        assert (moved.cfg.room, moved.cfg.handle, moved.me.key) == ("lab", "ann", old.me.key)
+        before = len(ann.events)
+        ann.node, ann.task = moved, asyncio.create_task(moved.run(ann.commands))
+        await ann.wait("broker", handle="ann", epoch=1)  # alone in lab: its own broker
+        assert not any(e["ev"] == "peer_up" for e in ann.events[before:])
+        ann.do("rooms")
+        rooms = (await ann.wait("rooms"))["rooms"]
+        assert {r["name"]: r["members"] for r in rooms} == {"lab": 1, "workshop": 4}
+        bob.do("say", text="only for the workshop")
+        ann.do("say", text="only for the lab")
+        await ann.wait("sent")
+        await room["cat"].hear({"only for the workshop"})
+        assert "only for the workshop" not in ann.public_texts()
 
     in_room(tmp_path, scenario)

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from memroom import STUDENTS, Room, in_room, logged_errors
+from memroom import STUDENTS, Member, Room, in_room, logged_errors, run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,5 +88,138 @@ def test_a_vanished_student_is_reported_down_within_the_client_timeout(
         took_s = time.monotonic() - killed_at
         assert took_s < 4.0  # the broker's CLIENT_TIMEOUT_S (2 s) and a tick or two
         print(f"dan reported down {took_s * 1000:.0f} ms after the kill")
+
+    in_room(tmp_path, scenario)
+
+
+def test_when_the_broker_and_its_successor_die_together_the_next_in_line_takes_over(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            # The succession: mentors first, then the higher priority (then the longest
+            # running, then the smaller key): after mia, ann, then bob.
+            mia = room.add("mia", mentor=True)
+            ann, bob = room.add("ann", priority=2), room.add("bob", priority=1)
+            room.start(mia, ann, bob, room.add("cat"), room.add("dan"))
+            await room.settled("mia")
+            killed_at = time.monotonic()
+            await room.kill(mia, ann)
+            survivors = room.running()
+            for member in survivors:
+                await member.wait("broker", handle="bob", epoch=2)
+            took_s = time.monotonic() - killed_at
+            assert bob.of("broker", epoch=2)[0]["self"]
+            for member in survivors:
+                await member.see_online({m.handle for m in survivors if m is not member})
+            # Asking the dead successor first costs the node's CONNECT_TIMEOUT_S (2 s).
+            assert took_s < 5.0
+            print(f"bob took over {took_s * 1000:.0f} ms after the double kill")
+        finally:
+            await room.close()
+
+    run(main())
+
+
+def test_a_help_session_goes_on_through_a_failover(tmp_path: Path) -> None:
+    """Two mentors: when the broker's dies, the other (first in line, as a mentor) takes
+    over, and the hand it claimed, its queue and its session with the student go on."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            mia, max_ = room.add("mia", mentor=True), room.add("max", mentor=True)
+            students = [room.add(h) for h in STUDENTS[:3]]
+            room.start(mia, max_, *students)
+            await room.settled("mia")
+            ann, bob = room["ann"], room["bob"]
+            ann.do("hand", topic="recursion")
+            hand_id = (await ann.wait("hand", state="raised"))["id"]
+            bob.do("hand", topic="still waiting")
+            await max_.until(
+                lambda: any(len(q["entries"]) == 2 for q in max_.of("queue")), "2 hands"
+            )
+            max_.do("claim", id=hand_id)
+            await max_.wait("claimed", id=hand_id)
+            await ann.wait("hand", id=hand_id, state="claimed", mentor="max")
+            ann.do("msg", to="max", text="before")
+            await max_.wait("private", text="before", hand=hand_id)
+
+            await room.kill(mia)
+            ann.do("msg", to="max", text="during")
+            for member in room.running():
+                await member.wait("broker", handle="max", epoch=2)
+            await max_.wait("private", text="during", hand=hand_id)
+            max_.do("msg", to="ann", text="after")
+            await ann.wait("private", text="after", hand=hand_id)
+            # The new broker's queue is rebuilt from the hands re-sent to it.
+            max_.do("queue")
+            await max_.until(
+                lambda: (
+                    [e["id"] for e in max_.of("queue")[-1]["entries"]][:1] == [hand_id]
+                    and len(max_.of("queue")[-1]["entries"]) == 2
+                ),
+                "both hands queued again",
+            )
+            max_.do("done", id=hand_id)
+            await ann.wait("hand", id=hand_id, state="done")
+            await bob.wait("hand", state="waiting", position=1)
+            assert [e["text"] for e in ann.of("private")] == ["after"]
+            assert [e["text"] for e in max_.of("private")] == ["before", "during"]
+        finally:
+            await room.close()
+
+    run(main())
+
+
+def test_a_killed_student_that_restarts_at_once_is_back_in_the_room(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        ann, bob = room["ann"], room["bob"]
+        await _befriend(ann, bob)
+        directory = bob.profile.directory
+        await room.kill(bob)
+        back = room.add("bob", directory=directory, address=bob.address)  # same laptop
+        room.start(back)
+        await back.wait("broker", handle="mia")
+        await back.see_online({"mia", "ann", "cat", "dan"})
+        ann.do("msg", to="bob", text="you blinked")
+        await back.wait("private", text="you blinked", **{"from": "ann"})
+        ann.do("say", text="everyone here?")
+        await back.wait("public", text="everyone here?")
+        # Its old connection is replaced by the new one: the room never sees two bobs.
+        ann.do("who")
+        who = await ann.wait("who")
+        assert sorted(p["handle"] for p in who["peers"]) == ["bob", "cat", "dan", "mia"]
+
+    in_room(tmp_path, scenario)
+
+
+async def _befriend(asker: Member, other: Member) -> None:
+    asker.do("request", to=other.handle)
+    await other.wait_new("request", **{"from": asker.handle})
+    other.do("accept", **{"from": asker.handle})
+    await asker.wait_new("accepted", by=other.handle)
+
+
+def test_brokers_dying_one_after_another_lose_and_double_nothing(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        for epoch in (1, 2, 3):
+            alive = room.running()
+            (broker,) = [m for m in alive if m.of("broker", epoch=epoch)[0]["self"]]
+            for member in alive:
+                member.do("say", text=f"{member.handle} before {epoch}")
+            await room.kill(broker)
+            alive = room.running()
+            for member in alive:
+                member.do("say", text=f"{member.handle} after {epoch}")
+            for member in alive:
+                await member.wait("broker", epoch=epoch + 1)
+        # Two survivors of five: each has every text the other said, once.
+        one, other = room.running()
+        for member, peer in ((one, other), (other, one)):
+            texts = {f"{peer.handle} {when} {n}" for n in (1, 2, 3) for when in ("before", "after")}
+            await member.hear(texts)
+            assert max(member.public_ids().values()) == 1
 
     in_room(tmp_path, scenario)

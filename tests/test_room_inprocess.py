@@ -100,8 +100,14 @@ def test_a_late_joiner_catches_up_on_the_recent_public_messages(tmp_path: Path) 
         assert sorted(e["text"] for e in fay.of("public")) == sorted(
             f"before {n}" for n in range(said)
         )
+        # The catch-up is marked as a replay; what is said from now on is live.
+        assert all(e.get("replay") is True for e in fay.of("public"))
         room["bob"].do("say", text="welcome fay")
-        await fay.wait("public", text="welcome fay", **{"from": "bob"})
+        live = await fay.wait("public", text="welcome fay", **{"from": "bob"})
+        assert "replay" not in live
+        assert not any(
+            "replay" in e for m in room.running() if m is not fay for e in m.of("public")
+        )
         await room["bob"].wait("peer_up", handle="fay")
         assert max(fay.public_ids().values()) == 1
 
@@ -210,8 +216,12 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
     tmp_path: Path,
 ) -> None:
     async def scenario(room: Room) -> None:
-        mia = room["mia"]
+        mia, ann, bob = room["mia"], room["ann"], room["bob"]
         survivors = [m for m in room.running() if m is not mia]
+        ann.do("request", to="bob")
+        await bob.wait("request", **{"from": "ann"})
+        bob.do("accept", **{"from": "ann"})
+        await ann.wait("accepted", by="bob")
         for member in room.running():
             member.do("say", text=f"{member.handle} before")
         for member in room.running():
@@ -224,6 +234,7 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
         await room.kill(mia)
         for member in survivors:  # ...and during the failover
             member.do("say", text=f"{member.handle} during")
+        ann.do("msg", to="bob", text="still there?")
 
         for member in survivors:
             await member.wait("broker", epoch=2)
@@ -248,6 +259,10 @@ def test_a_killed_broker_is_replaced_and_no_public_message_is_lost_or_doubled(
             shown = Counter(e["text"] for e in member.of("public"))
             assert max(shown.values()) == 1
             assert len(shown) == 4 + 3 * 2 + 3  # before, in flight + during, after
+        # The private message said during the failover is delivered through the successor.
+        got = await bob.wait("private", text="still there?")
+        await ann.wait("delivered", id=got["id"], to="bob")
+        assert len(bob.of("private")) == 1
         print(f"failover: the survivors followed {successor} {took_s * 1000:.0f} ms after the kill")
 
     in_room(tmp_path, scenario)

@@ -21,6 +21,7 @@ from memroom import (
 )
 
 from lanchat.inmemory import MemoryLan
+from lanchat.transport import DEFAULT_INFO_PORT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -126,7 +127,7 @@ def test_a_node_without_mdns_joins_through_connect(tmp_path: Path) -> None:
         fay = room.add(
             "fay",
             discovery=MemoryLan(),
-            connect=(bob.address, bob.node.transport.info_port),
+            connect=(bob.address, DEFAULT_INFO_PORT),  # --connect BOB
         )
         room.start(fay)
         await fay.wait("broker", handle="mia", epoch=1)
@@ -151,7 +152,7 @@ def test_a_private_message_to_an_offline_friend_arrives_when_they_are_back(
         await bob.wait("request", **{"from": "ann"})
         bob.do("accept", **{"from": "ann"})
         await ann.wait("accepted", by="bob")
-        directory = bob.node.profile.directory
+        directory = bob.profile.directory
         assert await room.quit(bob) == 0
         await ann.wait("peer_down", handle="bob")
         ann.do("msg", to="bob", text="while you were away")
@@ -181,5 +182,9 @@ def test_a_shared_file_is_fetched_peer_to_peer(tmp_path: Path) -> None:
         bob.do("accept_file", id=offered["id"])
         done = await bob.wait("file_done", id=offered["id"])
         assert Path(done["path"]).read_bytes() == content
+        # The sharer learns who has it (once the fetcher verified it), and only that.
+        fetched = await ann.wait("file_fetched", id=offered["id"])
+        assert fetched["by"] == "bob"
+        assert ann.of("file_fetched") == [fetched]
 
     in_room(tmp_path, scenario)

@@ -445,11 +445,6 @@ def test_unfriend(room: Room) -> None:
     room.ada.wait("error", lambda e: e["code"] == "not_friends", timeout=5)
 
 
-@pytest.mark.xfail(
-    reason="needs the node: {'cmd':'room','name':N} moving a running node to room N "
-    "(the node answers 'rooms' already; moving is not built yet)",
-    strict=False,
-)
 def test_rooms_and_moving_room(room: Room, tmp_path: Path) -> None:
     other = LanNode(room.ada.lan, 2, "zed", tmp_path / "zed", ["--room", "lab"])
     try:
@@ -468,11 +463,6 @@ def test_rooms_and_moving_room(room: Room, tmp_path: Path) -> None:
         other.quit()
 
 
-@pytest.mark.xfail(
-    reason="needs the node: a 'file_fetched' event {id, by} to the sender when a recipient "
-    "has fetched the whole file",
-    strict=False,
-)
 def test_the_sender_sees_who_fetched_a_file(room: Room, tmp_path: Path) -> None:
     shared = tmp_path / "notes.txt"
     shared.write_text("the wiring diagram\n")

@@ -1182,3 +1182,26 @@ def test_a_friend_ending_the_friendship_is_not_a_declined_request() -> None:
     assert texts(model, "@bob")[-1] == "bob ended your friendship; /request bob asks again"
     model.apply(ev("rejected", by="bob"))  # no longer a friend: an answer to a request
     assert texts(model)[-1] == "bob declined your private-chat request"
+
+
+def test_serve_install_asks_the_node_and_shows_the_lines_for_the_room() -> None:
+    assert parse_input("/serve-install") == Command({"cmd": "serve_install"})
+    assert parse_input('/serve-install "~/my wheels"') == Command(
+        {"cmd": "serve_install", "dir": "~/my wheels"}
+    )
+    model = friend_model("bob")
+    url = "http://10.0.0.5:8765/"
+    model.apply(
+        ev(
+            "install_server",
+            url=url,
+            command="python -m pip install lanchat",
+            windows="py -m pip install --index-url http://10.0.0.5:8765/simple/ lanchat",
+            unix="python3 -m venv ~/lanchat-env && ...",
+        )
+    )
+    shown = texts(model)[-4:]
+    assert "install it from here" in shown[0]
+    assert shown[1].endswith("py -m pip install --index-url http://10.0.0.5:8765/simple/ lanchat")
+    assert shown[2].endswith("python3 -m venv ~/lanchat-env && ...")
+    assert url in shown[3]

@@ -1,17 +1,14 @@
-"""The node's command vocabulary (the ``cmd`` of the headless contract, docs/headless.md)
-and its dispatch to the part that owns each command.
-
-``Cmd`` names every command once; the front ends (the headless reader, the TUI's command
-line and view model) use these names, so the vocabulary cannot drift between them.
-"""
+"""The node's commands (``lanchat.core.vocabulary.Cmd``, the ``cmd`` of the headless
+contract, docs/headless.md) dispatched to the part that owns each one."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from lanchat.core import friendship as fs
+from lanchat.core.handles import RoomError, room_key, validate_room
+from lanchat.core.vocabulary import Cmd
 from lanchat.room.context import CommandError
 
 if TYPE_CHECKING:
@@ -30,36 +27,6 @@ __all__ = ["BACKGROUND_COMMANDS", "HISTORY_LIMIT_MAX", "Cmd", "Commands"]
 
 HISTORY_LIMIT_MAX: Final = 10_000
 HISTORY_LIMIT_DEFAULT: Final = 50
-
-
-class Cmd(StrEnum):
-    SAY = "say"
-    MSG = "msg"
-    HAND = "hand"
-    REQUEST = "request"
-    ACCEPT = "accept"
-    REJECT = "reject"
-    BLOCK = "block"
-    UNBLOCK = "unblock"
-    TRUST = "trust"
-    WHO = "who"
-    FRIENDS = "friends"
-    HISTORY = "history"
-    CLAIM = "claim"
-    DONE = "done"
-    QUEUE = "queue"
-    SEND = "send"
-    SHARE = "share"
-    ACCEPT_FILE = "accept_file"
-    DECLINE_FILE = "decline_file"
-    TYPING = "typing"
-    READ = "read"
-    SET = "set"
-    STATUS = "status"
-    UNFRIEND = "unfriend"
-    ROOMS = "rooms"
-    SERVE_INSTALL = "serve_install"
-    QUIT = "quit"
 
 
 # A front end's own queries: not the user being active (no end of an automatic away).
@@ -114,6 +81,7 @@ class Commands:
         relay_counters: Callable[[], Mapping[str, int]],
         rooms: Callable[[], list[dict[str, Any]]],
         install: InstallService,
+        move_to_room: Callable[[str], None],
     ) -> None:
         self._ctx = ctx
         self._status = status
@@ -126,6 +94,7 @@ class Commands:
         self._stop = stop
         self._relay_counters = relay_counters
         self._install = install
+        self._move_to_room = move_to_room
         self._handlers: dict[Cmd, Callable[[_Args], str | None]] = {
             Cmd.SAY: lambda a: public.say(a.text("text")),
             Cmd.MSG: self._msg,
@@ -147,6 +116,7 @@ class Commands:
             Cmd.STATUS: self._status_cmd,
             Cmd.ROOMS: lambda _a: ctx.emit("rooms", rooms=rooms()),
             Cmd.SERVE_INSTALL: self._serve_install,
+            Cmd.ROOM: self._room,
             Cmd.QUIT: lambda _a: stop(),
         }
         for name, (field, move) in _FRIEND_MOVES.items():
@@ -236,6 +206,16 @@ class Commands:
 
     def _spawn_offer(self, path: Path, to: str | None) -> None:
         self._ctx.spawn(self._offers.offer(path, to))
+
+    def _room(self, args: _Args) -> None:
+        name = args.text("name")
+        try:
+            validate_room(name)
+        except RoomError as exc:
+            raise CommandError("bad_command", str(exc)) from None
+        if room_key(name) == room_key(self._ctx.cfg.room):
+            raise CommandError("bad_command", f"you are in room {self._ctx.cfg.room!r} already")
+        self._move_to_room(name)
 
     def _serve_install(self, args: _Args) -> None:
         directory, port = args.cmd.get("dir"), args.cmd.get("port")

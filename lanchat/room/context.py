@@ -8,12 +8,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lanchat.core.events import Event, UnknownEvent, event_of
+from lanchat.store import HistoryRecord
+
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Coroutine
 
     from lanchat import identity as ident
-    from lanchat.store import HistoryRecord, Profile
+    from lanchat.store import Profile
 
 __all__ = ["PUBLIC", "CommandError", "NodeConfig", "NodeExit", "RoomContext"]
 
@@ -77,7 +80,19 @@ class RoomContext:
     fatal: Callable[[NodeExit], None] = lambda exc: None
 
     def emit(self, ev: str, /, **fields: Any) -> None:
-        self.emit_raw({"ev": ev, "t": round(self.wall(), 6), **fields})
+        """Event ``ev`` of the contract (lanchat.core.events), checked as it is built."""
+        t = round(self.wall(), 6)
+        try:
+            event = event_of(ev, fields)
+        except (UnknownEvent, TypeError) as exc:
+            # A bug of ours, not the user's: say so, and still tell the front end.
+            log.error("event %r does not fit the contract (%s): %s", ev, exc, sorted(fields))
+            self.emit_raw({"ev": ev, "t": t, **fields})
+            return
+        self.emit_raw(event.to_json(t))
+
+    def emit_event(self, event: Event) -> None:
+        self.emit_raw(event.to_json(round(self.wall(), 6)))
 
     def error(self, code: str, message: str) -> None:
         self.emit("error", code=code, message=message)
@@ -88,8 +103,6 @@ class RoomContext:
 
     def store_outgoing(self, msg_id: str, conversation: str, text: str, sent_t: float) -> None:
         """A text of ours in the history of ``conversation`` (public, private or a hand's)."""
-        from lanchat.store import HistoryRecord
-
         self.profile.history.append(
             HistoryRecord(
                 id=msg_id,
@@ -102,7 +115,3 @@ class RoomContext:
                 outgoing=True,
             )
         )
-
-    def record(self, record: HistoryRecord) -> bool:
-        """Store an incoming message; False if it was seen before."""
-        return self.profile.history.append(record)

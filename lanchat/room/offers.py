@@ -59,6 +59,7 @@ class Offers:
                 ctx.profile.directory / "downloads",
                 self._emit_file_event,
                 self._may_fetch,
+                on_fetched=self._fetched,
             )
             try:
                 files.start()
@@ -153,6 +154,13 @@ class Offers:
         if who is None or self._friends.blocked(who):
             return False
         return to is None or who == to
+
+    def _fetched(self, offer_id: str, curve_key: bytes) -> None:
+        """Someone has the whole file we offered, verified: tell our user who."""
+        who = self._peers.identity_of_curve.get(curve_key)
+        if who is None or offer_id not in self._out:
+            return
+        self._ctx.emit("file_fetched", id=offer_id, by=self._peers.handle_of(who))
 
     def _emit_file_event(self, event: dict[str, Any]) -> None:
         fields = dict(event)

@@ -59,6 +59,9 @@ class PublicRoom:
         # Where we were in the numbering of brokers we left: on return, catch up exactly.
         self._positions: dict[tuple[bytes, int], int] = {}
         self._last_room_contact = -1e9  # last relay or beat while others were online
+        # What we asked a broker for when it welcomed us (epoch, first, last): those relays
+        # are a catch-up, shown with "replay": true, not as live messages.
+        self._catch_up: tuple[int, int, int] = (0, 1, 0)
 
     # ================================================================ what we say
 
@@ -199,6 +202,8 @@ class PublicRoom:
         self._hosting.recent.append((pub, msg.inner_sig))
         handle = self._peers.display_handle(pub.author, pub.handle)
         received = ctx.wall()
+        epoch, first, last = self._catch_up
+        replay = msg.epoch == epoch and first <= msg.bseq <= last
         shown_t = 0.0  # taken once, at the first text shown: a batch's texts show together
         author_hex = pub.author.hex()
         append, sent_t, emit = ctx.profile.history.append, pub.sent_t, ctx.emit_raw
@@ -213,16 +218,17 @@ class PublicRoom:
             if not shown_t:
                 shown_t = round(ctx.wall(), 6)
             # What ctx.emit("public", ...) writes, without its per-event clock and merge.
-            emit(
-                {
-                    "ev": "public",
-                    "t": shown_t,
-                    "id": msg_id,
-                    "from": handle,
-                    "text": clean_text(text),
-                    "sent_t": sent_t,
-                }
-            )
+            event = {
+                "ev": "public",
+                "t": shown_t,
+                "id": msg_id,
+                "from": handle,
+                "text": clean_text(text),
+                "sent_t": sent_t,
+            }
+            if replay:
+                event["replay"] = True
+            emit(event)
 
     def on_beat(self, msg: wire.Beat, now: float) -> None:
         if self._peers.online:
@@ -272,6 +278,7 @@ class PublicRoom:
     def _request_relays(self, epoch: int, first: int, last: int) -> None:
         """Ask the broker again for relays first..last, in pieces it will answer."""
         first = max(first, last - BACKLOG_KEPT + 1, 1)
+        self._catch_up = (epoch, first, last)
         while first <= last:
             upto = min(last, first + RESEND_CHUNK - 1)
             self._membership.send(wire.encode(wire.Resend(epoch=epoch, first=first, last=upto)))

@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -22,6 +23,7 @@ from prompt_toolkit.validation import ValidationError, Validator
 
 from lanchat import oscompat
 from lanchat.core.handles import HandleError, suggest_handle, validate_handle
+from lanchat.core.vocabulary import Cmd
 from lanchat.node import Node
 from lanchat.profile_setup import EXIT_USAGE, check_options, login_name, prepare
 from lanchat.ui.model import ViewModel
@@ -57,6 +59,7 @@ async def run_chat(
     screen: ChatScreen,
     node: RunnableNode,
     rebuild: Callable[[str], RunnableNode],
+    move: Callable[[RunnableNode, str], RunnableNode] = lambda node, _room: node,
 ) -> int:
     """Run the screen and ``node`` until the user quits or the node stops; the exit status."""
     app_task = asyncio.ensure_future(screen.app.run_async())
@@ -69,11 +72,15 @@ async def run_chat(
             await asyncio.wait({app_task, node_task}, return_when=asyncio.FIRST_COMPLETED)
             if not node_task.done():  # the screen is gone: make sure the node follows
                 with contextlib.suppress(Exception):
-                    node.execute({"cmd": "quit"})  # idempotent; works before the node's loop runs
+                    node.execute({"cmd": Cmd.QUIT})  # idempotent; works before the node's loop runs
                 commands.put_nowait(None)
                 return await _finish(node_task)
             screen.attach(None)
             status = _status_of(node_task)
+            next_room = getattr(node, "next_room", None)
+            if status == 0 and isinstance(next_room, str) and not app_task.done():
+                node = move(node, next_room)  # a `room` command: the same us, another room
+                continue
             if app_task.done() or screen.model.status.last_error != HANDLE_TAKEN:
                 return status
             new_handle = await _race(screen.ask_handle(_another(node, screen)), app_task)
@@ -205,7 +212,12 @@ async def _chat(node: Node, relay: EventRelay) -> int:
         node.profile.state.set_setting("handle", handle)
         return Node(dataclasses.replace(node.cfg, handle=handle), node.profile, node.me, relay)
 
-    status = await run_chat(screen, node, rebuild)
+    def move(old: RunnableNode, room: str) -> Node:
+        assert isinstance(old, Node)
+        relay({"ev": "room", "t": round(time.time(), 6), "name": room})
+        return old.moved_to_room()
+
+    status = await run_chat(screen, node, rebuild, move)
     last = screen.model.status
     if status != 0 and last.last_error_message:
         print(f"lanchat: {last.last_error_message}", file=sys.stderr)

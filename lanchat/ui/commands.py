@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from lanchat.core.handles import HandleError, RoomError, validate_handle, validate_room
+from lanchat.core.vocabulary import Cmd
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,6 +87,12 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/save", "/save path", "save the last code block of this chat", path_arg=True),
     CommandSpec("/rooms", "/rooms", "the rooms on the network, with their size", bare="alone"),
     CommandSpec("/room", "/room NAME", "move to room NAME"),
+    CommandSpec(
+        "/serve-install",
+        "/serve-install [folder]",
+        "mentors: hand lanchat to laptops without internet",
+        path_arg=True,
+    ),
     CommandSpec("/hand", "/hand [--anon] [topic]", "ask a mentor for help", choices=(("--anon",),)),
     CommandSpec("/done", "/done [id]", "lower your hand, or end a help session"),
     CommandSpec("/queue", "/queue", "mentors: list the help queue", bare="alone"),
@@ -127,6 +134,7 @@ HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/clear", "empty this chat's window (the history stays)"),
     ("/save path", "save the last code block of this chat to a file"),
     ("/rooms, /room NAME", "the rooms on the network / move to room NAME"),
+    ("/serve-install [folder]", "serve lanchat to laptops without internet"),
     ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
     ("/done [id], /queue, /claim N", "end a hand · mentors: the queue, help hand N"),
     ("/status S [text]", "online, away or busy, e.g. /status away lunch"),
@@ -251,8 +259,8 @@ def lost_slash(line: str, context: InputContext, known: Callable[[str], bool]) -
 
 def _plain(text: str, ctx: InputContext) -> Command:
     if ctx.conversation is None:
-        return Command({"cmd": "say", "text": text})
-    return Command({"cmd": "msg", "to": ctx.conversation, "text": text})
+        return Command({"cmd": Cmd.SAY, "text": text})
+    return Command({"cmd": Cmd.MSG, "to": ctx.conversation, "text": text})
 
 
 class _UsageError(Exception):
@@ -290,13 +298,13 @@ def _msg(rest: str, words: list[str], _ctx: InputContext) -> Command:
         raise _UsageError()
     to = _handle(words[0])
     body = rest.lstrip()[len(words[0]) :].lstrip()
-    return Command({"cmd": "msg", "to": to, "text": body})
+    return Command({"cmd": Cmd.MSG, "to": to, "text": body})
 
 
 def _say(rest: str, _words: list[str], _ctx: InputContext) -> Command:
     if not rest.strip():
         raise _UsageError()
-    return Command({"cmd": "say", "text": rest})
+    return Command({"cmd": Cmd.SAY, "text": rest})
 
 
 def _me(rest: str, _words: list[str], ctx: InputContext) -> Command:
@@ -315,6 +323,14 @@ def _save(rest: str, _words: list[str], _ctx: InputContext) -> LocalAction:
     return LocalAction(Action.SAVE, _path(rest))
 
 
+def _serve_install(rest: str, _words: list[str], _ctx: InputContext) -> Command:
+    """The wheelhouse ``lanchat bundle`` made (in the profile, or the folder given)."""
+    cmd: dict[str, Any] = {"cmd": Cmd.SERVE_INSTALL}
+    if rest.strip():
+        cmd["dir"] = _path(rest)
+    return Command(cmd)
+
+
 def _room(_rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) != 1:
         raise _UsageError()
@@ -322,7 +338,7 @@ def _room(_rest: str, words: list[str], _ctx: InputContext) -> Command:
         name = validate_room(words[0])
     except RoomError as exc:
         raise _UsageError(f"{_shown(words[0])} is not a room name: {exc}") from None
-    return Command({"cmd": "room", "name": name})
+    return Command({"cmd": Cmd.ROOM, "name": name})
 
 
 def _join(_rest: str, words: list[str], _ctx: InputContext) -> LocalAction:
@@ -355,7 +371,7 @@ def _with_handle(cmd: str, key: str) -> _Parser:
 def _trust(_rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) != 2:
         raise _UsageError()
-    return Command({"cmd": "trust", "handle": _handle(words[0]), "fingerprint": words[1]})
+    return Command({"cmd": Cmd.TRUST, "handle": _handle(words[0]), "fingerprint": words[1]})
 
 
 def _bare(cmd: str) -> _Parser:
@@ -387,7 +403,7 @@ def _history(_rest: str, words: list[str], ctx: InputContext) -> Command:
         raise _UsageError()
     if words:
         who = None if words[0].lower() in PUBLIC_NAMES else _handle(words[0])
-    return Command({"cmd": "history", "with": who, "limit": limit})
+    return Command({"cmd": Cmd.HISTORY, "with": who, "limit": limit})
 
 
 def _is_number(word: str) -> bool:
@@ -419,30 +435,30 @@ def _hand(rest: str, words: list[str], _ctx: InputContext) -> Command:
     anon = bool(words) and words[0].lower() in _ANON_FLAGS
     if anon:
         topic = topic[len(words[0]) :].strip()
-    return Command({"cmd": "hand", "topic": topic, "anon": anon})
+    return Command({"cmd": Cmd.HAND, "topic": topic, "anon": anon})
 
 
 def _done(_rest: str, words: list[str], ctx: InputContext) -> Command:
     if len(words) > 1:
         raise _UsageError()
     if words:
-        return Command({"cmd": "done", "id": _pick(words[0], ctx.hands, "hand")})
+        return Command({"cmd": Cmd.DONE, "id": _pick(words[0], ctx.hands, "hand")})
     if ctx.help_hand is not None:
-        return Command({"cmd": "done", "id": ctx.help_hand})
-    return Command({"cmd": "done"})
+        return Command({"cmd": Cmd.DONE, "id": ctx.help_hand})
+    return Command({"cmd": Cmd.DONE})
 
 
 def _claim(_rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) != 1 or not _is_number(words[0]) or int(words[0]) < 1:
         raise _UsageError()
-    return Command({"cmd": "claim", "n": int(words[0])})
+    return Command({"cmd": Cmd.CLAIM, "n": int(words[0])})
 
 
 def _status(rest: str, words: list[str], _ctx: InputContext) -> Command:
     if not words or words[0].lower() not in PRESENCE_STATES:
         raise _UsageError()
     text = rest.strip()[len(words[0]) :].strip()
-    return Command({"cmd": "status", "set": words[0].lower(), "text": text})
+    return Command({"cmd": Cmd.STATUS, "set": words[0].lower(), "text": text})
 
 
 def _set(_rest: str, words: list[str], _ctx: InputContext) -> Command | LocalAction:
@@ -453,18 +469,18 @@ def _set(_rest: str, words: list[str], _ctx: InputContext) -> Command | LocalAct
         return LocalAction(Action.NOTIFY, "on" if on else "off")
     if what not in ("receipts", "typing"):
         raise _UsageError()
-    return Command({"cmd": "set", what: on})
+    return Command({"cmd": Cmd.SET, what: on})
 
 
 def _send(rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) < 2:
         raise _UsageError()
     to = _handle(words[0])
-    return Command({"cmd": "send", "to": to, "path": _path(rest.lstrip()[len(words[0]) :])})
+    return Command({"cmd": Cmd.SEND, "to": to, "path": _path(rest.lstrip()[len(words[0]) :])})
 
 
 def _share(rest: str, _words: list[str], _ctx: InputContext) -> Command:
-    return Command({"cmd": "share", "path": _path(rest)})
+    return Command({"cmd": Cmd.SHARE, "path": _path(rest)})
 
 
 def _file_answer(cmd: str, name: str) -> _Parser:
@@ -485,31 +501,32 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "/say": _say,
     "/me": _me,
     "/join": _join,
-    "/request": _with_handle("request", "to"),
-    "/accept": _answer("accept"),
-    "/reject": _answer("reject"),
-    "/block": _with_handle("block", "handle"),
-    "/unblock": _with_handle("unblock", "handle"),
-    "/unfriend": _with_handle("unfriend", "handle"),
+    "/request": _with_handle(Cmd.REQUEST, "to"),
+    "/accept": _answer(Cmd.ACCEPT),
+    "/reject": _answer(Cmd.REJECT),
+    "/block": _with_handle(Cmd.BLOCK, "handle"),
+    "/unblock": _with_handle(Cmd.UNBLOCK, "handle"),
+    "/unfriend": _with_handle(Cmd.UNFRIEND, "handle"),
     "/trust": _trust,
-    "/who": _bare("who"),
-    "/friends": _bare("friends"),
+    "/who": _bare(Cmd.WHO),
+    "/friends": _bare(Cmd.FRIENDS),
     "/history": _history,
     "/search": _search,
     "/clear": _local(Action.CLEAR),
     "/save": _save,
-    "/rooms": _bare("rooms"),
+    "/rooms": _bare(Cmd.ROOMS),
     "/room": _room,
+    "/serve-install": _serve_install,
     "/hand": _hand,
     "/done": _done,
-    "/queue": _bare("queue"),
+    "/queue": _bare(Cmd.QUEUE),
     "/claim": _claim,
     "/status": _status,
     "/set": _set,
     "/send": _send,
     "/share": _share,
-    "/accept-file": _file_answer("accept_file", "/accept-file"),
-    "/decline-file": _file_answer("decline_file", "/decline-file"),
+    "/accept-file": _file_answer(Cmd.ACCEPT_FILE, "/accept-file"),
+    "/decline-file": _file_answer(Cmd.DECLINE_FILE, "/decline-file"),
     "/help": _local(Action.HELP),
     "/quit": _local(Action.QUIT),
 }

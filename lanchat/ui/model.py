@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Final
 from lanchat.core.friendship import Friendship
 from lanchat.core.handles import handle_key
 from lanchat.core.text import clean_text, safe_label
+from lanchat.core.units import human_size
+from lanchat.core.vocabulary import Cmd
 from lanchat.ui.commands import (
     ACTION_PREFIX,
     MAX_HISTORY,
@@ -340,16 +342,6 @@ def peer_key(handle: str) -> str:
 
 def short_id(value: str) -> str:
     return value[:_SHORT_ID]
-
-
-def human_size(size: float) -> str:
-    """Bytes for people: 512 B, 3.0 MB (powers of 1000, like file managers)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def ordinal(n: int) -> str:
@@ -700,7 +692,7 @@ class ViewModel:
         self.show_help = False
         self.search = Search(text, self.current)
         self._find()
-        return {"cmd": "history", "with": self.handle_of(self.current), "limit": MAX_HISTORY}
+        return {"cmd": Cmd.HISTORY, "with": self.handle_of(self.current), "limit": MAX_HISTORY}
 
     def search_failed(self) -> None:
         """The stored history could not be asked for: the hits on screen are all there is."""
@@ -768,7 +760,7 @@ class ViewModel:
     def will_send(self, cmd: Mapping[str, Any]) -> None:
         """The user asked for this command: show the listing its answer brings."""
         name = str(cmd.get("cmd"))
-        if name in ("who", "friends", "history", "queue", "rooms"):
+        if name in (Cmd.WHO, Cmd.FRIENDS, Cmd.HISTORY, Cmd.QUEUE, Cmd.ROOMS):
             self._wanted[name] += 1
 
     def failed(self, cmd: Mapping[str, Any], message: str, now: float) -> None:
@@ -784,12 +776,12 @@ class ViewModel:
         """
         name = cmd.get("cmd")
         me = self.status.handle
-        if name in ("say", "msg"):
+        if name in (Cmd.SAY, Cmd.MSG):
             self.to_newest()  # you see what you sent
-        if name == "say":
+        if name == Cmd.SAY:
             line = Line(now, LineKind.OWN, _text(cmd.get("text")), me, msg_id)
             self._add(self.conversations[PUBLIC], line)
-        elif name == "msg":
+        elif name == Cmd.MSG:
             peer = self._peer(label(cmd.get("to")))
             key = peer_key(peer.handle)
             text = _text(cmd.get("text"))
@@ -802,50 +794,50 @@ class ViewModel:
                 waiting.append(line)
             if key != self.current:
                 self.note(f"to {peer.handle}: {text}", now)
-        elif name == "request":
+        elif name == Cmd.REQUEST:
             peer = self._peer(label(cmd.get("to")))
             if peer.relation is Friendship.NONE:
                 peer.relation = Friendship.PENDING_OUT
             if peer.relation is not Friendship.FRIEND:
                 self.note(f"asked {peer.handle} for a private chat; waiting for an answer", now)
-        elif name == "accept":
+        elif name == Cmd.ACCEPT:
             self._answered(label(cmd.get("from")))
-        elif name == "reject":
+        elif name == Cmd.REJECT:
             peer = self._answered(label(cmd.get("from")))
             peer.relation = Friendship.NONE
             self.note(f"declined {peer.handle}'s private-chat request", now)
-        elif name == "block":
+        elif name == Cmd.BLOCK:
             peer = self._answered(label(cmd.get("handle")))
             peer.relation = Friendship.BLOCKED
             self.note(f"blocked {peer.handle}: you will not see their messages", now)
-        elif name == "unblock":
+        elif name == Cmd.UNBLOCK:
             peer = self._peer(label(cmd.get("handle")))
             peer.relation = Friendship.NONE
             self.note(f"unblocked {peer.handle}", now)
-        elif name == "unfriend":
+        elif name == Cmd.UNFRIEND:
             peer = self._peer(label(cmd.get("handle")))
             peer.relation = Friendship.NONE
             self.note(
                 f"you and {peer.handle} are no longer friends; /request {peer.handle} asks again",
                 now,
             )
-        elif name == "room":
+        elif name == Cmd.ROOM:
             self.note(f"moving to room {label(cmd.get('name'))}…", now)
-        elif name == "status" and "set" in cmd:
+        elif name == Cmd.STATUS and "set" in cmd:
             self.status.presence = label(cmd.get("set"))
             self.status.presence_text = _optional_label(cmd.get("text"))
             extra = f" ({self.status.presence_text})" if self.status.presence_text else ""
             self.note(f"your status: {self.status.presence}{extra}", now)
-        elif name in ("send", "share"):
+        elif name in (Cmd.SEND, Cmd.SHARE):
             path = _line_text(cmd.get("path"))
-            where = f"for {label(cmd.get('to'))}" if name == "send" else "for the room"
+            where = f"for {label(cmd.get('to'))}" if name == Cmd.SEND else "for the room"
             self.note(f"preparing {path.rstrip('/').rsplit('/', 1)[-1]} {where}…", now)
-        elif name == "accept_file":
+        elif name == Cmd.ACCEPT_FILE:
             offer = self.offers.pop(str(cmd.get("id")), None)
             if offer is not None:
                 self._transfer(offer.id, offer.name, offer.size, offer.key)
                 self.note(f"downloading {offer.name} from {offer.sender}…", now)
-        elif name == "decline_file":
+        elif name == Cmd.DECLINE_FILE:
             offer = self.offers.pop(str(cmd.get("id")), None)
             if offer is not None:
                 self.note(f"declined {offer.name} from {offer.sender}", now)
@@ -1091,6 +1083,13 @@ class ViewModel:
             people = f"{room.members} {'person' if room.members == 1 else 'people'}"
             self.note(f"  {room.name}  {people}{here}", now)
         self.note("/room NAME moves there", now)
+
+    def _on_install_server(self, ev: Mapping[str, Any], now: float) -> None:
+        """Our install server is up: the lines to show the room (put it on the projector)."""
+        self.note("━━━ laptops without lanchat and without internet: install it from here ━━━", now)
+        self.note(f"  Windows:      {_text(ev.get('windows')) or _text(ev.get('command'))}", now)
+        self.note(f"  macOS/Linux:  {_text(ev.get('unix')) or _text(ev.get('command'))}", now)
+        self.note(f"  or open {_text(ev.get('url'))} in a browser; then run: lanchat", now)
 
     def _on_room(self, ev: Mapping[str, Any], now: float) -> None:
         """We moved to another room: its people and messages replace the old room's."""

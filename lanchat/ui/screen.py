@@ -39,6 +39,7 @@ from prompt_toolkit.styles import Style
 
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.text import TextError
+from lanchat.core.vocabulary import Cmd
 from lanchat.node import CommandError
 from lanchat.ui import render
 from lanchat.ui.commands import DEFAULT_HISTORY, Action, Command, InputError, LocalAction
@@ -251,7 +252,7 @@ class ChatScreen:
                 self.notifier.notify(alert.title, alert.body)
         if event.get("ev") == "ready":
             # Fill the sidebar's friend marks and the room with what the profile remembers.
-            self.send({"cmd": "friends"}, user=False)
+            self.send({"cmd": Cmd.FRIENDS}, user=False)
             self._load_history(PUBLIC)
         self.app.invalidate()
 
@@ -309,7 +310,7 @@ class ChatScreen:
         """Say goodbye through the node and leave the screen."""
         if self.node is not None:
             try:
-                self.node.execute({"cmd": "quit"})
+                self.node.execute({"cmd": Cmd.QUIT})
             except Exception:
                 log.exception("quit failed")
         if self._handle_wanted is not None and not self._handle_wanted.done():
@@ -411,7 +412,7 @@ class ChatScreen:
             return
         conv.history_loaded = True
         who = self.model.handle_of(key)
-        self.send({"cmd": "history", "with": who, "limit": DEFAULT_HISTORY}, user=False)
+        self.send({"cmd": Cmd.HISTORY, "with": who, "limit": DEFAULT_HISTORY}, user=False)
 
     def _typed(self, buffer: Buffer) -> None:
         """The input line changed: tell the friend on screen we are typing (now and then)."""
@@ -428,12 +429,12 @@ class ChatScreen:
         if now - self._typing_sent.get(key, -math.inf) < TYPING_EVERY_S:
             return
         self._typing_sent[key] = now
-        self.send({"cmd": "typing", "to": handle}, user=False)
+        self.send({"cmd": Cmd.TYPING, "to": handle}, user=False)
 
     def _rendered(self, _app: object) -> None:
         """New messages of a friend are on screen now: say so (a read receipt)."""
         for handle in self.model.take_reads():
-            self.send({"cmd": "read", "with": handle}, user=False)
+            self.send({"cmd": Cmd.READ, "with": handle}, user=False)
 
     def _on_enter(self, buffer: Buffer) -> bool:
         if self._handle_wanted is not None:
