@@ -479,8 +479,9 @@ def test_resume_from_part_after_failed_attempt(tmp_path: Path) -> None:
             assert isinstance(second, PausingService)
             await second.restore_offer(offer, source)
             t.serve(second)
+            receiver.stall_timeout_s = WAIT_S  # the short one was for the first attempt only
             path = await receiver.download(offer)
-            assert path == t.downloads / "disk.img"
+            assert path == t.downloads / "disk.img", t.receiver_events.of("file_failed")
             assert _sha256(path) == digest
             assert second.served == total - kept // CHUNK_BYTES
             assert not part.exists()
