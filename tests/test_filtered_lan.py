@@ -1,0 +1,101 @@
+"""Where multicast does not reach: a switch that drops mDNS, one that isolates clients.
+
+The lab's bridge filters with nftables (as guest Wi-Fi does): nodes started with no options
+find each other by the broadcast beacon, and ``lanchat doctor`` tells the cases apart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from lannode import LanNode, start_nodes, wait_connected
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from vlan import VirtualLan
+
+pytestmark = [
+    pytest.mark.lan,
+    pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (nft) is not installed"),
+]
+
+MDNS_MAC = "01:00:5e:00:00:fb"  # 224.0.0.251 on Ethernet
+
+
+def switch_drops(lan: VirtualLan, rule: str) -> None:
+    """Add a forwarding rule to the lab's switch (the bridge, in its own namespace)."""
+    script = (
+        "add table bridge lab\n"
+        "add chain bridge lab guest { type filter hook forward priority 0; }\n"
+        f"add rule bridge lab guest {rule}\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", lan.switch_ns, "nft", "-f", "-"],
+        input=script,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+
+
+def doctor(lan: VirtualLan, host: int, listen: float = 1.5) -> tuple[int, dict[str, object]]:
+    result = lan.run(
+        host,
+        [sys.executable, "-m", "lanchat", "doctor", "--json", "--listen", str(listen)],
+        timeout=30,
+    )
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_mdns_dropped_nodes_find_each_other_by_broadcast(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(4)
+    switch_drops(lan, f"ether daddr {MDNS_MAC} drop")
+    began = time.monotonic()
+    nodes = start_nodes(lan, tmp_path, ["ann", "ben", "cat"])
+    broker = wait_connected(nodes, timeout=5.0)
+    assert time.monotonic() - began < 5.0 + 1.0  # the processes' own start-up included
+    ann, ben, cat = nodes
+    ann.send(cmd="say", text="through the filter")
+    for node in (ben, cat):
+        node.wait("public", lambda e: e["text"] == "through the filter")
+
+    # The broker vanishes: the others fail over and go on chatting.
+    dead = next(n for n in nodes if n.handle == broker)
+    live = [n for n in nodes if n is not dead]
+    dead.kill()
+    for node in live:
+        node.wait("broker", lambda e: e["handle"] != broker, timeout=10)
+    live[0].send(cmd="say", text="after the failover")
+    live[1].wait("public", lambda e: e["text"] == "after the failover")
+
+    # The doctor (in the laptop of a node) sees the filter and says all is well.
+    status, report = doctor(lan, live[0].host)
+    assert report["multicast_from_others"] is False, report
+    assert report["broadcast_from_others"] is True, report
+    assert report["peers_reachable"] is True, report
+    assert report["ok"] is True, report
+    assert status == 0
+
+
+def test_client_isolation_is_named(vlan: Callable[..., VirtualLan], tmp_path: Path) -> None:
+    lan = vlan(2)
+    switch_drops(lan, "drop")
+    ann = LanNode(lan, 1, "ann", tmp_path / "ann")
+    ann.wait("broker")
+    status, report = doctor(lan, 2)
+    assert status == 1, report
+    assert report["multicast_from_others"] is False
+    assert report["broadcast_from_others"] is False
+    assert report["peers_reachable"] is False
+    assert report["multicast"] is True  # our own laptop is fine: the network is not
+    assert any("client isolation" in str(a) for a in report["advice"]), report  # type: ignore[union-attr]
