@@ -194,6 +194,8 @@ class LanDiscovery:
         self._jitter = 1.0
         self._verify_window = (0.0, 0)
         self._last_sent_at = 0.0
+        self._owe_query = False  # a query is answered even where mDNS works
+        self._fast_until = -1.0  # our last beacon sent while fast is held by others until
         self.counters: dict[str, int] = {
             "beacons_sent": 0,
             "beacons_heard": 0,
@@ -248,6 +250,8 @@ class LanDiscovery:
         if self._fast():
             self._plan.urgent = True
             self._tick(self._clock())  # at once: the election waits only ELECTION_WAIT_S
+        else:
+            self._plan.last_sent = self._clock()  # mDNS shows us the room: a keep-alive later
 
     async def update(self, advert: Advert) -> None:
         await self._primary.update(advert)
@@ -270,8 +274,8 @@ class LanDiscovery:
                 await self._task
             self._task = None
         if self._socket is not None:
-            if self._advert is not None and self._plan.last_sent > -1e300 and self._fast():
-                self._send(self._clock(), bye=True)  # peers that know us only by beacon
+            if self._advert is not None and self._clock() < self._fast_until:
+                self._send(self._clock(), bye=True)  # peers may know us only by beacon
             self._socket.close()
             self._socket = None
         await self._primary.close()
@@ -305,6 +309,8 @@ class LanDiscovery:
         if self._advert is None or self._socket is None:
             return
         fast, known = self._fast(), len(self.peers())
+        if not fast and not self._owe_query:
+            self._plan.urgent = False  # mDNS has told everyone meanwhile
         # The jitter stretches the interval only: never sooner than the budget allows.
         if self._plan.due(now, fast, known) and (
             self._plan.urgent
@@ -323,7 +329,18 @@ class LanDiscovery:
         packet = bc.encode(
             self._advert, sent_at, self._plan.ttl(fast, known), self._me.sign, bye=bye
         )
+        log.debug(
+            "beacon%s: fast=%s urgent=%s mdns=%d beacon-only=%d",
+            " (bye)" if bye else "",
+            fast,
+            self._plan.urgent,
+            len(self._mdns_others()),
+            self._beacon_only(),
+        )
         self._plan.sent(now)
+        self._owe_query = False
+        if fast and not bye:
+            self._fast_until = now + self._plan.ttl(fast, known)
         self._jitter = 1.0 + random.uniform(0.0, 2 * JITTER)
         if self._socket.send(packet):
             self.counters["beacons_sent"] += 1
@@ -341,7 +358,7 @@ class LanDiscovery:
         if bc.is_query(data):
             self.counters["queries_heard"] += 1
             if source != self._address:
-                self._plan.urgent = True
+                self._plan.urgent = self._owe_query = True
             return
         if source == self._address or not data.startswith(bc.MAGIC):
             return  # our own beacon came back (or someone else's protocol)

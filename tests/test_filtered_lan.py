@@ -99,3 +99,67 @@ def test_client_isolation_is_named(vlan: Callable[..., VirtualLan], tmp_path: Pa
     assert report["peers_reachable"] is False
     assert report["multicast"] is True  # our own laptop is fine: the network is not
     assert any("client isolation" in str(a) for a in report["advice"]), report  # type: ignore[union-attr]
+
+
+def _count_on_switch(lan: VirtualLan) -> None:
+    """Count every frame a port hands the switch, by kind (once per frame, not per copy)."""
+    script = (
+        "add table bridge tally\n"
+        "add chain bridge tally seen { type filter hook prerouting priority 0; }\n"
+        "add rule bridge tally seen udp dport 47100 counter\n"
+        "add rule bridge tally seen udp dport 5353 counter\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", lan.switch_ns, "nft", "-f", "-"],
+        input=script,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _counted(lan: VirtualLan) -> dict[str, int]:
+    listing = subprocess.run(
+        ["ip", "netns", "exec", lan.switch_ns, "nft", "-j", "list", "table", "bridge", "tally"],
+        text=True,
+        check=True,
+        capture_output=True,
+    ).stdout
+    counts: dict[str, int] = {}
+    for item in json.loads(listing)["nftables"]:
+        rule = item.get("rule")
+        if not rule:
+            continue
+        port = next(e["match"]["right"] for e in rule["expr"] if "match" in e)
+        packets = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        counts["beacon" if port == 47100 else "mdns"] = packets
+    return counts
+
+
+def test_unfiltered_lan_sends_beacons_only_within_the_budget(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    """Where mDNS works, a room of five sends almost no beacon: at most one per node while
+    it starts alone, then one keep-alive per node and KEEPALIVE_S (docs/performance.md)."""
+    from lanchat.core.beacon import KEEPALIVE_S, MIN_GAP_S
+
+    hosts = 5
+    lan = vlan(hosts)
+    _count_on_switch(lan)
+    began = time.monotonic()
+    nodes = start_nodes(lan, tmp_path, [f"n{i}" for i in range(1, hosts + 1)])
+    wait_connected(nodes, timeout=10)
+    formed_s = time.monotonic() - began
+    start = _counted(lan)
+    time.sleep(20.0)  # a measurement window, not a synchronisation
+    steady = _counted(lan)
+    beacons = steady["beacon"] - start["beacon"]
+    mdns = steady["mdns"] - start["mdns"]
+    print(
+        f"\n{hosts} nodes, unfiltered: room formed in {formed_s:.2f} s with "
+        f"{start['beacon']} beacons and {start['mdns']} mDNS packets; then in 20 s: "
+        f"{beacons} beacons, {mdns} mDNS packets"
+    )
+    # Starting: a node beacons while mDNS shows it nobody, at most once per MIN_GAP_S.
+    assert start["beacon"] <= hosts * (formed_s / MIN_GAP_S + 1)
+    assert beacons <= hosts * (20.0 / KEEPALIVE_S + 1)
