@@ -237,7 +237,12 @@ class Node:
         except HandleTaken as exc:
             # Its holder announced itself between our check and our announcement.
             raise self._handle_taken(exc.holder) from exc
-        ctx.emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
+        ctx.emit(
+            "ready",
+            handle=self.cfg.handle,
+            fingerprint=self.me.fingerprint,
+            connect=membership.advertising.connect_address(),
+        )
         self.status.set(Phase.ELECTING, "finding the broker")
         self.transport.read_router(self.hosting.on_router_batch)
         self._tg.create_task(

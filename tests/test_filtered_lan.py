@@ -65,6 +65,8 @@ def test_mdns_dropped_nodes_find_each_other_by_broadcast(
     broker = wait_connected(nodes, timeout=5.0)
     assert time.monotonic() - began < 5.0 + 1.0  # the processes' own start-up included
     ann, ben, cat = nodes
+    for node in nodes:  # the address a --connect would use, for a mentor's screen
+        assert node.seen("ready")[0]["connect"] == lan.ip(node.host)
     ann.send(cmd="say", text="through the filter")
     for node in (ben, cat):
         node.wait("public", lambda e: e["text"] == "through the filter")
