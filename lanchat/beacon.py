@@ -72,10 +72,11 @@ class BeaconSocket:
     """Send to and hear from the subnet's broadcast address on one interface (UDP).
 
     Two sockets: one bound to our address that sends (SO_BROADCAST), one that receives:
-    bound to the broadcast address on Linux (which delivers subnet broadcasts there and
-    nothing from other interfaces), to our address on Windows (which delivers broadcasts
-    to it), to any address on macOS, restricted to the interface where the OS allows it.
-    SO_REUSEADDR/SO_REUSEPORT: several nodes on one machine all hear every beacon.
+    bound to the subnet's broadcast address on Linux and macOS (which deliver that
+    subnet's broadcasts there and nothing from other interfaces), to our address on
+    Windows (which delivers broadcasts to it and binds no broadcast address). Never the
+    wildcard address. SO_REUSEADDR (SO_REUSEPORT on BSD): several nodes on one machine all
+    hear every beacon.
     """
 
     def __init__(self, candidate: Candidate, port: int = BEACON_PORT) -> None:
@@ -114,15 +115,11 @@ class BeaconSocket:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if sys.platform == "win32":
-                host = self.candidate.address
-            elif sys.platform == "linux":
-                host = self.broadcast or self.candidate.address
+                host = self.candidate.address  # Windows binds no broadcast address
             else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                host = ""
-                with contextlib.suppress(OSError):  # IP_BOUND_IF: macOS keeps it to one NIC
-                    index = socket.if_nametoindex(self.candidate.name)
-                    sock.setsockopt(socket.IPPROTO_IP, 25, index)
+                if sys.platform != "linux":  # BSD: SO_REUSEADDR alone does not share a port
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                host = self.broadcast or self.candidate.address
             sock.bind((host, self.port))
             sock.setblocking(False)
         except OSError:
