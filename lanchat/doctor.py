@@ -343,7 +343,9 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
     if not broadcast.opened:
         report.facts["broadcast_error"] = broadcast.error
         report.info(f"cannot listen for lanchat's broadcast here: {broadcast.error}")
-    elif not broadcast.own_came_back:
+    elif broadcast.own_came_back:
+        report.good("our own broadcast came back: broadcast send and receive work")
+    else:
         report.bad(
             "our own broadcast never came back: a firewall on this laptop drops it",
             _BROADCAST_ADVICE,

@@ -103,6 +103,34 @@ def test_client_isolation_is_named(vlan: Callable[..., VirtualLan], tmp_path: Pa
     assert any("client isolation" in str(a) for a in report["advice"]), report  # type: ignore[union-attr]
 
 
+def test_a_firewall_on_this_laptop_is_named_as_such(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    lan = vlan(2)
+    ann = LanNode(lan, 1, "ann", tmp_path / "ann")
+    ann.wait("broker")
+    # Host 2 drops inbound mDNS and beacons (its own included), as a laptop's firewall does.
+    subprocess.run(
+        ["ip", "netns", "exec", lan.ns(2), "nft", "-f", "-"],
+        input=(
+            "add table inet fw\n"
+            "add chain inet fw in { type filter hook input priority 0; }\n"
+            "add rule inet fw in udp dport { 5353, 47100 } drop\n"
+        ),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    status, report = doctor(lan, 2)
+    assert status == 1, report
+    assert report["multicast"] is False
+    assert report["broadcast"] is False
+    advice = " ".join(str(a) for a in report["advice"])  # type: ignore[union-attr]
+    assert "on this machine" in advice
+    assert "firewall on this laptop" in advice
+    assert "client isolation" not in advice  # not the network's fault
+
+
 def _count_on_switch(lan: VirtualLan) -> None:
     """Count every frame a port hands the switch, by kind (once per frame, not per copy)."""
     script = (
