@@ -208,7 +208,7 @@ class LanDiscovery:
         sock = self._make_socket(self._candidate)
         try:
             await sock.open(self._on_datagram)
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; nothing here may stop the node
             # mDNS alone still works; doctor explains what is missing.
             log.warning("no broadcast discovery on %s: %s", self._address, exc)
             return
@@ -246,7 +246,7 @@ class LanDiscovery:
         self._advert = advert
         if self._fast():
             self._plan.urgent = True
-            self._tick(self._clock())  # at once: the election waits only ELECTION_WAIT_S
+            self._tick_safely()  # at once: the election waits only ELECTION_WAIT_S
         else:
             self._plan.last_sent = self._clock()  # mDNS shows us the room: a keep-alive later
 
@@ -255,7 +255,7 @@ class LanDiscovery:
         self._advert = advert
         if self._fast():
             self._plan.urgent = True
-            self._tick(self._clock())
+            self._tick_safely()
 
     async def reannounce(self) -> None:
         await self._primary.reannounce()
@@ -272,7 +272,8 @@ class LanDiscovery:
             self._task = None
         if self._socket is not None:
             if self._advert is not None and self._clock() < self._fast_until:
-                self._send(self._clock(), bye=True)  # peers may know us only by beacon
+                with contextlib.suppress(Exception):  # peers may know us only by beacon
+                    self._send(self._clock(), bye=True)
             self._socket.close()
             self._socket = None
         await self._primary.close()
@@ -293,10 +294,13 @@ class LanDiscovery:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            try:
-                self._tick(self._clock())
-            except Exception:
-                log.exception("beacon tick failed")
+            self._tick_safely()
+
+    def _tick_safely(self) -> None:
+        try:
+            self._tick(self._clock())
+        except Exception:  # the beacon is a fallback: a bug in it must not stop the node
+            log.exception("beacon tick failed")
 
     def _tick(self, now: float) -> None:
         for key in [k for k, h in self._heard.items() if h.until <= now]:

@@ -89,6 +89,41 @@ def test_mdns_dropped_nodes_find_each_other_by_broadcast(
     assert status == 0
 
 
+def test_rooms_found_by_broadcast_merge_into_one_broker(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    """Two rooms of one (the switch isolated them) meet once broadcast passes: one broker."""
+    lan = vlan(2)
+    switch_drops(lan, "drop")
+    ann, ben = start_nodes(lan, tmp_path, ["ann", "ben"])
+    for node in (ann, ben):
+        assert node.wait("broker")["self"] is True
+    # The switch now only drops mDNS (flush the isolating rule, keep the table).
+    subprocess.run(
+        ["ip", "netns", "exec", lan.switch_ns, "nft", "flush", "chain", "bridge", "lab", "guest"],
+        check=True,
+    )
+    switch_drops(lan, f"ether daddr {MDNS_MAC} drop")
+    # In one roster (of one broker), each sees the other come up.
+    ann.wait("peer_up", lambda e: e["handle"] == "ben", timeout=15)
+    ben.wait("peer_up", lambda e: e["handle"] == "ann", timeout=15)
+    brokers = {node.seen("broker")[-1]["handle"] for node in (ann, ben)}
+    assert len(brokers) == 1, brokers
+
+
+def test_a_connect_node_and_one_with_no_options_join_one_room(
+    vlan: Callable[..., VirtualLan], tmp_path: Path
+) -> None:
+    """The issue's report: with mDNS dropped, only the node that typed --connect joined."""
+    lan = vlan(3)
+    switch_drops(lan, f"ether daddr {MDNS_MAC} drop")
+    ann = LanNode(lan, 1, "ann", tmp_path / "ann", ["--mentor"])
+    ann.wait("status", lambda e: e["state"] == "broker")
+    ben = LanNode(lan, 2, "ben", tmp_path / "ben", ["--connect", lan.ip(1)])
+    cat = LanNode(lan, 3, "cat", tmp_path / "cat")
+    assert wait_connected([ann, ben, cat], timeout=10, expect="ann") == "ann"
+
+
 def test_client_isolation_is_named(vlan: Callable[..., VirtualLan], tmp_path: Path) -> None:
     lan = vlan(2)
     switch_drops(lan, "drop")
