@@ -3,9 +3,13 @@
 Checks, in the order a helper at the next desk would go through them:
 1. which interfaces lanchat would use, which it skips and why, and whether the link is up;
 2. whether multicast works on the chosen interface (a second mDNS responder on this machine
-   must hear an announcement of ours: that proves send and receive through the interface);
-3. which lanchat nodes and brokers are visible, per room;
-4. whether the brokers' ports answer (TCP), which a firewall may block.
+   must hear an announcement of ours: that proves send and receive through the interface),
+   and whether our own broadcast comes back (a firewall on this laptop stops either);
+3. what the network passes between laptops: mDNS from any other host (lanchat or not:
+   printers and phones chatter), lanchat's broadcast beacon from other nodes (it answers
+   our query), or nothing at all (client isolation, or nobody there);
+4. which lanchat nodes and brokers are visible, per room;
+5. whether their ports answer (TCP), which a firewall may block.
 The exit status is 0 when everything needed to chat works, 1 otherwise.
 """
 
@@ -21,10 +25,20 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+# DNSOutgoing and DNSQuestion: importable from zeroconf's top level, just not in __all__.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSOutgoing,
+    DNSQuestion,
+    IPVersion,
+    ServiceStateChange,
+    Zeroconf,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from lanchat import identity as ident
 from lanchat import oscompat
+from lanchat.beacon import BeaconSocket
+from lanchat.core import beacon as bc
 from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
 from lanchat.netif import Candidate, NetifError, choose_address, link_state, list_interfaces
 
@@ -32,6 +46,10 @@ __all__ = ["Report", "diagnose", "main"]
 
 PROBE_TYPE = "_lanchat-doctor._udp.local."
 LISTEN_S = 2.0
+MDNS_GROUP = "224.0.0.251"
+MDNS_PORT = 5353
+# Every mDNS responder answers this (RFC 6763 section 9): printers, phones, other laptops.
+SERVICES_QUERY = "_services._dns-sd._udp.local."
 
 
 @dataclass(slots=True)
@@ -80,6 +98,20 @@ _BROKER_ADVICE = (
     "A firewall on the broker's laptop (or between) blocks its TCP ports: allow lanchat in "
     "the firewall, or ask the broker to (Windows: allow Python on private networks; macOS: "
     "Allow incoming connections; Linux: e.g. sudo ufw allow from THE_LAN_SUBNET)."
+)
+
+
+_ISOLATION_ADVICE = (
+    "Nothing from any other laptop reached this one, neither mDNS nor lanchat's broadcast: "
+    "this network isolates laptops from each other (client isolation, common on guest and "
+    "school Wi-Fi) or you are alone on it. Use a wired switch or a phone hotspot, or ask "
+    "the mentor for the address shown on their screen and start with  lanchat --connect "
+    "THAT_ADDRESS"
+)
+_BROADCAST_ADVICE = (
+    "Broadcast is blocked on this machine (a firewall on this laptop drops inbound UDP "
+    "port 47100, lanchat's fallback where multicast is filtered): allow lanchat in the "
+    "firewall (Linux: e.g. sudo ufw allow 47100/udp)."
 )
 
 
@@ -138,6 +170,10 @@ async def _browse(address: str, listen_s: float) -> list[Advert]:
             names.add(name)
 
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    # Every responder answers this: other hosts' mDNS is heard even with no lanchat there.
+    out = DNSOutgoing(0)
+    out.add_question(DNSQuestion(SERVICES_QUERY, 12, 1))  # PTR, IN
+    azc.zeroconf.async_send(out)
     try:
         await asyncio.sleep(listen_s)  # a survey: listen for a fixed window
         adverts = []
@@ -155,6 +191,75 @@ async def _browse(address: str, listen_s: float) -> list[Advert]:
     finally:
         await browser.async_cancel()
         await azc.async_close()
+
+
+async def _sniff_mdns(address: str, listen_s: float) -> set[str]:
+    """Source addresses of the mDNS packets heard on ``address``'s interface meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    heard: set[str] = set()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Bound to the group (not to the port on every address) so that no unicast answer
+        # meant for the responders of this machine is taken from them; Windows binds no
+        # multicast address.
+        sock.bind(("" if sys.platform == "win32" else MDNS_GROUP, MDNS_PORT))
+        membership = socket.inet_aton(MDNS_GROUP) + socket.inet_aton(address)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + listen_s
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(remaining):
+                    _data, source = await loop.sock_recvfrom(sock, 9000)
+            except TimeoutError:
+                break
+            heard.add(str(source[0]))
+    finally:
+        sock.close()
+    return heard
+
+
+@dataclass(slots=True)
+class _Broadcast:
+    opened: bool = False
+    error: str = ""
+    own_came_back: bool = False
+    others: dict[bytes, Advert] = field(default_factory=dict)
+
+
+async def _listen_beacons(candidate: Candidate, listen_s: float) -> _Broadcast:
+    """Ask who is there by broadcast (lanchat nodes answer with their beacon), and listen."""
+    result = _Broadcast()
+
+    def heard(data: bytes, source: str) -> None:
+        if source == candidate.address:
+            result.own_came_back |= bc.is_query(data)
+            return
+        with contextlib.suppress(bc.BeaconError):
+            beacon = bc.decode(data, source, ident.verify)
+            if not beacon.bye:
+                result.others[beacon.advert.id_key] = beacon.advert
+
+    sock = BeaconSocket(candidate)
+    try:
+        await sock.open(heard)
+    except OSError as exc:
+        result.error = str(exc)
+        return result
+    result.opened = True
+    try:
+        # Twice: a node answers at most once per MIN_GAP_S, and a packet may be lost.
+        sock.send(bc.QUERY)
+        await asyncio.sleep(listen_s / 2)
+        sock.send(bc.QUERY)
+        await asyncio.sleep(listen_s / 2)
+    finally:
+        sock.close()
+    return result
 
 
 async def _port_open(address: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -211,13 +316,71 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
             firewall_advice("multicast"),
         )
 
-    report.lines.append(f"Other lanchat users (listening {listen_s:.1f} s):")
-    try:
-        adverts = await _browse(chosen.address, listen_s)
-    except OSError as exc:
-        adverts = []
-        report.facts["browse_error"] = str(exc)
+    report.lines.append(f"Other laptops on this network (listening {listen_s:.1f} s):")
+    browsing = asyncio.gather(
+        _browse(chosen.address, listen_s),
+        _sniff_mdns(chosen.address, listen_s),
+        _listen_beacons(chosen, listen_s),
+        return_exceptions=True,
+    )
+    browsed, sniffed, broadcast = await browsing
+    adverts: list[Advert] = []
+    if isinstance(browsed, BaseException):
+        report.facts["browse_error"] = str(browsed)
+    else:
+        adverts = browsed
+    ours = {c.address for c in candidates}
+    mdns_sources = set() if isinstance(sniffed, BaseException) else sniffed - ours
+    if isinstance(sniffed, BaseException):
+        report.facts["mdns_listen_error"] = str(sniffed)
+    if isinstance(broadcast, BaseException):
+        broadcast = _Broadcast(error=str(broadcast))
+    # A lanchat advert from another address is mDNS from another host too.
+    from_others = bool(mdns_sources) or any(a.address not in ours for a in adverts)
+    report.facts["multicast_from_others"] = from_others
+    report.facts["broadcast"] = broadcast.own_came_back
+    report.facts["broadcast_from_others"] = bool(broadcast.others)
+    if not broadcast.opened:
+        report.facts["broadcast_error"] = broadcast.error
+        report.info(f"cannot listen for lanchat's broadcast here: {broadcast.error}")
+    elif broadcast.own_came_back:
+        report.good("our own broadcast came back: broadcast send and receive work")
+    else:
+        report.bad(
+            "our own broadcast never came back: a firewall on this laptop drops it",
+            _BROADCAST_ADVICE,
+        )
+    firewall_here = not works or (broadcast.opened and not broadcast.own_came_back)
+    if from_others:
+        report.good(
+            "mDNS from other hosts is heard"
+            + (f" ({', '.join(sorted(mdns_sources)[:5])})" if mdns_sources else "")
+            + ": multicast works between laptops"
+        )
+    elif broadcast.others:
+        report.good("multicast is blocked on this network; lanchat found the others by broadcast")
+    if broadcast.others:
+        report.good(f"lanchat's broadcast from {len(broadcast.others)} other node(s) is heard")
+    if not from_others and not broadcast.others:
+        report.facts["peers_reachable"] = False
+        report.facts["nodes"] = [a.handle for a in adverts]
+        if firewall_here:
+            report.info("nothing from any other laptop: see the firewall on this laptop above")
+        else:
+            report.bad(
+                "nothing from any other laptop (neither mDNS nor broadcast)", _ISOLATION_ADVICE
+            )
+        return report
+
+    report.lines.append("Other lanchat users:")
+    known = {a.id_key: a for a in adverts}
+    for key, adv in broadcast.others.items():
+        known.setdefault(key, adv)
+    adverts = sorted(known.values(), key=lambda a: a.handle.casefold())
     report.facts["nodes"] = [a.handle for a in adverts]
+    others = [a for a in adverts if a.address not in ours]
+    reachable = await asyncio.gather(*(_port_open(a.address, a.router_port) for a in others))
+    report.facts["peers_reachable"] = any(reachable)
     if not adverts:
         report.bad(
             "no other lanchat node is visible",
@@ -253,6 +416,11 @@ async def diagnose(interface: str | None, room: str | None, listen_s: float = LI
                 f"broker {where} does not accept connections",
                 firewall_advice("broker"),
             )
+    if others and not any(reachable):
+        report.bad(
+            "no other lanchat node accepts connections",
+            firewall_advice("broker"),
+        )
     return report
 
 

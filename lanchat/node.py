@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, Final
 import zmq
 
 from lanchat import identity as ident
+from lanchat.beacon import LanDiscovery
 from lanchat.core import wire
 from lanchat.core.handles import HandleError
 from lanchat.core.membership import Phase
 from lanchat.core.text import TextError
-from lanchat.discovery import Discovery, HandleTaken
+from lanchat.discovery import HandleTaken
 from lanchat.room.commands import Commands
 from lanchat.room.context import CommandError, NodeConfig, NodeExit, RoomContext
 from lanchat.room.direct import connect_direct
@@ -80,10 +81,11 @@ class Node:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         transport: RoomTransport | None = None,
-        discovery: Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery] = Discovery,
+        discovery: Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery] | None = None,
     ) -> None:
         """``transport`` and ``discovery`` (a factory: address, on_event) are the real
-        ZeroMQ and zeroconf adapters unless a caller passes their in-memory twins."""
+        ZeroMQ and zeroconf (plus broadcast beacon) adapters unless a caller passes their
+        in-memory twins."""
         self.profile = profile
         self.me = identity
         self.clock = clock
@@ -101,7 +103,7 @@ class Node:
         self.membership = Membership(
             ctx,
             self.transport,
-            discovery,
+            discovery or functools.partial(LanDiscovery, identity=identity),
             self.hosting,
             self.peers,
             self.status,
@@ -261,7 +263,12 @@ class Node:
         except HandleTaken as exc:
             # Its holder announced itself between our check and our announcement.
             raise self._handle_taken(exc.holder) from exc
-        ctx.emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
+        ctx.emit(
+            "ready",
+            handle=self.cfg.handle,
+            fingerprint=self.me.fingerprint,
+            connect=membership.advertising.connect_address(),
+        )
         self.status.set(Phase.ELECTING, "finding the broker")
         self.transport.read_router(self.hosting.on_router_batch)
         self._tg.create_task(

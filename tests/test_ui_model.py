@@ -84,6 +84,15 @@ def test_start_up_progress_fills_the_status_and_the_room(model: ViewModel) -> No
     assert "me" in plain(render.status_right(model))
 
 
+def test_a_mentor_sees_the_connect_line_others_can_use() -> None:
+    mentor = ViewModel("ada", "lobby", mentor=True)
+    mentor.apply(ev("ready", handle="ada", fingerprint="aaaa-bbbb", connect="10.77.0.1"))
+    assert "others can join with:  lanchat --connect 10.77.0.1" in texts(mentor)
+    student = ViewModel("ben", "lobby")
+    student.apply(ev("ready", handle="ben", fingerprint="aaaa-bbbb", connect="10.77.0.2"))
+    assert not any("--connect" in t for t in texts(student))
+
+
 def test_sidebar_lists_mentors_first_and_marks_friends_and_requests(model: ViewModel) -> None:
     for handle, mentor in (("zed", False), ("bob", False), ("yoda", True), ("carol", False)):
         model.apply(ev("peer_up", handle=handle, mentor=mentor))

@@ -67,6 +67,7 @@ class Ready(Event):
     EV: ClassVar[str] = "ready"
     handle: str
     fingerprint: str
+    connect: str  # what others type after --connect to join through us
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lanchat.core import election
 from lanchat.core.advert import Advert
+from lanchat.transport import DEFAULT_INFO_PORT
 
 if TYPE_CHECKING:
     from lanchat.ports import RoomDiscovery, RoomTransport
@@ -138,6 +139,12 @@ class Advertising:
 
     def advert_of(self, key: bytes) -> Advert | None:
         return next((a for a in self.room_adverts() if a.id_key == key), None)
+
+    def connect_address(self) -> str:
+        """What others type after ``--connect`` to join through us, where discovery does not
+        reach them (our info port answers with the broker we use)."""
+        address, port = self._ctx.cfg.address, self._transport.info_port
+        return address if port == DEFAULT_INFO_PORT else f"{address}:{port}"
 
     def info(self, link: Link | None) -> dict[str, Any]:
         """What the info port answers (``--connect`` asks it which broker we use)."""

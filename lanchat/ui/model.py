@@ -877,6 +877,13 @@ class ViewModel:
                 f"you are {self.status.handle} (key fingerprint {self.status.fingerprint})",
             ),
         )
+        connect = _optional_label(ev.get("connect"))
+        if self.mentor and connect:
+            # For the projector: where discovery does not reach, this is how to join.
+            self._add(
+                self.conversations[PUBLIC],
+                Line(now, LineKind.INFO, f"others can join with:  lanchat --connect {connect}"),
+            )
 
     def _on_broker(self, ev: Mapping[str, Any], _now: float) -> None:
         self.status.broker = label(ev.get("handle"))
