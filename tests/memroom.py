@@ -40,20 +40,15 @@ Event = dict[str, Any]
 
 def logged_errors(caplog: pytest.LogCaptureFixture) -> str:
     """What the nodes logged at ERROR during the test (a failed handler, a failed
-    background task: what a node survives but should not meet), but for the known bug
-    below, which its own test (xfail) shows."""
-    errors = [
-        r
-        for r in caplog.get_records("call")
-        if r.levelno >= logging.ERROR and not is_tick_after_stop(r)
-    ]
+    background task: what a node survives but should not meet)."""
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     return "\n".join(r.getMessage() for r in errors)
 
 
 def is_tick_after_stop(record: logging.LogRecord) -> bool:
-    """A known node bug: a tick that a broker's router scheduled during its shutdown runs
-    after ``Node.run`` returned, and meets the closed transport (or the finished task
-    group). See test_room_lifecycle's test_a_broker_that_quit_runs_no_more_ticks."""
+    """A tick that ran after ``Node.run`` returned and met the closed transport (or the
+    finished task group); test_room_lifecycle's test_a_broker_that_quit_runs_no_more_ticks
+    makes sure there is none."""
     if record.getMessage() != "error in a tick" or record.exc_info is None:
         return False
     exc = record.exc_info[1]

@@ -192,15 +192,6 @@ def test_a_shared_file_is_fetched_peer_to_peer(tmp_path: Path) -> None:
     in_room(tmp_path, scenario)
 
 
-@pytest.mark.xfail(
-    reason="node bug: while _shutdown waits for the goodbye to leave, after cancelling "
-    "_wake, a router batch (its own link's Goodbye, a heartbeat) calls _tick_at, which "
-    "schedules a new tick when no wake was pending; that tick runs after run() returned, "
-    "finds the relay still set and no link, and opens a link on the closed transport (or, "
-    "in its settling seconds, hands over and creates a task in the finished task group). "
-    "A race: each broker's quit shows it about half the time, so not strict",
-    strict=False,
-)
 def test_a_broker_that_quit_runs_no_more_ticks(tmp_path: Path) -> None:
     async def scenario(room: Room) -> None:
         errors: list[logging.LogRecord] = []
