@@ -23,7 +23,7 @@ import zmq
 
 from lanchat import identity as ident
 from lanchat.core import wire
-from lanchat.core.handles import HandleError
+from lanchat.core.handles import HandleError, handle_key
 from lanchat.core.membership import Phase
 from lanchat.core.text import TextError
 from lanchat.discovery import Discovery, HandleTaken
@@ -34,12 +34,13 @@ from lanchat.room.friends import Friendships
 from lanchat.room.helpdesk import Helpdesk
 from lanchat.room.hosting import Hosting
 from lanchat.room.installing import InstallService
-from lanchat.room.membership import Membership
+from lanchat.room.membership import HELD_HANDLE_SETTING, Membership
 from lanchat.room.offers import Offers
 from lanchat.room.peers import Peers
 from lanchat.room.private import PrivateChat
 from lanchat.room.public import PublicRoom
 from lanchat.room.status import NodeStatus, Presence
+from lanchat.room.trust import Trust
 from lanchat.transport import Transport
 
 if TYPE_CHECKING:
@@ -93,10 +94,17 @@ class Node:
         ctx = self.ctx = RoomContext(config, identity, profile, emit, clock, wall)
         ctx.spawn, ctx.tick_at, ctx.fatal = self._spawn, self._tick_at, self._fatal
         self.friends = Friendships(profile.state)
-        self.peers = Peers(ctx, on_arrived=self._on_arrived)
+        self.trust = Trust(
+            ctx,
+            send=self._send_to_broker,
+            hello_again=self._hello_again,
+            online=self._online_entry,
+        )
+        self.peers = Peers(ctx, on_arrived=self._on_arrived, trust=self.trust)
         self.presence = Presence(ctx)
         self.status = NodeStatus(ctx, self._network_down, self._network_back)
         self.hosting = Hosting(ctx, self.transport, self._not_broker_answer)
+        self.hosting.mentor_check = self.trust.hello_is_mentor
         self.membership = Membership(
             ctx,
             self.transport,
@@ -107,6 +115,7 @@ class Node:
             self.presence,
             on_frames=self._on_frames,
             on_joined=self._on_joined,
+            trust=self.trust,
         )
         self.discovery = self.membership.discovery
         self.offers = Offers(ctx, self.transport, self.peers, self.friends)
@@ -126,7 +135,7 @@ class Node:
             on_file_offer=functools.partial(self.offers.on_offer, shared=False),
         )
         self.offers.private, self.offers.public = self.private, self.public
-        self.helpdesk = Helpdesk(ctx, self.membership, self.private)
+        self.helpdesk = Helpdesk(ctx, self.membership, self.private, self.peers)
         self.install = InstallService(ctx)
         self.commands = Commands(
             ctx,
@@ -141,6 +150,7 @@ class Node:
             relay_counters=lambda: self.hosting.relay.counters if self.hosting.relay else {},
             rooms=self._rooms,
             install=self.install,
+            add_mentor=self.trust.add_mentor,
         )
         self._routes: dict[type, Callable[[Link, Any, bytes, float, bool], None]] = {
             wire.Relay: self._on_relay,
@@ -148,6 +158,9 @@ class Node:
             wire.Roster: lambda link, msg, _s, _n, _p: self._on_roster(link, msg),
             wire.Ack: lambda _l, msg, _s, now, _p: self.public.on_ack(msg, now),
             wire.Direct: lambda _l, msg, sig, _n, _p: self.private.on_direct(msg, sig),
+            wire.Grant: lambda _l, msg, sig, _n, _p: self.trust.on_grant(
+                msg, sig, self.peers.is_mentor(msg.sender)
+            ),
             wire.Goodbye: self._on_goodbye,
             wire.Queue: lambda _l, msg, _s, _n, _p: self.helpdesk.on_queue(msg),
             wire.HandStatus: lambda _l, msg, _s, _n, _p: self.helpdesk.on_hand_status(msg),
@@ -228,14 +241,30 @@ class Node:
         conflict = await self.discovery.find_conflict(
             self.cfg.handle, self.me.key, wait_s=HANDLE_CHECK_S
         )
-        if conflict is not None:
+        held = ctx.profile.state.get_setting(HELD_HANDLE_SETTING) == handle_key(self.cfg.handle)
+        if conflict is not None and not held:
             raise self._handle_taken(conflict)
+        if conflict is not None:
+            # Our profile has held this handle in the room before: an advert (one forgeable
+            # packet) does not take it away. The broker's roster decides.
+            ctx.emit(
+                "warning",
+                code="handle_claimed",
+                handle=self.cfg.handle,
+                message=(
+                    f"another node ({conflict.address}, key "
+                    f"{ident.fingerprint(conflict.id_key)}) announces your handle "
+                    f"{self.cfg.handle!r}; you keep it unless the broker already holds it "
+                    "for someone else"
+                ),
+            )
         try:
-            await membership.register()
+            await membership.register(force=held)
         except HandleTaken as exc:
             # Its holder announced itself between our check and our announcement.
             raise self._handle_taken(exc.holder) from exc
         ctx.emit("ready", handle=self.cfg.handle, fingerprint=self.me.fingerprint)
+        self.trust.start()
         self.status.set(Phase.ELECTING, "finding the broker")
         self.transport.read_router(self.hosting.on_router_batch)
         self._tg.create_task(
@@ -337,6 +366,7 @@ class Node:
         if roster.version <= self.peers.version and link.welcome is not None:
             return
         self.peers.on_roster(roster)
+        self.helpdesk.resume_held()
 
     def _on_goodbye(
         self, _link: Link, _msg: wire.Goodbye, _s: bytes, _n: float, via_pub: bool
@@ -349,6 +379,16 @@ class Node:
         self.public.on_welcome(msg, now)
         self.private.flush_all()
         self.helpdesk.on_new_broker()
+
+    def _send_to_broker(self, frames: list[bytes]) -> bool:
+        return self.membership.send(frames)
+
+    def _hello_again(self) -> None:
+        self.membership.hello_again()
+
+    def _online_entry(self, handle: str) -> wire.PeerEntry | None:
+        key = self.peers.online_key(handle)
+        return self.peers.online.get(key) if key is not None else None
 
     def _on_arrived(self, keys: list[bytes]) -> None:
         for key in keys:

@@ -59,6 +59,7 @@ class Cmd(StrEnum):
     UNFRIEND = "unfriend"
     ROOMS = "rooms"
     SERVE_INSTALL = "serve_install"
+    ADD_MENTOR = "add_mentor"
     QUIT = "quit"
 
 
@@ -114,6 +115,7 @@ class Commands:
         relay_counters: Callable[[], Mapping[str, int]],
         rooms: Callable[[], list[dict[str, Any]]],
         install: InstallService,
+        add_mentor: Callable[[str], None],
     ) -> None:
         self._ctx = ctx
         self._status = status
@@ -136,7 +138,8 @@ class Commands:
             Cmd.HISTORY: self._history,
             Cmd.CLAIM: lambda a: helpdesk.claim(a.cmd.get("id"), a.cmd.get("n")),
             Cmd.DONE: self._done,
-            Cmd.QUEUE: lambda _a: helpdesk.emit_queue(),
+            Cmd.QUEUE: lambda _a: helpdesk.show_queue(),
+            Cmd.ADD_MENTOR: lambda a: add_mentor(a.text("handle")),
             Cmd.SEND: lambda a: self._spawn_offer(Path(a.text("path")), a.text("to")),
             Cmd.SHARE: lambda a: self._spawn_offer(Path(a.text("path")), None),
             Cmd.ACCEPT_FILE: lambda a: offers.accept(a.text("id")),
