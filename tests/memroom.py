@@ -127,6 +127,7 @@ class Room:
         directory: Path | None = None,
         discovery: MemoryLan | None = None,
         connect: tuple[str, int] | None = None,
+        room_code: str | None = None,
     ) -> Member:
         """A node (not started) with its own address and profile (``directory``, else a
         new one); its adverts go on ``discovery``'s LAN, the room's unless given."""
@@ -141,6 +142,7 @@ class Room:
             mentor=mentor,
             info_port=0,
             connect=connect,
+            room_code=room_code,
         )
         events: list[Event] = []
         changed = asyncio.Event()

@@ -309,7 +309,11 @@ class BrokerRelay:
         if mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
         elif hello.mentor:
-            self._count("mentor_unverified")  # a mentor by its own say only: no queue
+            # A mentor by its own say only: no queue, and it is told so.
+            self._count("mentor_unverified")
+            effects.append(
+                self._refuse(rid, "mentor_unverified", "no valid mentor certificate for this room")
+            )
         return effects
 
     def _public(

@@ -322,6 +322,8 @@ class Membership:
         if link is None or link.welcome is None:
             self._end_probe(probe, now, retry=False)
             return
+        # What it proved counts as a sight of the room (a room code may pin its authority).
+        self._trust.observe([entry], entry.id_key)
         current = self._current_claim(link)
         verified = election.BrokerClaim(
             key=entry.id_key,
@@ -355,6 +357,8 @@ class Membership:
         if probe is self._probe:
             self._probe = None
         if retry:
+            if probe.link.welcome is None:
+                self._ctx.count("probe_failed")
             self._probed[probe.advertised] = now + PROBE_RETRY_S
             if len(self._probed) > 1000:  # stale verdicts of adverts long changed
                 self._probed = {k: t for k, t in self._probed.items() if t > now}
@@ -434,6 +438,7 @@ class Membership:
             ctx.count("welcome_wrong_key")
             return
         again = link.welcome is not None  # the broker had forgotten us (we were silent)
+        self._trust.refused = False  # until this broker says otherwise
         held = handle_key(ctx.cfg.handle)
         if not again and ctx.profile.state.get_setting(HELD_HANDLE_SETTING) != held:
             ctx.profile.state.set_setting(HELD_HANDLE_SETTING, held)
@@ -479,6 +484,10 @@ class Membership:
             self.send(self._hello())
         elif msg.code == "queue":
             ctx.error("queue", safe_label(msg.message))
+        elif msg.code == "mentor_unverified":
+            # The broker does not take our certificate (another authority's, or none):
+            # we are a student to the room (the queue command says so).
+            self._trust.refused = True
         elif msg.code == "not_broker":
             self._not_the_broker(link, now)
         else:

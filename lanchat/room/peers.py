@@ -155,7 +155,7 @@ class Peers:
     def is_mentor(self, key: bytes) -> bool:
         """A mentor by certificate (lanchat.room.trust), not by its own say."""
         if key == self._ctx.me.key:
-            return self._trust.i_am_mentor
+            return self._trust.known_as_mentor
         return key in self.mentors
 
     def display_handle(self, key: bytes, claimed: str) -> str:

@@ -51,6 +51,7 @@ class Trust:
         self.code = auth.normalise_code(ctx.cfg.room_code) if ctx.cfg.room_code else None
         self.cert = b""  # ours, for our Hello
         self._fresh = False  # our authority was created in this run, before seeing the room
+        self.refused = False  # our broker said it does not take our certificate
         self._verdicts: dict[tuple[bytes, str, bytes], bool] = {}
         self._warned_conflict: set[bytes] = set()
         self._warned_unverified: set[bytes] = set()
@@ -112,6 +113,11 @@ class Trust:
             and self.authority.key == self.pinned
             and bool(self.cert)
         )
+
+    @property
+    def known_as_mentor(self) -> bool:
+        """A mentor by our certificate, and our broker did not say otherwise."""
+        return self.i_am_mentor and not self.refused
 
     def _pin(self, key: bytes) -> None:
         self.pinned = key
