@@ -207,3 +207,19 @@ def test_a_grant_is_routed_to_its_recipient_only(relay: BrokerRelay, authority: 
     assert [(getattr(e, "rid", None), e.frames) for e in effects] == [(b"r-x", frames)]
     forged = wire.Grant(sender=max_.key, recipient=mia.key, box=b"sealed")
     assert relay.receive(b"r-m", b"", wire.encode(forged, mia.sign(b"x")), NOW) == []
+
+
+def test_the_tui_shows_the_room_code_and_new_mentors() -> None:
+    from lanchat.ui.commands import Command, InputContext, parse_input
+    from lanchat.ui.model import ViewModel
+
+    parsed = parse_input("/mentor add max", InputContext(conversation=None))
+    assert parsed == Command({"cmd": "add_mentor", "handle": "max"})
+    model = ViewModel("mia", ROOM, mentor=True)
+    model.apply({"ev": "authority", "t": 1.0, "fingerprint": "ab", "code": "7KQ2-M9XD-R4TB"})
+    model.apply({"ev": "peer_up", "t": 2.0, "handle": "max", "mentor": False})
+    model.apply({"ev": "mentor_added", "t": 3.0, "handle": "max"})
+    assert model._peer("max").mentor
+    text = " ".join(line.text for line in model.current_conversation.lines)
+    assert "7KQ2-M9XD-R4TB" in text
+    assert "max is now a mentor" in text
