@@ -298,6 +298,7 @@ class Node:
             self._wake.cancel()
         # Say goodbye first so nobody waits for a heartbeat timeout.
         with contextlib.suppress(Exception):
+            self.trust.save()
             self.membership.say_goodbye()
             if self.hosting.relay is not None:
                 self.hosting.close()

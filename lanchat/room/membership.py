@@ -54,6 +54,7 @@ HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its t
 PROBE_RETRY_S: Final = 10.0
 # The handle a broker last welcomed us under: a node keeps it against adverts (node.py).
 HELD_HANDLE_SETTING: Final = "held_handle"
+HELD_WRITE_DELAY_S: Final = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -99,6 +100,7 @@ class Membership:
         self._woke_at = -1e9
         self._last_heartbeat = 0.0
         self._probe: _Probe | None = None
+        self._held: str | None = None  # the handle a broker welcomed us under, once
         self._probed: dict[tuple[bytes, int, float], float] = {}  # advert -> not before
 
     # ================================================================ what we tell
@@ -119,6 +121,15 @@ class Membership:
             cert=self._trust.cert,
         )
         return wire.encode(hello, me.sign(wire.signed_bytes(hello)))
+
+    async def _remember_handle(self) -> None:
+        await asyncio.sleep(HELD_WRITE_DELAY_S)
+        self._save_held()
+
+    def _save_held(self) -> None:
+        state = self._ctx.profile.state
+        if self._held is not None and state.get_setting(HELD_HANDLE_SETTING) != self._held:
+            state.set_setting(HELD_HANDLE_SETTING, self._held)
 
     def hello_again(self) -> None:
         """Our Hello changed (a mentor certificate): the broker learns the new one."""
@@ -439,9 +450,11 @@ class Membership:
             return
         again = link.welcome is not None  # the broker had forgotten us (we were silent)
         self._trust.refused = False  # until this broker says otherwise
-        held = handle_key(ctx.cfg.handle)
-        if not again and ctx.profile.state.get_setting(HELD_HANDLE_SETTING) != held:
-            ctx.profile.state.set_setting(HELD_HANDLE_SETTING, held)
+        if not again and self._held is None:
+            self._held = handle_key(ctx.cfg.handle)
+            # Written later, not on the way into the room (a cold start is busy enough).
+            if ctx.spawn(self._remember_handle()) is None:
+                self._save_held()
         link.welcome = msg
         link.last_beat = now
         if not again:
@@ -615,6 +628,7 @@ class Membership:
 
     def say_goodbye(self) -> None:
         """Leaving: tell our broker, so nobody waits for a heartbeat timeout."""
+        self._save_held()  # if we leave before it was written
         if self.link is not None and self.link.welcome is not None:
             self.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="quit")))
 

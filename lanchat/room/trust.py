@@ -4,6 +4,7 @@ the grant that makes another node a mentor. The rules are ``lanchat.core.authori
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import TYPE_CHECKING, Final
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Trust"]
 
 VERDICTS_MAX: Final = 10_000
+# A pin taken on first sight is written this long after (one state-file write less while a
+# room of fresh profiles converges); a node that dies before simply pins again next time.
+PIN_WRITE_DELAY_S: Final = 2.0
 _SEED_BYTES: Final = 32
 
 
@@ -119,9 +123,21 @@ class Trust:
         """A mentor by our certificate, and our broker did not say otherwise."""
         return self.i_am_mentor and not self.refused
 
-    def _pin(self, key: bytes) -> None:
+    def _pin(self, key: bytes, *, later: bool = False) -> None:
         self.pinned = key
-        self._ctx.profile.state.set_setting(self._pin_setting, key.hex())
+        if not later or self._ctx.spawn(self._write_pin_later(key)) is None:
+            self._ctx.profile.state.set_setting(self._pin_setting, key.hex())
+
+    async def _write_pin_later(self, key: bytes) -> None:
+        await asyncio.sleep(PIN_WRITE_DELAY_S)
+        if self.pinned == key:
+            self.save()
+
+    def save(self) -> None:
+        """Our pin to the profile, if it is not there yet (also when the node stops)."""
+        state, pinned = self._ctx.profile.state, self.pinned
+        if pinned is not None and state.get_setting(self._pin_setting) != pinned.hex():
+            state.set_setting(self._pin_setting, pinned.hex())
 
     # ================================================================ theirs
 
@@ -222,7 +238,7 @@ class Trust:
     ) -> None:
         chosen = self._choose(certified, broker=broker)
         if chosen is not None:
-            self._pin(chosen)
+            self._pin(chosen, later=True)
 
     # ================================================================ adding a mentor
 
