@@ -65,6 +65,7 @@ class _Probe:
     link: Link
     advertised: tuple[bytes, int, float]  # the advert's (key, epoch, since) that looked better
     entry: wire.PeerEntry | None = None
+    promoted: bool = False  # it proved better: its connection is now our link
 
 
 class Membership:
@@ -302,15 +303,21 @@ class Membership:
         sockets.send_nowait(self._hello())
 
     def _on_probe_events(self, probe: _Probe, events: list[int]) -> None:
+        if probe.promoted:
+            self._on_link_events(probe.link, events)
+            return
         for event in events:
             probe.link.reached = event != zmq.EVENT_DISCONNECTED
 
     def _on_probe_frames(self, probe: _Probe, batch: list[list[bytes]]) -> None:
+        if probe.promoted:
+            self._on_frames(probe.link, False, batch)
+            return
         if probe is not self._probe:
             return
         now = self._ctx.clock()
         key = probe.link.target.key
-        for frames in batch:
+        for i, frames in enumerate(batch):
             try:
                 msg, _sig = wire.decode(frames)
             except wire.DecodeError:
@@ -323,8 +330,11 @@ class Membership:
             elif isinstance(msg, wire.Refused | wire.Redirect):
                 self._end_probe(probe, now, retry=True)  # not a broker after all
                 return
-        if probe.link.welcome is not None and probe.entry is not None:
-            self._decide_probe(probe, now)
+            if probe.link.welcome is not None and probe.entry is not None:
+                self._decide_probe(probe, now)
+                if probe.promoted and batch[i + 1 :]:
+                    self._on_frames(probe.link, False, batch[i + 1 :])  # a mentor's queue
+                return
 
     def _decide_probe(self, probe: _Probe, now: float) -> None:
         link, welcome, entry = self.link, probe.link.welcome, probe.entry
@@ -346,10 +356,8 @@ class Membership:
             self._ctx.count("merge_refused")
             self._end_probe(probe, now, retry=True)
             return
-        # It is better, by what it proved: move. Our new connection replaces the probe's
-        # at that broker (same identity key).
+        # It is better, by what it proved: move, on the connection it welcomed us on.
         self._probe = None
-        probe.link.sockets.close()
         target = probe.link.target
         if self._hosting.relay is not None:
             self._leave_broker_role(
@@ -362,7 +370,13 @@ class Membership:
                 )
             )
         self.last_epoch = max(self.last_epoch, welcome.epoch)
-        self._open_link(target, now)
+        self.drop_link()
+        link = probe.link
+        link.welcome = None  # on_welcome takes it as a first Welcome (subscribes, announces)
+        probe.promoted = True
+        self.link = link
+        self._peers.version = -1  # roster versions are per broker
+        self.on_welcome(link, welcome, now)
 
     def _end_probe(self, probe: _Probe, now: float, *, retry: bool) -> None:
         if probe is self._probe:
