@@ -315,3 +315,37 @@ def test_an_anonymous_hand_waits_for_a_broker_that_is_a_verified_mentor(
             await room.close()
 
     run(main())
+
+
+def test_a_mentor_never_seals_to_a_hand_key_the_student_did_not_sign(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        mia, ann = room["mia"], room["ann"]
+        desk = mia.node.helpdesk
+        # What a lying broker could send mia: ann's hand, claimed by mia, with its own key.
+        forged = wire.QueueEntry(
+            hand_id="00aa11bb22cc33dd",
+            label="ann",
+            topic="help",
+            raised_at=1.0,
+            eph_key=Identity.generate().box_public,
+            student_key=ann.node.me.key,
+            claimed_by="mia",
+            claimed_key=mia.node.me.key,
+            hand_sig=secrets.token_bytes(64),
+        )
+        desk.on_queue(wire.Queue(version=999, entries=(forged,)))
+        assert "00aa11bb22cc33dd" not in desk.my_claims
+        assert mia.node.counters["hand_unverified"] == 1
+        assert mia.of("claimed") == []
+        # A real hand, signed by ann, is claimed and talked to as before.
+        hand_id = ann.node.execute({"cmd": "hand", "topic": "real"})
+        await mia.until(
+            lambda: any(e["id"] == hand_id for q in mia.of("queue") for e in q["entries"]),
+            "ann's hand in mia's queue",
+        )
+        mia.do("claim", id=hand_id)
+        await mia.wait("claimed", id=hand_id)
+        mia.do("msg", to="ann", text="on my way")
+        await ann.wait("private", text="on my way")
+
+    in_room(tmp_path, scenario)

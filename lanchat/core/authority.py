@@ -35,6 +35,7 @@ __all__ = [
     "choose_authority",
     "claim_payload",
     "code_matches",
+    "hand_payload",
     "normalise_code",
     "room_code",
 ]
@@ -52,6 +53,7 @@ _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _LOOKALIKES: Final = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _CERT_DOMAIN: Final = b"lanchat mentor certificate v1\x00"
 _CLAIM_DOMAIN: Final = b"lanchat hand claim v1\x00"
+_HAND_DOMAIN: Final = b"lanchat hand v1\x00"
 _CODE_DOMAIN: Final = b"lanchat-room"  # BLAKE2b personalisation (at most 16 bytes)
 
 Verify = Callable[[bytes, bytes, bytes], bool]
@@ -140,6 +142,12 @@ def claim_payload(room: str, hand_id: str, eph_key: bytes) -> bytes:
     """What a mentor signs when it claims a hand: the student seals only to a mentor that
     signed this for its hand's own per-hand key (a broker cannot substitute a key)."""
     return _CLAIM_DOMAIN + eph_key + room.encode() + b"\x00" + hand_id.encode()
+
+
+def hand_payload(room: str, hand_id: str, eph_key: bytes) -> bytes:
+    """What a student signs when it raises a hand under its name: the claiming mentor seals
+    only to a per-hand key the student signed (a broker cannot substitute one)."""
+    return _HAND_DOMAIN + eph_key + room.encode() + b"\x00" + hand_id.encode()
 
 
 def room_code(authority: bytes) -> str:

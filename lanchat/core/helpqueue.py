@@ -44,6 +44,7 @@ class HandRecord:
     mentor_key: bytes = b""
     mentor_handle: str = ""
     claim_sig: bytes = b""  # the mentor's signature of its claim (core/authority.py)
+    hand_sig: bytes = b""  # the student's signature of its hand (core/authority.py)
 
     def entry(self) -> wire.QueueEntry:
         return wire.QueueEntry(
@@ -56,6 +57,7 @@ class HandRecord:
             student_key=b"" if self.anon else self.student_key,
             claimed_by=self.mentor_handle,
             claimed_key=self.mentor_key,
+            hand_sig=b"" if self.anon else self.hand_sig,
         )
 
 
@@ -89,6 +91,7 @@ class HelpQueue:
             anon=hand.anon,
             eph_key=hand.eph_key,
             raised_at=hand.raised_at,
+            hand_sig=hand.sig,
         )
         if hand.claimed_by and hand.claimed_by in mentor_handle_of:
             # A claim granted by the previous broker, restored as it was.

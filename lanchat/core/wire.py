@@ -502,6 +502,9 @@ class Hand(_Record):
     raised_at: float = 0.0
     claimed_by: bytes = _opt_key()
     claim_sig: bytes = _opt_sig()  # the claiming mentor's signature (Claim.sig)
+    # The student's identity signature of lanchat.core.authority.hand_payload; empty for an
+    # anonymous hand (it would name the student).
+    sig: bytes = _opt_sig()
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -536,6 +539,7 @@ class QueueEntry(_Record):
     student_key: bytes = _opt_key()  # empty for anonymous hands
     claimed_by: str = _short(_MAX_HANDLE)  # the mentor's handle, "" while waiting
     claimed_key: bytes = _opt_key()
+    hand_sig: bytes = _opt_sig()  # the student's Hand.sig (empty for anonymous hands)
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)

@@ -116,6 +116,11 @@ class Helpdesk:
             raised_at=hand.raised_at,
             claimed_by=hand.mentor_key,
             claim_sig=hand.claim_sig,
+            sig=b""
+            if hand.anon
+            else self._ctx.me.sign(
+                auth.hand_payload(self._ctx.cfg.room, hand.hand_id, hand.eph.public)
+            ),
         )
         self._membership.send(wire.encode(msg))
 
@@ -199,6 +204,11 @@ class Helpdesk:
         self.queue = msg
         for entry in msg.entries:
             if entry.claimed_key == ctx.me.key and entry.hand_id not in self.my_claims:
+                if not self._hand_holds(entry):
+                    # A per-hand key the student did not sign: a broker's word only. We
+                    # seal nothing to it (our claim stays with the broker, unused).
+                    ctx.count("hand_unverified")
+                    continue
                 self.my_claims[entry.hand_id] = _Claimed(entry=entry)
                 ctx.emit(
                     "claimed",
@@ -262,6 +272,14 @@ class Helpdesk:
             )
         if msg.state == "done":
             del self.my_hands[msg.hand_id]
+
+    def _hand_holds(self, entry: wire.QueueEntry) -> bool:
+        """The hand's per-hand key is the student's: signed by it, or, for an anonymous
+        hand (which names nobody), given by a broker that is a verified mentor."""
+        if entry.anon:
+            return self._broker_is_mentor()
+        data = auth.hand_payload(self._ctx.cfg.room, entry.hand_id, entry.eph_key)
+        return bool(entry.student_key) and ident.verify(entry.student_key, data, entry.hand_sig)
 
     def _claim_holds(self, hand: _MyHand, msg: wire.HandStatus) -> bool:
         """Claimed by a verified mentor, who signed the claim for this hand's own key."""
