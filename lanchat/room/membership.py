@@ -52,6 +52,9 @@ HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its t
 # better once we knew it (a forged advert, a late node claiming a long reign): not probed
 # again before this, unless its advert changes.
 PROBE_RETRY_S: Final = 10.0
+# ...or this long, if it did not answer or refused (a broker busy or settling in a cold
+# start, or nothing there): one failed connection per few seconds is all that costs.
+PROBE_RETRY_FAILED_S: Final = 2.0
 # The handle a broker last welcomed us under: a node keeps it against adverts (node.py).
 HELD_HANDLE_SETTING: Final = "held_handle"
 HELD_WRITE_DELAY_S: Final = 1.0
@@ -327,6 +330,13 @@ class Membership:
                 probe.link.welcome = msg
             elif isinstance(msg, wire.Roster) and msg.broker_key == key:
                 probe.entry = self._peers.verified_entry(msg, key)
+            elif isinstance(msg, wire.Refused) and msg.code == "handle_taken":
+                # The broker we would merge into holds our handle for another key (two
+                # halves of a room, one handle each side): its roster of authenticated
+                # connections decides, as our own broker's would once we moved there.
+                self._end_probe(probe, now, retry=False)
+                self.on_refused(probe.link, msg, now)
+                return
             elif isinstance(msg, wire.Refused | wire.Redirect):
                 self._end_probe(probe, now, retry=True)  # not a broker after all
                 return
@@ -382,9 +392,12 @@ class Membership:
         if probe is self._probe:
             self._probe = None
         if retry:
-            if probe.link.welcome is None:
+            failed = probe.link.welcome is None
+            if failed:
                 self._ctx.count("probe_failed")
-            self._probed[probe.advertised] = now + PROBE_RETRY_S
+            self._probed[probe.advertised] = now + (
+                PROBE_RETRY_FAILED_S if failed else PROBE_RETRY_S
+            )
             if len(self._probed) > 1000:  # stale verdicts of adverts long changed
                 self._probed = {k: t for k, t in self._probed.items() if t > now}
         if probe.link.welcome is not None:
