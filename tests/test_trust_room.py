@@ -128,6 +128,8 @@ def test_a_second_mentor_is_unverified_until_a_mentor_adds_it(tmp_path: Path) ->
         assert (await max_.wait("error"))["code"] == "queue"
         # Its own authority (made at start, before it saw the room) gave way to the room's.
         assert max_.node.trust.pinned == mia.node.trust.pinned
+        gave_way = await max_.wait("warning", code="authority_conflict", handle="max")
+        assert mia.of("authority")[0]["code"] in gave_way["message"]
         mia.do("add_mentor", handle="max")
         await max_.wait("mentor_added", handle="max")
         await mia.wait("mentor_added", handle="max")

@@ -102,11 +102,23 @@ class Trust:
 
     def _give_way(self, other: bytes) -> None:
         """We created an authority at start, but the room already had one."""
-        self._ctx.profile.state.set_setting(self._seed_setting, None)
+        ctx = self._ctx
+        ctx.profile.state.set_setting(self._seed_setting, None)
         self.authority = None
         self.cert = b""
         self._pin(other)
         self._hello_again()
+        ctx.emit(
+            "warning",
+            code="authority_conflict",
+            handle=ctx.cfg.handle,
+            message=(
+                "this room already has a mentor authority "
+                f"({ident.fingerprint(other)}, code {auth.room_code(other)}): the code shown "
+                "before is not the room's. Ask one of its mentors to add you: "
+                f"/mentor add {ctx.cfg.handle}"
+            ),
+        )
 
     @property
     def i_am_mentor(self) -> bool:
