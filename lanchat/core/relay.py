@@ -78,6 +78,7 @@ class _Client:
     sig: bytes
     last_seen: float
     status: str = "online"
+    mentor: bool = False  # a mentor by certificate (mentor_check), not by its own say
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
 
@@ -99,6 +100,9 @@ class BrokerRelay:
     since: float
     pub_port: int
     verify: Verify
+    # Whether a Hello's mentor claim holds (its certificate, lanchat.core.authority);
+    # None takes the claim as it is (tests of the relay alone).
+    mentor_check: Callable[[wire.Hello], bool] | None = None
     bseq: int = 0
     first_live: int = 1
     roster_version: int = 0
@@ -157,7 +161,7 @@ class BrokerRelay:
             return []
         if isinstance(msg, wire.Public | wire.PublicBatch):
             return self._public(rid, client, msg, sig, now)
-        if isinstance(msg, wire.Direct):
+        if isinstance(msg, wire.Direct | wire.Grant):
             return self._direct(client, msg, sig, frames, now)
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
@@ -219,7 +223,7 @@ class BrokerRelay:
         cands = {
             c.hello.id_key: Candidate(
                 key=c.hello.id_key,
-                mentor=c.hello.mentor,
+                mentor=c.mentor,
                 priority=c.hello.priority,
                 started_at=c.hello.started_at,
             )
@@ -274,7 +278,11 @@ class BrokerRelay:
             self._forget(old_rid)
         known = self._clients.get(rid)
         status = known.status if known else "online"
-        self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
+        check = self.mentor_check
+        mentor = hello.mentor and (check is None or check(hello))
+        self._clients[rid] = _Client(
+            hello=hello, sig=sig, last_seen=now, status=status, mentor=mentor
+        )
         self._clients[rid].refilled = now
         self._rid_by_key[hello.id_key] = rid
         # The newcomer's SUB connects a moment after its Welcome and misses whatever is
@@ -298,8 +306,14 @@ class BrokerRelay:
             ToClient(rid, self._roster_frames()),
             *published,
         ]
-        if hello.mentor:
+        if mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
+        elif hello.mentor:
+            # A mentor by its own say only: no queue, and it is told so.
+            self._count("mentor_unverified")
+            effects.append(
+                self._refuse(rid, "mentor_unverified", "no valid mentor certificate for this room")
+            )
         return effects
 
     def _public(
@@ -332,7 +346,12 @@ class BrokerRelay:
         return [Publish(frames), ack]
 
     def _direct(
-        self, client: _Client, msg: wire.Direct, sig: bytes, frames: list[bytes], now: float
+        self,
+        client: _Client,
+        msg: wire.Direct | wire.Grant,
+        sig: bytes,
+        frames: list[bytes],
+        now: float,
     ) -> list[Effect]:
         if msg.sender != client.hello.id_key:
             return self._drop("direct_not_own")
@@ -357,13 +376,13 @@ class BrokerRelay:
         try:
             if isinstance(msg, wire.Hand):
                 mentors = {
-                    c.hello.id_key: c.hello.handle for c in self._clients.values() if c.hello.mentor
+                    c.hello.id_key: c.hello.handle for c in self._clients.values() if c.mentor
                 }
                 self._queue.raise_hand(msg, key, client.hello.handle, mentors)
             elif isinstance(msg, wire.Claim):
-                if not client.hello.mentor:
+                if not client.mentor:
                     raise QueueError("only mentors can claim hands")
-                self._queue.claim(msg.hand_id, key, client.hello.handle)
+                self._queue.claim(msg.hand_id, key, client.hello.handle, msg.sig)
             elif isinstance(msg, wire.HandDone):
                 record = self._queue.done(msg.hand_id, key)
                 done = wire.HandStatus(
@@ -401,7 +420,7 @@ class BrokerRelay:
         """The queue to every mentor; each student's own standing to that student."""
         snapshot = wire.encode(self._queue.snapshot())
         effects: list[Effect] = [
-            ToClient(rid, snapshot) for rid, c in self._clients.items() if c.hello.mentor
+            ToClient(rid, snapshot) for rid, c in self._clients.items() if c.mentor
         ]
         for record in self._queue.ordered():
             student_rid = self._rid_by_key.get(record.student_key)
@@ -413,6 +432,7 @@ class BrokerRelay:
                 position=self._queue.position(record.hand_id),
                 mentor=record.mentor_handle,
                 mentor_key=record.mentor_key,
+                claim_sig=record.claim_sig,
             )
             effects.append(ToClient(student_rid, wire.encode(status)))
         return effects

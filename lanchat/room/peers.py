@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lanchat.room.context import RoomContext
+    from lanchat.room.trust import Trust
 
 __all__ = ["Peers"]
 
@@ -27,8 +28,13 @@ class Peers:
         self,
         ctx: RoomContext,
         on_arrived: Callable[[list[bytes]], None],
+        trust: Trust,
     ) -> None:
         self._ctx = ctx
+        self._trust = trust
+        # Online peers that are mentors by certificate; those that only say so.
+        self.mentors: set[bytes] = set()
+        self.unverified: set[bytes] = set()
         self._on_arrived = on_arrived  # newcomers: what we queued for them can go now
         self.roster: list[wire.PeerEntry] = []  # the last roster, in succession order
         self.version = -1  # of the last roster; versions are per broker
@@ -51,6 +57,12 @@ class Peers:
             # we would pick another successor than the rest of the room.
             self.gone.discard(e.id_key)
         self.version = roster.version
+        trust = self._trust
+        trust.observe(peers, roster.broker_key)
+        mentors = {e.id_key for e in peers if trust.is_mentor(e.handle, e.id_key, e.cert, e.mentor)}
+        self.unverified |= {e.id_key for e in peers if e.mentor and e.id_key not in mentors}
+        self.unverified -= mentors
+        before, self.mentors = self.mentors, mentors
         now_online = {e.id_key: e for e in peers if e.id_key != ctx.me.key}
         arrived = [key for key in now_online if key not in self.online]
         pins = ctx.profile.state.pins_by_handle() if arrived else {}
@@ -58,9 +70,14 @@ class Peers:
         for key, entry in now_online.items():
             if key not in self.online:
                 self._peer_up(entry, pins, to_pin)
-            elif self.online[key].status != entry.status:
-                state, _, text = entry.status.partition(":")
-                ctx.emit("peer_status", handle=entry.handle, status=state, text=safe_label(text))
+            else:
+                if key in mentors and key not in before:
+                    ctx.emit("mentor_added", handle=entry.handle)  # added while online
+                if self.online[key].status != entry.status:
+                    state, _, text = entry.status.partition(":")
+                    ctx.emit(
+                        "peer_status", handle=entry.handle, status=state, text=safe_label(text)
+                    )
         for key, entry in list(self.online.items()):
             if key not in now_online:
                 ctx.emit("peer_down", handle=entry.handle)
@@ -75,6 +92,11 @@ class Peers:
         return [
             election.Candidate(e.id_key, e.mentor, e.priority, e.started_at) for e in self.roster
         ]
+
+    def verified_entry(self, roster: wire.Roster, key: bytes) -> wire.PeerEntry | None:
+        """The entry of ``key`` in a roster (of a broker we are not with), if it checks."""
+        entry = next((e for e in roster.peers if e.id_key == key), None)
+        return entry if entry is not None and self._entry_ok(entry) else None
 
     def _entry_ok(self, entry: wire.PeerEntry) -> bool:
         ok = self._hello_ok.get(entry.hello_sig)
@@ -123,7 +145,7 @@ class Peers:
         ctx.emit(
             "peer_up",
             handle=entry.handle,
-            mentor=entry.mentor,
+            mentor=entry.id_key in self.mentors,
             status=presence,
             status_text=safe_label(text),
         )
@@ -131,10 +153,10 @@ class Peers:
     # ---- names and keys
 
     def is_mentor(self, key: bytes) -> bool:
+        """A mentor by certificate (lanchat.room.trust), not by its own say."""
         if key == self._ctx.me.key:
-            return self._ctx.cfg.mentor
-        entry = self.online.get(key)
-        return bool(entry and entry.mentor)
+            return self._trust.known_as_mentor
+        return key in self.mentors
 
     def display_handle(self, key: bytes, claimed: str) -> str:
         """The handle to show for an author: the roster's, the pinned one, or its claim."""
@@ -165,13 +187,13 @@ class Peers:
     def who(self) -> list[dict[str, Any]]:
         out = []
         for entry in sorted(
-            self.online.values(), key=lambda e: (not e.mentor, handle_key(e.handle))
+            self.online.values(), key=lambda e: (e.id_key not in self.mentors, handle_key(e.handle))
         ):
             state = self._ctx.profile.state.friendship(entry.id_key.hex())
             out.append(
                 {
                     "handle": entry.handle,
-                    "mentor": entry.mentor,
+                    "mentor": entry.id_key in self.mentors,
                     "friend": state == fs.Friendship.FRIEND,
                     "state": state,
                     "status": entry.status.partition(":")[0],
