@@ -13,7 +13,10 @@ What it enforces, so a misbehaving client cannot hurt the others:
 - a token bucket per client bounds how fast one client can make the broker relay;
 - a student has at most MAX_HANDS_PER_STUDENT hands up, counted per identity key
   (lanchat.core.helpqueue), whatever its client claims to enforce;
-- malformed frames are dropped and counted.
+- malformed frames are dropped and counted;
+- one connection speaks for one identity, and every kind of message a node can make
+  others store or show has a budget per identity (and Directs one per recipient for
+  strangers), at the end of this file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lanchat.core import wire
+from lanchat.core.budget import Budgets
 from lanchat.core.election import Candidate, succession
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.helpqueue import HelpQueue, QueueError
@@ -56,6 +60,22 @@ RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
 # One client may make the broker relay this many messages per second (burst the same).
 RATE_PER_CLIENT = 10_000.0
+# Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays well under the
+# largest frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 256 KiB).
+MAX_CLIENTS = 400
+JOINS_PER_S = 100.0  # new identities admitted (a failover of a whole room: the burst)
+JOINS_BURST = 300.0
+DIRECTS_PER_S = 200.0  # per sender identity: texts, receipts, typing, acks, offers
+DIRECTS_BURST = 400.0
+FIRST_CONTACTS_PER_S = 5.0  # per recipient: Directs between two keys never paired yet
+FIRST_CONTACTS_BURST = 30.0
+PAIRS_KEPT = 50_000
+HANDS_PER_S = 0.5  # raises per identity (3 kept at most: see helpqueue)
+HANDS_BURST = 10.0
+STATUS_CHANGES_PER_S = 1.0  # per identity; every change is a roster to everyone
+STATUS_CHANGES_BURST = 5.0
+SHARED_OFFERS_PER_S = 1.0  # public messages carrying a file offer, per identity
+SHARED_OFFERS_BURST = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,24 @@ class _Client:
 
 
 @dataclass(slots=True)
+class _RelayBudgets:
+    joins: Budgets[bytes] = field(default_factory=lambda: Budgets(JOINS_PER_S, JOINS_BURST))
+    directs: Budgets[bytes] = field(default_factory=lambda: Budgets(DIRECTS_PER_S, DIRECTS_BURST))
+    first_contacts: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(FIRST_CONTACTS_PER_S, FIRST_CONTACTS_BURST)
+    )
+    hands: Budgets[bytes] = field(default_factory=lambda: Budgets(HANDS_PER_S, HANDS_BURST))
+    status: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(STATUS_CHANGES_PER_S, STATUS_CHANGES_BURST)
+    )
+    shared_offers: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(SHARED_OFFERS_PER_S, SHARED_OFFERS_BURST)
+    )
+    # Pairs of keys (in either direction) a Direct already went between.
+    pairs: OrderedDict[tuple[bytes, bytes], None] = field(default_factory=OrderedDict)
+
+
+@dataclass(slots=True)
 class BrokerRelay:
     key: bytes
     handle: str
@@ -117,6 +155,7 @@ class BrokerRelay:
     _roster_dirty: bool = False
     _published: int = 0
     _roster_encoded: tuple[int, list[bytes]] = (-1, [])  # (version, frames)
+    _budgets: _RelayBudgets = field(default_factory=_RelayBudgets)
 
     # ------------------------------------------------------------ inputs
 
@@ -151,7 +190,7 @@ class BrokerRelay:
             return [self._refuse(rid, "hello_first", "send a Hello first")]
         client.last_seen = now
         if isinstance(msg, wire.Heartbeat):
-            if msg.status != client.status:
+            if msg.status != client.status and self._status_budget(client, now):
                 client.status = msg.status
                 return self._roster_changed(now)
             return []
@@ -178,6 +217,8 @@ class BrokerRelay:
                 effects += self._queue_effects()
             return effects
         if isinstance(msg, wire.Hand | wire.Claim | wire.HandDone | wire.HelpMsg):
+            if isinstance(msg, wire.Hand) and not self._hand_budget(client, now):
+                return []
             return self._help(rid, client, msg, frames)
         return self._drop("unexpected_kind")
 
@@ -250,6 +291,9 @@ class BrokerRelay:
             return [self._refuse(rid, "bad_hello", "Hello signature does not verify")]
         if hello.room != self.room:
             return [self._refuse(rid, "wrong_room", f"this broker serves room {self.room!r}")]
+        refused = self._admission(rid, hello, now)
+        if refused is not None:
+            return [refused]
         try:
             validate_handle(hello.handle)
         except HandleError as exc:
@@ -323,6 +367,8 @@ class BrokerRelay:
         if msg.msg_id in self._seen:
             self._count("duplicate")
             return [ack]
+        if not self._shared_offer_budget(client, msg, now):
+            return []  # no Ack: as rate limited
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
@@ -344,6 +390,8 @@ class BrokerRelay:
             return self._drop("recipient_offline")
         if not client.take_token(now):
             return self._drop("rate_limited")
+        if not self._direct_budget(msg, now):
+            return []  # as rate limited: the sender's channel sends it again
         return [ToClient(target, list(frames))]
 
     def _help(
@@ -497,3 +545,71 @@ class BrokerRelay:
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    # ------------------------------------------------------------ budgets
+    # What one identity may make the others store or show, whatever its client claims to
+    # enforce. A message over budget is dropped and counted, unanswered: an honest sender's
+    # reliable channel or outbox sends it again later, a flooding one learns nothing.
+
+    def _admission(self, rid: bytes, hello: wire.Hello, now: float) -> ToClient | None:
+        """One identity per connection; new identities within the room's size and join rate.
+
+        A client that re-sent Hello under fresh keys could otherwise speak as thousands of
+        throwaway identities over one connection (each one a chat request to someone).
+        """
+        bound = self._clients.get(rid)
+        if bound is not None and bound.hello.id_key != hello.id_key:
+            self._count("hello_rebind")
+            return self._refuse(rid, "identity_bound", "this connection speaks for another key")
+        if hello.id_key in self._rid_by_key:
+            return None  # known here: a reconnect, a changed Hello
+        if len(self._clients) >= MAX_CLIENTS:
+            self._count("room_full")
+            return self._refuse(rid, "room_full", f"this room has {MAX_CLIENTS} members already")
+        if not self._budgets.joins.take(b"", now):
+            self._count("join_budget")
+            return self._refuse(rid, "busy", "too many newcomers at once; try again in a moment")
+        return None
+
+    def _direct_budget(self, msg: wire.Direct, now: float) -> bool:
+        """Per sender; and per recipient for pairs that never spoke: throwaway identities each
+        sending one chat request share the recipient's budget, not one each."""
+        budgets = self._budgets
+        if not budgets.directs.take(msg.sender, now):
+            self._count("direct_budget")
+            return False
+        pair = (min(msg.sender, msg.recipient), max(msg.sender, msg.recipient))
+        if pair in budgets.pairs:
+            budgets.pairs.move_to_end(pair)
+            return True
+        if not budgets.first_contacts.take(msg.recipient, now):
+            self._count("first_contact_budget")
+            return False
+        budgets.pairs[pair] = None
+        if len(budgets.pairs) > PAIRS_KEPT:
+            budgets.pairs.popitem(last=False)
+        return True
+
+    def _hand_budget(self, client: _Client, now: float) -> bool:
+        """Raises beyond it are dropped unanswered (those within get a Refused if refused)."""
+        if self._budgets.hands.take(client.hello.id_key, now):
+            return True
+        self._count("hand_budget")
+        return False
+
+    def _status_budget(self, client: _Client, now: float) -> bool:
+        """A change over budget waits: every Heartbeat repeats the status, so it comes in later."""
+        if self._budgets.status.take(client.hello.id_key, now):
+            return True
+        self._count("status_budget")
+        return False
+
+    def _shared_offer_budget(
+        self, client: _Client, msg: wire.Public | wire.PublicBatch, now: float
+    ) -> bool:
+        if not isinstance(msg, wire.Public) or not msg.offer:
+            return True
+        if self._budgets.shared_offers.take(client.hello.id_key, now):
+            return True
+        self._count("offer_budget")
+        return False
