@@ -92,6 +92,9 @@ class Node:
         )
         ctx = self.ctx = RoomContext(config, identity, profile, emit, clock, wall)
         ctx.spawn, ctx.tick_at, ctx.fatal = self._spawn, self._tick_at, self._fatal
+        # State (friendships, pins) is written behind, once per tick: a flood of changes
+        # must not rewrite the whole file for each (the profile's close writes the rest).
+        profile.state.defer_writes()
         self.friends = Friendships(profile.state)
         self.peers = Peers(ctx, on_arrived=self._on_arrived)
         self.presence = Presence(ctx)
@@ -399,6 +402,7 @@ class Node:
             log.exception("error in a tick")
 
     def _tick(self, now: float) -> None:
+        self.profile.state.flush()
         self.status.check_link(now)
         self.membership.tick(now)
         if not self.membership.welcomed():
