@@ -63,7 +63,7 @@ RATE_PER_CLIENT = 10_000.0
 # Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays well under the
 # largest frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 256 KiB).
 MAX_CLIENTS = 400
-JOINS_PER_S = 100.0  # new identities admitted (a failover of a whole room: the burst)
+JOINS_PER_S = 20.0  # new identities admitted (a failover of a whole room: the burst)
 JOINS_BURST = 300.0
 DIRECTS_PER_S = 200.0  # per sender identity: texts, receipts, typing, acks, offers
 DIRECTS_BURST = 400.0
@@ -156,6 +156,7 @@ class BrokerRelay:
     _published: int = 0
     _roster_encoded: tuple[int, list[bytes]] = (-1, [])  # (version, frames)
     _budgets: _RelayBudgets = field(default_factory=_RelayBudgets)
+    _roster_waiting: list[bytes] = field(default_factory=list)  # newcomers, for the next
 
     # ------------------------------------------------------------ inputs
 
@@ -206,7 +207,7 @@ class BrokerRelay:
                 # since goes out with the next publish. After a failover, a whole room of
                 # newcomers asks at once, as each subscription comes up.
                 return []
-            return [ToClient(rid, self._roster_frames())]
+            return [ToClient(rid, self._published_frames())]
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
             effects: list[Effect] = self._roster_changed(now)
@@ -337,11 +338,8 @@ class BrokerRelay:
         published = self._roster_changed(now)
         # The roster goes to the newcomer directly too: its SUB may not be connected yet,
         # and in a wave of joins the published one is held back a moment (see below).
-        effects: list[Effect] = [
-            ToClient(rid, wire.encode(welcome)),
-            ToClient(rid, self._roster_frames()),
-            *published,
-        ]
+        effects: list[Effect] = [ToClient(rid, wire.encode(welcome)), *self._roster_to(rid)]
+        effects += published
         if hello.mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
         return effects
@@ -525,7 +523,9 @@ class BrokerRelay:
         self._roster_dirty = False
         self._roster_sent = now
         self._published = self.roster_version
-        return [Publish(self._roster_frames())]
+        frames = self._roster_frames()
+        waiting, self._roster_waiting = self._roster_waiting, []
+        return [Publish(frames), *(ToClient(r, frames) for r in waiting if r in self._clients)]
 
     def _roster_frames(self) -> list[bytes]:
         """The roster, encoded once per version: after a failover a whole room of newcomers
@@ -613,3 +613,19 @@ class BrokerRelay:
             return True
         self._count("offer_budget")
         return False
+
+    def _roster_to(self, rid: bytes) -> list[Effect]:
+        """The roster for a newcomer: the one just published, else the next one.
+
+        Encoding a roster costs O(size); one for every newcomer (a roster version each) made
+        a stream of joins (throwaway identities) cost the broker O(size) per join.
+        """
+        if not self._roster_dirty:
+            return [ToClient(rid, self._roster_frames())]  # published now: encoded already
+        self._roster_waiting.append(rid)
+        return []
+
+    def _published_frames(self) -> list[bytes]:
+        """The last roster published (what a Sync asks for), encoded once."""
+        version, frames = self._roster_encoded
+        return frames if version >= self._published else self._roster_frames()
