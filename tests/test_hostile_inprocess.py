@@ -251,3 +251,30 @@ def test_a_blocked_authors_message_never_shows_after_unblock_and_restart(
             await room.close()
 
     run(main())
+
+
+def test_newcomers_a_busy_broker_refuses_wait_their_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that admits one newcomer a second: the others ask again, nobody elects
+    another broker (the room stays one)."""
+    monkeypatch.setattr(relay_mod, "JOINS_BURST", 1.0)
+    monkeypatch.setattr(relay_mod, "JOINS_PER_S", 1.0)
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        mia = room.add("mia", mentor=True)
+        room.start(mia)
+        await mia.wait("broker", handle="mia")
+        students = [room.add(s) for s in ("ann", "bob", "cat")]
+        room.start(*students)
+        try:
+            await room.settled("mia")
+            busy = sum(s.node.counters.get("broker_busy", 0) for s in students)
+            assert busy >= 2
+            for member in room.running():
+                assert {e["handle"] for e in member.of("broker")} == {"mia"}
+        finally:
+            await room.close()
+
+    run(main())

@@ -45,6 +45,7 @@ log = logging.getLogger("lanchat.node")
 
 HEARTBEAT_S: Final = 0.4
 HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its turn yet
+BUSY_AGAIN_S: Final = 1.0  # a broker admitting newcomers at its pace (core/relay.py budgets)
 
 
 class Membership:
@@ -357,6 +358,11 @@ class Membership:
             ctx.error("queue", safe_label(msg.message))
         elif msg.code == "not_broker":
             self._not_the_broker(link, now)
+        elif msg.code in ("busy", "room_full"):
+            # The broker is there and answering: wait our turn rather than elect another.
+            ctx.count("broker_busy")
+            link.started = now
+            self._ctx.spawn(self._busy_again(link))
         else:
             ctx.error(safe_label(msg.code), f"broker refused us: {safe_label(msg.message)}")
 
@@ -408,6 +414,11 @@ class Membership:
         if link is self.link and link.welcome is None:
             if self._to_advertised_broker(link, self._ctx.clock()):
                 return
+            link.sockets.send_nowait(self._hello())
+
+    async def _busy_again(self, link: Link) -> None:
+        await asyncio.sleep(BUSY_AGAIN_S)
+        if link is self.link and link.welcome is None:
             link.sockets.send_nowait(self._hello())
 
     def not_broker_answer(self) -> wire.Redirect | wire.Refused:
