@@ -110,6 +110,13 @@ class _Client:
         return True
 
 
+# Encoded once: thousands of newcomers may be refused in a second.
+_BUSY = wire.encode(wire.Refused(code="busy", message="too many newcomers; try again in a moment"))
+_ROOM_FULL = wire.encode(
+    wire.Refused(code="room_full", message=f"this room has {MAX_CLIENTS} members already")
+)
+
+
 @dataclass(slots=True)
 class _RelayBudgets:
     joins: Budgets[bytes] = field(default_factory=lambda: Budgets(JOINS_PER_S, JOINS_BURST))
@@ -287,14 +294,14 @@ class BrokerRelay:
         if hello.curve_key != transport_key:
             self._count("hello_key_mismatch")
             return [self._refuse(rid, "bad_hello", "Hello does not match the connection's key")]
+        refused = self._admission(rid, hello, now)  # first: a flood of newcomers costs little
+        if refused is not None:
+            return [refused]
         if not self.verify(hello.id_key, wire.signed_bytes(hello), sig):
             self._count("bad_signature")
             return [self._refuse(rid, "bad_hello", "Hello signature does not verify")]
         if hello.room != self.room:
             return [self._refuse(rid, "wrong_room", f"this broker serves room {self.room!r}")]
-        refused = self._admission(rid, hello, now)
-        if refused is not None:
-            return [refused]
         try:
             validate_handle(hello.handle)
         except HandleError as exc:
@@ -358,6 +365,8 @@ class BrokerRelay:
             or msg.handle != client.hello.handle
         ):
             return self._drop("public_not_own")
+        if not self._shared_offer_budget(client, msg, now):
+            return []  # no Ack: as rate limited (and before the costly signature check)
         if not self.verify(msg.author, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")
         count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
@@ -365,8 +374,6 @@ class BrokerRelay:
         if msg.msg_id in self._seen:
             self._count("duplicate")
             return [ack]
-        if not self._shared_offer_budget(client, msg, now):
-            return []  # no Ack: as rate limited
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
@@ -380,8 +387,6 @@ class BrokerRelay:
     ) -> list[Effect]:
         if msg.sender != client.hello.id_key:
             return self._drop("direct_not_own")
-        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
-            return self._drop("bad_signature")
         target = self._rid_by_key.get(msg.recipient)
         if target is None:
             # The sender keeps the item queued and sends it again when the peer is back.
@@ -390,6 +395,8 @@ class BrokerRelay:
             return self._drop("rate_limited")
         if not self._direct_budget(msg, now):
             return []  # as rate limited: the sender's channel sends it again
+        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
+            return self._drop("bad_signature")
         return [ToClient(target, list(frames))]
 
     def _help(
@@ -565,10 +572,10 @@ class BrokerRelay:
             return None  # known here: a reconnect, a changed Hello
         if len(self._clients) >= MAX_CLIENTS:
             self._count("room_full")
-            return self._refuse(rid, "room_full", f"this room has {MAX_CLIENTS} members already")
+            return ToClient(rid, _ROOM_FULL)
         if not self._budgets.joins.take(b"", now):
             self._count("join_budget")
-            return self._refuse(rid, "busy", "too many newcomers at once; try again in a moment")
+            return ToClient(rid, _BUSY)
         return None
 
     def _direct_budget(self, msg: wire.Direct, now: float) -> bool:
