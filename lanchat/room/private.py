@@ -206,8 +206,10 @@ class PrivateChat:
         entry = self._peers.online.get(key)
         if entry is None or not self._membership.welcomed():
             return
-        held = self._ctx.profile.state.pin_for_handle(entry.handle)
-        if held is not None and held.key != key.hex():
+        if self._all_loaded and key not in self._channels:
+            return  # nothing ever queued for it (a roster of newcomers: no work per key)
+        held = self._ctx.profile.state.pinned_key(entry.handle)
+        if held is not None and held != key.hex():
             return  # impersonation suspected: hold everything back
         base, items = self._channel(key).outbound.pending()
         for _cseq, item in items:
