@@ -35,6 +35,8 @@ REQUEST_WINDOW_S: Final = 60.0
 PENDING_IN_MAX: Final = 50  # chat requests waiting for our answer; the oldest goes
 DIRECTS_IN_PER_S: Final = 200.0  # per sender, before we open anything
 DIRECTS_IN_BURST: Final = 400.0
+# A repeated typing hint refreshes the indicator (stale after ~5 s): at most this often.
+TYPING_REPEAT_S: Final = 2.0
 
 
 def conversation_of(key: bytes) -> str:
@@ -65,7 +67,7 @@ class PrivateChat:
         self._last_request: dict[bytes, float] = {}
         self._request_times: list[float] = []
         self._directs_in: Budgets[bytes] = Budgets(DIRECTS_IN_PER_S, DIRECTS_IN_BURST)
-        self._typing: dict[bytes, bool] = {}  # the last typing state shown, per friend
+        self._typing: dict[bytes, tuple[bool, float]] = {}  # last hint shown: (active, when)
 
     # ================================================================ handles and keys
 
@@ -388,9 +390,10 @@ class PrivateChat:
             return
         who = self._peers.handle_of(peer)
         if signal.what == "typing":
-            active = signal.value > 0
-            if self._typing.get(peer) is not active:  # a repeated hint is not news
-                self._typing[peer] = active
+            active, now = signal.value > 0, ctx.clock()
+            shown, at = self._typing.get(peer, (None, -1e9))
+            if shown is not active or now - at >= TYPING_REPEAT_S:  # else: not news
+                self._typing[peer] = (active, now)
                 ctx.emit("typing", **{"from": who}, active=active)
             return
         hist = ctx.profile.history
