@@ -24,7 +24,7 @@ pytestmark = pytest.mark.lan
 FLOOD = Path(__file__).with_name("flood_client.py")
 ANSWER_MAX_S = 0.5
 BROKER_ANSWER_MAX_S = 2.0
-FLOOD_S_MAX = 7.5  # planned for 5 s; a rogue starved of CPU takes longer
+FLOOD_S_MAX = 12.0  # planned for 5 s; a rogue starved of CPU (a busy machine) takes longer
 STATE_MAX_BYTES = 100_000
 PROBE_EVERY_S = 0.05
 
