@@ -291,9 +291,9 @@ class Rogue:
         return wire.encode(hello, ident.sign(wire.signed_bytes(hello)))
 
     @staticmethod
-    def request(ident: Identity, to: bytes, handle: str) -> list[bytes]:
+    def request(ident: Identity, to: bytes, handle: str, cseq: int = 1) -> list[bytes]:
         """A sealed, signed chat request from ``ident`` (claiming ``handle``) to ``to``."""
-        private = wire.Private(item="request", cseq=1, handle=handle, sent_t=time.time())
+        private = wire.Private(item="request", cseq=cseq, handle=handle, sent_t=time.time())
         box = ident.seal_to(to, wire.encode_inner(private))
         direct = wire.Direct(sender=ident.key, recipient=to, box=box)
         return wire.encode(direct, ident.sign(wire.signed_bytes(direct)))

@@ -301,3 +301,45 @@ def test_a_friends_typing_hints_show_at_most_every_two_seconds(tmp_path: Path) -
             await room.close()
 
     run(main())
+
+
+def test_a_strangers_repeated_requests_show_once_and_write_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = await workshop(tmp_path, ("ann", "bob"))
+        ann = room["ann"]
+        try:
+            rogue = Rogue(room, room["mia"])
+            ident = Identity.generate()
+            link = rogue.link()
+            link.send_nowait(rogue.hello(ident, "pest"))
+            await ann.wait("peer_up", handle="pest")
+            ann.node.profile.state.flush()
+            state = ann.node.profile.directory / STATE_NAME
+            link.send_nowait(Rogue.request(ident, ann.node.me.key, "pest", cseq=1))
+            await ann.wait("request", **{"from": "pest"})
+            ann.node.profile.state.flush()
+            written = state.stat().st_mtime_ns
+            for cseq in range(2, 200):  # each a new item of its channel: all delivered
+                link.send_nowait(Rogue.request(ident, ann.node.me.key, "pest", cseq=cseq))
+            link.send_nowait(wire.encode(wire.Heartbeat(t=0.0)))
+
+            def acked_upto() -> int:
+                """How far ann acknowledged the rogue's channel (she took all up to it)."""
+                upto = 0
+                for msg in rogue.replies:
+                    if isinstance(msg, wire.Direct):
+                        inner = wire.decode_inner(ident.open_from(msg.sender, msg.box))
+                        if isinstance(inner, wire.PrivateAck):
+                            upto = max(upto, inner.upto)
+                return upto
+
+            async with asyncio.timeout(10):
+                while acked_upto() < 199:
+                    await asyncio.sleep(0.01)  # polling the rogue's inbox
+            ann.node.profile.state.flush()  # what the next tick would write
+            assert len(ann.of("request")) == 1
+            assert state.stat().st_mtime_ns == written
+        finally:
+            await room.close()
+
+    run(main())
