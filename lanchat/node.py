@@ -95,7 +95,7 @@ class Node:
         # State (friendships, pins) is written behind, once per tick: a flood of changes
         # must not rewrite the whole file for each (the profile's close writes the rest).
         profile.state.defer_writes()
-        self.friends = Friendships(profile.state)
+        self.friends = Friendships(profile.state, wall)
         self.peers = Peers(ctx, on_arrived=self._on_arrived)
         self.presence = Presence(ctx)
         self.status = NodeStatus(ctx, self._network_down, self._network_back)

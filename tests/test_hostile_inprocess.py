@@ -343,3 +343,46 @@ def test_a_strangers_repeated_requests_show_once_and_write_nothing(tmp_path: Pat
             await room.close()
 
     run(main())
+
+
+def test_what_a_blocked_author_said_out_of_reach_never_shows_after_the_unblock(
+    tmp_path: Path,
+) -> None:
+    """The relay of a message is lost on its way to us while we block its author; it comes
+    (the broker's answer to our Resend) only after the unblock, and still does not show."""
+
+    async def main() -> None:
+        room = await workshop(tmp_path, ("ann", "bob"))
+        ann, bob, mia = room["ann"], room["bob"], room["mia"]
+        try:
+            bob.do("block", handle="ann")
+            bob.do("friends")
+            await bob.wait("friends")
+            on_relay = bob.node.public.on_relay
+            lost: list[wire.Relay] = []
+
+            def lose_it(msg: wire.Relay, now: float) -> None:
+                if not lost and msg.inner.author == ann.node.me.key:
+                    lost.append(msg)  # lost on the way: bob's numbering never saw it
+                    return
+                on_relay(msg, now)
+
+            bob.node.public.on_relay = lose_it  # type: ignore[method-assign]
+            ann.do("say", text="said while blocked")
+            await mia.hear({"said while blocked"})
+            assert lost
+            # Time passes (here all of it would fit in the millisecond its clock rounds to).
+            await asyncio.sleep(0.01)
+            bob.do("unblock", handle="ann")
+            bob.do("friends")
+            await bob.wait_new("friends")
+            ann.do("say", text="after the unblock")  # bob sees the gap and asks again
+            await bob.hear({"after the unblock"})
+            async with asyncio.timeout(10):
+                while not bob.node.counters.get("blocked"):
+                    await asyncio.sleep(0.01)  # polling a counter: no event says it
+            assert "said while blocked" not in bob.public_texts()
+        finally:
+            await room.close()
+
+    run(main())

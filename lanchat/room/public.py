@@ -194,7 +194,7 @@ class PublicRoom:
         ):
             ctx.count("bad_signature")
             return
-        if self._friends.blocked(pub.author):
+        if self._friends.blocked(pub.author) or self._friends.was_blocked(pub.author, pub.sent_t):
             ctx.count("blocked")
             self._bury(pub)
             return
