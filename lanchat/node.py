@@ -96,7 +96,10 @@ class Node:
         )
         ctx = self.ctx = RoomContext(config, identity, profile, emit, clock, wall)
         ctx.spawn, ctx.tick_at, ctx.fatal = self._spawn, self._tick_at, self._fatal
-        self.friends = Friendships(profile.state)
+        # State (friendships, pins) is written behind, once per tick: a flood of changes
+        # must not rewrite the whole file for each (the profile's close writes the rest).
+        profile.state.defer_writes()
+        self.friends = Friendships(profile.state, wall)
         self.trust = Trust(
             ctx,
             send=self._send_to_broker,
@@ -477,6 +480,7 @@ class Node:
             log.exception("error in a tick")
 
     def _tick(self, now: float) -> None:
+        self.profile.state.flush()
         self.status.check_link(now)
         self.membership.tick(now)
         if not self.membership.welcomed():

@@ -3,7 +3,8 @@
 Layout of a profile directory (mode 0700):
 
 - ``lock``             flock held while a lanchat runs with this profile; holds the PID.
-- ``state.json``       TinyDB: settings, friendships, handle->key pins. Rewritten atomically.
+- ``state.json``       TinyDB: settings, friendships, handle->key pins. Rewritten atomically
+                       (a running node writes behind: at most one rewrite per tick).
 - ``history.sqlite3``  SQLite (WAL): messages, sequence counters, per-peer outbox.
 
 Neither store ever deletes or overwrites a file it cannot read; it raises ``ProfileCorrupt``
@@ -50,6 +51,10 @@ __all__ = [
 LOCK_NAME = "lock"
 STATE_NAME = "state.json"
 HISTORY_NAME = "history.sqlite3"
+# Pins of keys we are not friends with, at most (the least recently seen go first): a
+# stream of throwaway identities must not grow the state file without end. A room of
+# 200 laptops needs 200.
+PINS_MAX = 300
 
 STATE_FORMAT = "lanchat-state"
 STATE_VERSION = 1
@@ -190,6 +195,31 @@ class AtomicJSONStorage(Storage):
         super().__init__()
         self.path = path
         self._tmp_prefix = f".{path.name}."
+        # Write-behind (see defer_writes): the data as TinyDB last wrote it, and whether
+        # the file is behind it.
+        self._deferred = False
+        self._data: dict[str, dict[str, Any]] | None = None
+        self._dirty = False
+
+    def defer_writes(self) -> None:
+        """From now on a write only updates memory; :meth:`flush` writes the file.
+
+        TinyDB rewrites the whole file on every change: a burst of changes (a flood of
+        chat requests, a roster of newcomers) would cost O(n) each, O(n^2) in all. The
+        caller flushes once per tick and on close; a killed process loses what changed
+        since the last flush (at most one tick).
+        """
+        if not self._deferred:
+            self._data = self.read()
+            self._deferred = True
+
+    def flush(self) -> None:
+        if self._dirty and self._data is not None:
+            self._write_file(self._data)
+        self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
 
     def remove_stale_temp_files(self) -> None:
         """Delete temp files left by a writer that was killed; call only under the lock."""
@@ -197,6 +227,8 @@ class AtomicJSONStorage(Storage):
             tmp.unlink(missing_ok=True)
 
     def read(self) -> dict[str, dict[str, Any]] | None:
+        if self._deferred:
+            return self._data  # we are the only writer (the profile lock)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -215,6 +247,13 @@ class AtomicJSONStorage(Storage):
         return result
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        if self._deferred:
+            # Not serialised here (that is O(n) again): the setters store plain JSON types.
+            self._data, self._dirty = data, True
+            return
+        self._write_file(data)
+
+    def _write_file(self, data: dict[str, dict[str, Any]]) -> None:
         # Serialise first: an unserialisable value must fail before any file is touched.
         payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
         fd, tmp_name = tempfile.mkstemp(
@@ -234,7 +273,8 @@ class AtomicJSONStorage(Storage):
 
 
 class StateStore:
-    """Small, rarely written state in TinyDB; each setter is exactly one atomic file write."""
+    """Small, rarely written state in TinyDB; each setter is exactly one atomic file write,
+    or, after :meth:`defer_writes`, a change in memory that the next :meth:`flush` writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -245,6 +285,15 @@ class StateStore:
         self._settings: Table = self._db.table("settings")
         self._friends: Table = self._db.table("friendships")
         self._pins: Table = self._db.table("pins")
+        self._pins_cache: dict[str, Pin] | None = None  # pins_by_handle, until a pin changes
+
+    def defer_writes(self) -> None:
+        """Write behind: see `AtomicJSONStorage.defer_writes` (a running node's choice)."""
+        self._storage.defer_writes()
+
+    def flush(self) -> None:
+        """Write what changed since the last flush, in one atomic write (if anything did)."""
+        self._storage.flush()
 
     def _check_or_init_meta(self) -> None:
         data = self._storage.read()  # raises ProfileCorrupt on unreadable files
@@ -308,17 +357,29 @@ class StateStore:
 
     def pins_by_handle(self) -> dict[str, Pin]:
         """Every pinned handle (casefolded) with its pin, as :meth:`pin_for_handle` finds it."""
-        found: dict[str, Pin] = {}
-        # Trust on first use: a later key claiming the same handle must not displace it.
-        for pin in sorted(self.pins(), key=lambda p: p.first_seen):
-            found.setdefault(pin.handle.casefold(), pin)
-        return found
+        if self._pins_cache is None:
+            found: dict[str, Pin] = {}
+            # Trust on first use: a later key claiming the same handle must not displace it.
+            for pin in sorted(self.pins(), key=lambda p: p.first_seen):
+                found.setdefault(pin.handle.casefold(), pin)
+            # Read for every message shown (is its author the handle's pinned key?).
+            self._pins_cache = found
+        return dict(self._pins_cache)
+
+    def pinned_key(self, handle: str) -> str | None:
+        """The hex key pinned for ``handle`` (case-insensitive), if any; cheap (cached)."""
+        if self._pins_cache is None:
+            self.pins_by_handle()
+        assert self._pins_cache is not None
+        pin = self._pins_cache.get(handle.casefold())
+        return None if pin is None else pin.key
 
     def pin_for_key(self, key: str) -> Pin | None:
         doc = self._pins.get(Query().key == key)
         return None if doc is None else _pin(_one(doc))
 
     def set_pin(self, handle: str, key: str, now: float) -> None:
+        self._pins_cache = None
         doc = self._pins.get(Query().key == key)
         if doc is None:
             self._pins.insert({"handle": handle, "key": key, "first_seen": now, "last_seen": now})
@@ -328,6 +389,7 @@ class StateStore:
     def set_pins(self, pins: list[tuple[str, str]], now: float) -> None:
         """:meth:`set_pin` for many ``(handle, key)`` at once: a whole roster of newcomers
         costs one file write (and fsync), not one each."""
+        self._pins_cache = None
         known = {d["key"] for d in self._pins.all()}
         fresh = {k: h for h, k in pins if k not in known}  # a key twice: its last handle
         if fresh:
@@ -338,9 +400,21 @@ class StateStore:
         seen = [({"handle": h, "last_seen": now}, Query().key == k) for h, k in pins if k in known]
         if seen:
             self._pins.update_multiple(seen)
+        if fresh:
+            self._prune_pins()
+
+    def _prune_pins(self) -> None:
+        """Keep PINS_MAX pins of strangers at most; a friend's pin always stays."""
+        friends = {d["key"] for d in self._friends.all()}
+        strangers = [d for d in self._pins.all() if d["key"] not in friends]
+        extra = len(strangers) - PINS_MAX
+        if extra > 0:
+            strangers.sort(key=lambda d: d["last_seen"])
+            self._pins.remove(doc_ids=[_one(d).doc_id for d in strangers[:extra]])
 
     def remove_pin(self, key: str) -> None:
         """Forget the pin of this key (e.g. the user accepted a peer's new key)."""
+        self._pins_cache = None
         self._pins.remove(Query().key == key)
 
     def pins(self) -> list[Pin]:

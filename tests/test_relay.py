@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,8 +13,16 @@ from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
     CLIENT_TIMEOUT_S,
+    FIRST_CONTACTS_BURST,
+    FIRST_CONTACTS_PER_S,
+    HANDS_BURST,
+    HANDS_PER_S,
     JOIN_BEAT_S,
+    JOINS_BURST,
+    MAX_CLIENTS,
     ROSTER_MIN_INTERVAL_S,
+    SHARED_OFFERS_BURST,
+    STATUS_CHANGES_BURST,
     BrokerRelay,
     Effect,
     Publish,
@@ -531,20 +540,22 @@ def test_sync_is_not_answered_to_a_client_with_all_that_was_published(
 ) -> None:
     join(relay, b"r-a", alice, "alice")
     effects = opened(join(relay, b"r-b", bob, "bob"))
-    [joined] = [m for to, m in effects if to == b"r-b" and isinstance(m, wire.Roster)]
-    # bob's copy at joining is newer than anything published yet (the wave is coalesced)
-    assert send(relay, b"r-b", wire.Sync(roster_version=joined.version)) == []
-    # a client that missed a publish gets the roster
-    [(to, roster)] = opened(send(relay, b"r-b", wire.Sync(roster_version=joined.version - 2)))
+    # In a wave of joins, the newcomer's roster comes with the next (coalesced) publish.
+    assert not [m for to, m in effects if isinstance(m, wire.Roster)]
+    assert send(relay, b"r-b", wire.Sync(roster_version=relay.roster_version)) == []
+    # a client that missed a publish gets the last one published (encoded once)
+    [(to, roster)] = opened(send(relay, b"r-b", wire.Sync(roster_version=-1)))
     assert to == b"r-b"
-    assert sorted(handles(roster)) == ["alice", "bob"]
+    assert sorted(handles(roster)) == ["alice"]
+    published = opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))
+    rosters = [(to, sorted(handles(m))) for to, m in published if isinstance(m, wire.Roster)]
+    assert rosters == [(None, ["alice", "bob"]), (b"r-b", ["alice", "bob"])]
 
 
 def test_goodbye_removes_the_client(relay: BrokerRelay, alice: Identity, bob: Identity) -> None:
     join(relay, b"r-a", alice, "alice")
     join(relay, b"r-b", bob, "bob")
-    [(to, roster)] = opened(send(relay, b"r-a", wire.Goodbye(reason="bye"), now=T0 + 1))
-    assert to is None
+    [roster] = [m for to, m in opened(send(relay, b"r-a", wire.Goodbye(), now=T0 + 1)) if not to]
     assert handles(roster) == ["bob"]
     assert relay.client_count() == 1
     # The handle is free again, for anyone.
@@ -573,8 +584,8 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     assert [type(m) for to, m in first if to is None] == [wire.Roster]
     for i in (1, 2):
         effects = opened(join(relay, f"r-{i}".encode(), people[i], f"p{i}"))
-        # The newcomer gets the roster directly; everyone else waits for the next one.
-        assert [to for to, m in effects if isinstance(m, wire.Roster)] == [f"r-{i}".encode()]
+        # Everyone waits for the next one, the newcomer too (it gets it directly then).
+        assert [to for to, m in effects if isinstance(m, wire.Roster)] == []
     [first_roster] = [m for to, m in first if to is None]
     assert relay.roster_due() == T0 + ROSTER_MIN_INTERVAL_S
     early = [m for _, m in opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S / 2))]
@@ -582,7 +593,9 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     # A Beat never announces a version nobody was sent (that would make all ask for it).
     beats = [m for m in early if isinstance(m, wire.Beat)]
     assert all(b.roster_version == first_roster.version for b in beats)
-    [roster] = [m for _, m in opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))]
+    published = opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))
+    assert [to for to, _ in published] == [None, b"r-1", b"r-2"]
+    roster = published[0][1]
     assert isinstance(roster, wire.Roster)
     assert sorted(handles(roster)) == ["p0", "p1", "p2"]
     assert relay.roster_due() is None
@@ -665,15 +678,105 @@ def test_ten_thousand_raised_hands_from_one_identity_leave_three(
             # The same identity on a new connection (a reconnect) shares the count.
             join(relay, b"r-s2", alice, "student")
         rid = b"r-s" if i < 5_000 else b"r-s2"
-        effects = send(relay, rid, hand)
+        effects = send(relay, rid, hand, now=T0 + i / 1_000)  # 10,000 in 10 s
         if i >= 3:
-            assert [(to, type(m)) for to, m in opened(effects)] == [(rid, wire.Refused)]
+            # Within the identity's hand budget, a refusal; beyond it, nothing at all.
+            assert [(to, type(m)) for to, m in opened(effects)] in ([(rid, wire.Refused)], [])
         if i in (1_000, 9_999):
             gc.collect()
             objects.append(len(gc.get_objects()))
     entries = relay._queue.snapshot().entries
     assert [e.hand_id for e in entries] == [f"{i:08x}" for i in range(3)]
-    assert relay.counters["queue_refused"] == 9_997
+    refused, dropped = relay.counters["queue_refused"], relay.counters["hand_budget"]
+    assert refused + dropped == 9_997
+    assert refused <= HANDS_BURST + 10 * HANDS_PER_S
     # Nothing is kept per refused hand (a kept one is a record and its topic, 9,000 of them
     # thousands of objects).
     assert objects[1] - objects[0] < 100
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def test_a_connection_speaks_for_one_identity(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    hello, _sig = signed_hello(bob, "bob")
+    # Bob's Hello over Alice's connection (same transport key, as a rogue reusing it).
+    bob_hello = replace(hello, curve_key=alice.curve_public)
+    bob_sig = bob.sign(wire.signed_bytes(bob_hello))
+    effects = relay.receive(b"r-a", alice.curve_public, wire.encode(bob_hello, bob_sig), T0)
+    assert [(to, m.code) for to, m in opened(effects)] == [(b"r-a", "identity_bound")]
+    assert relay.counters["hello_rebind"] == 1
+    assert [p.handle for p in relay.roster().peers] == ["alice"]
+    # The same identity again on its own connection: a changed Hello, welcome.
+    assert any(isinstance(m, wire.Welcome) for _, m in opened(join(relay, b"r-a", alice, "al")))
+
+
+def test_throwaway_identities_share_one_recipients_first_contact_budget(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    friend = Identity.generate()
+    join(relay, b"r-f", friend, "friend")
+    msg, sig = _direct(friend, alice.key)
+    assert send(relay, b"r-f", msg, sig) != []  # a first contact, within budget: a pair now
+    passed = 0
+    for i in range(300):  # 300 strangers in 1 s, each one request
+        stranger = Identity.generate()
+        now = T0 + i / 300
+        join(relay, f"r-{i}".encode(), stranger, f"s{i}", now=now)
+        msg, sig = _direct(stranger, alice.key)
+        passed += bool(send(relay, f"r-{i}".encode(), msg, sig, now=now))
+        # An established pair is not held up by the flood.
+        msg, sig = _direct(friend, alice.key)
+        assert send(relay, b"r-f", msg, sig, now=now) != []
+    assert passed <= FIRST_CONTACTS_BURST + FIRST_CONTACTS_PER_S
+    assert relay.counters["first_contact_budget"] == 300 - passed
+
+
+def test_room_size_and_join_rate_are_bounded(relay: BrokerRelay) -> None:
+    welcomed = 0
+    for i in range(MAX_CLIENTS + 50):
+        # Slower than the join rate (and no tick: nobody times out).
+        effects = join(relay, f"r-{i}".encode(), Identity.generate(), f"n{i}", now=T0 + i / 10)
+        welcomed += any(isinstance(m, wire.Welcome) for _, m in opened(effects))
+    assert welcomed == MAX_CLIENTS
+    assert relay.counters["room_full"] == 50
+    fresh = BrokerRelay(
+        key=b"k" * 32, handle="boss", room=ROOM, epoch=1, since=0.0, pub_port=1, verify=verify
+    )
+    welcomed = sum(
+        any(
+            isinstance(m, wire.Welcome)
+            for _, m in opened(join(fresh, f"r-{i}".encode(), Identity.generate(), f"n{i}"))
+        )
+        for i in range(int(JOINS_BURST) + 20)
+    )
+    assert welcomed == JOINS_BURST  # all at one instant: the burst, then "busy"
+    assert fresh.counters["join_budget"] == 20
+
+
+def test_status_changes_and_shared_offers_have_a_budget(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    for i in range(1_000):
+        send(relay, b"r-a", wire.Heartbeat(t=0.0, status=f"busy:{i}"), now=T0 + i / 1_000)
+    assert relay.counters["status_budget"] >= 1_000 - STATUS_CHANGES_BURST - 2
+    offers = 0
+    for i in range(1_000):
+        pub = wire.Public(
+            author=alice.key,
+            handle="alice",
+            room=ROOM,
+            seq=i + 1,
+            text="shares",
+            sent_t=5.0,
+            offer='{"id": "x"}',
+        )
+        effects = send(relay, b"r-a", pub, alice.sign(wire.signed_bytes(pub)), now=T0 + 1)
+        offers += any(isinstance(e, Publish) for e in effects)
+    assert offers == SHARED_OFFERS_BURST
+    assert relay.counters["offer_budget"] == 1_000 - SHARED_OFFERS_BURST

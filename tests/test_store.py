@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from lanchat import oscompat
 from lanchat.store import (
+    PINS_MAX,
     HistoryRecord,
     OutboxItem,
     Pin,
@@ -564,3 +565,46 @@ def test_corrupt_history_is_reported_and_left_alone(
     assert path.read_bytes() == content
     assert not (profile_dir / "history.sqlite3-wal").exists()
     assert_unlocked(profile_dir)  # the failed open released the lock
+
+
+def test_deferred_writes_cost_one_atomic_write_per_flush(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    original = oscompat.replace_durably
+    monkeypatch.setattr(
+        oscompat, "replace_durably", lambda a, b: (writes.append(1), original(a, b))
+    )
+    profile = Profile.open(profile_dir)
+    state = profile.state
+    state.defer_writes()
+    before = (profile_dir / "state.json").read_bytes()
+    writes.clear()
+    for i in range(1_000):  # a flood of changes, as strangers' requests would make
+        state.set_friendship(f"{i:064x}", f"s{i}", "pending_in")
+    assert writes == []
+    assert (profile_dir / "state.json").read_bytes() == before  # nothing written yet...
+    assert state.friendship(f"{999:064x}") == "pending_in"  # ...but read back from memory
+    state.flush()
+    state.flush()  # nothing changed since: no write
+    assert len(writes) == 1
+    state.set_setting("k", "v")
+    profile.close()  # the last change is written on close
+    assert len(writes) == 2
+    with Profile.open(profile_dir) as again:
+        assert again.state.get_setting("k") == "v"
+        assert len(again.state.friendships()) == 1_000
+
+
+def test_pins_of_strangers_are_bounded_and_a_friends_pin_stays(profile: Profile) -> None:
+    state = profile.state
+    state.set_pin("friend", KEY_A, now=0.0)
+    state.set_friendship(KEY_A, "friend", "friend")
+    for start in range(0, PINS_MAX + 100, 50):
+        batch = [(f"s{i}", f"{i + 1:064x}") for i in range(start, start + 50)]
+        state.set_pins(batch, now=float(start + 1))
+    pins = {p.key for p in state.pins()}
+    assert len(pins) == PINS_MAX + 1
+    assert KEY_A in pins  # the oldest of all, but a friend's
+    assert f"{1:064x}" not in pins  # the least recently seen strangers went first
+    assert state.pinned_key("S349") == f"{350:064x}"

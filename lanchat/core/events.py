@@ -167,6 +167,8 @@ class Public(Event):
     text: str
     sent_t: float
     replay: bool | None = field(default=None, metadata=_OPTIONAL)
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)  # not the pinned key
+    fingerprint: str | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,8 @@ class Private(Event):
     text: str
     sent_t: float
     hand: str | None = field(default=None, metadata=_OPTIONAL)
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
+    fingerprint: str | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,7 @@ class Request(Event):
     EV: ClassVar[str] = "request"
     from_: str
     fingerprint: str
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +268,7 @@ class FileOffer(Event):
     sha256: str
     fingerprint: str
     shared: bool
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,10 @@ What it enforces, so a misbehaving client cannot hurt the others:
 - a token bucket per client bounds how fast one client can make the broker relay;
 - a student has at most MAX_HANDS_PER_STUDENT hands up, counted per identity key
   (lanchat.core.helpqueue), whatever its client claims to enforce;
-- malformed frames are dropped and counted.
+- malformed frames are dropped and counted;
+- one connection speaks for one identity, and every kind of message a node can make
+  others store or show has a budget per identity (and Directs one per recipient for
+  strangers), at the end of this file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lanchat.core import wire
+from lanchat.core.budget import Budgets
 from lanchat.core.election import Candidate, succession
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.helpqueue import HelpQueue, QueueError
@@ -56,6 +60,22 @@ RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
 # One client may make the broker relay this many messages per second (burst the same).
 RATE_PER_CLIENT = 10_000.0
+# Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays well under the
+# largest frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 256 KiB).
+MAX_CLIENTS = 400
+JOINS_PER_S = 20.0  # new identities admitted (a failover of a whole room: the burst)
+JOINS_BURST = 300.0
+DIRECTS_PER_S = 200.0  # per sender identity: texts, receipts, typing, acks, offers
+DIRECTS_BURST = 400.0
+FIRST_CONTACTS_PER_S = 5.0  # per recipient: Directs between two keys never paired yet
+FIRST_CONTACTS_BURST = 30.0
+PAIRS_KEPT = 50_000
+HANDS_PER_S = 0.5  # raises per identity (3 kept at most: see helpqueue)
+HANDS_BURST = 10.0
+STATUS_CHANGES_PER_S = 1.0  # per identity; every change is a roster to everyone
+STATUS_CHANGES_BURST = 5.0
+SHARED_OFFERS_PER_S = 1.0  # public messages carrying a file offer, per identity
+SHARED_OFFERS_BURST = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,31 @@ class _Client:
         return True
 
 
+# Encoded once: thousands of newcomers may be refused in a second.
+_BUSY = wire.encode(wire.Refused(code="busy", message="too many newcomers; try again in a moment"))
+_ROOM_FULL = wire.encode(
+    wire.Refused(code="room_full", message=f"this room has {MAX_CLIENTS} members already")
+)
+
+
+@dataclass(slots=True)
+class _RelayBudgets:
+    joins: Budgets[bytes] = field(default_factory=lambda: Budgets(JOINS_PER_S, JOINS_BURST))
+    directs: Budgets[bytes] = field(default_factory=lambda: Budgets(DIRECTS_PER_S, DIRECTS_BURST))
+    first_contacts: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(FIRST_CONTACTS_PER_S, FIRST_CONTACTS_BURST)
+    )
+    hands: Budgets[bytes] = field(default_factory=lambda: Budgets(HANDS_PER_S, HANDS_BURST))
+    status: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(STATUS_CHANGES_PER_S, STATUS_CHANGES_BURST)
+    )
+    shared_offers: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(SHARED_OFFERS_PER_S, SHARED_OFFERS_BURST)
+    )
+    # Pairs of keys (in either direction) a Direct already went between.
+    pairs: OrderedDict[tuple[bytes, bytes], None] = field(default_factory=OrderedDict)
+
+
 @dataclass(slots=True)
 class BrokerRelay:
     key: bytes
@@ -121,6 +166,8 @@ class BrokerRelay:
     _roster_dirty: bool = False
     _published: int = 0
     _roster_encoded: tuple[int, list[bytes]] = (-1, [])  # (version, frames)
+    _budgets: _RelayBudgets = field(default_factory=_RelayBudgets)
+    _roster_waiting: list[bytes] = field(default_factory=list)  # newcomers, for the next
 
     # ------------------------------------------------------------ inputs
 
@@ -155,7 +202,7 @@ class BrokerRelay:
             return [self._refuse(rid, "hello_first", "send a Hello first")]
         client.last_seen = now
         if isinstance(msg, wire.Heartbeat):
-            if msg.status != client.status:
+            if msg.status != client.status and self._status_budget(client, now):
                 client.status = msg.status
                 return self._roster_changed(now)
             return []
@@ -171,7 +218,7 @@ class BrokerRelay:
                 # since goes out with the next publish. After a failover, a whole room of
                 # newcomers asks at once, as each subscription comes up.
                 return []
-            return [ToClient(rid, self._roster_frames())]
+            return [ToClient(rid, self._published_frames())]
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
             effects: list[Effect] = self._roster_changed(now)
@@ -182,6 +229,8 @@ class BrokerRelay:
                 effects += self._queue_effects()
             return effects
         if isinstance(msg, wire.Hand | wire.Claim | wire.HandDone | wire.HelpMsg):
+            if isinstance(msg, wire.Hand) and not self._hand_budget(client, now):
+                return []
             return self._help(rid, client, msg, frames)
         return self._drop("unexpected_kind")
 
@@ -249,6 +298,9 @@ class BrokerRelay:
         if hello.curve_key != transport_key:
             self._count("hello_key_mismatch")
             return [self._refuse(rid, "bad_hello", "Hello does not match the connection's key")]
+        refused = self._admission(rid, hello, now)  # first: a flood of newcomers costs little
+        if refused is not None:
+            return [refused]
         if not self.verify(hello.id_key, wire.signed_bytes(hello), sig):
             self._count("bad_signature")
             return [self._refuse(rid, "bad_hello", "Hello signature does not verify")]
@@ -301,11 +353,8 @@ class BrokerRelay:
         published = self._roster_changed(now)
         # The roster goes to the newcomer directly too: its SUB may not be connected yet,
         # and in a wave of joins the published one is held back a moment (see below).
-        effects: list[Effect] = [
-            ToClient(rid, wire.encode(welcome)),
-            ToClient(rid, self._roster_frames()),
-            *published,
-        ]
+        effects: list[Effect] = [ToClient(rid, wire.encode(welcome)), *self._roster_to(rid)]
+        effects += published
         if mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
         elif hello.mentor:
@@ -330,6 +379,8 @@ class BrokerRelay:
             or msg.handle != client.hello.handle
         ):
             return self._drop("public_not_own")
+        if not self._shared_offer_budget(client, msg, now):
+            return []  # no Ack: as rate limited (and before the costly signature check)
         if not self.verify(msg.author, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")
         count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
@@ -355,14 +406,16 @@ class BrokerRelay:
     ) -> list[Effect]:
         if msg.sender != client.hello.id_key:
             return self._drop("direct_not_own")
-        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
-            return self._drop("bad_signature")
         target = self._rid_by_key.get(msg.recipient)
         if target is None:
             # The sender keeps the item queued and sends it again when the peer is back.
             return self._drop("recipient_offline")
         if not client.take_token(now):
             return self._drop("rate_limited")
+        if not self._direct_budget(msg, now):
+            return []  # as rate limited: the sender's channel sends it again
+        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
+            return self._drop("bad_signature")
         return [ToClient(target, list(frames))]
 
     def _help(
@@ -497,7 +550,9 @@ class BrokerRelay:
         self._roster_dirty = False
         self._roster_sent = now
         self._published = self.roster_version
-        return [Publish(self._roster_frames())]
+        frames = self._roster_frames()
+        waiting, self._roster_waiting = self._roster_waiting, []
+        return [Publish(frames), *(ToClient(r, frames) for r in waiting if r in self._clients)]
 
     def _roster_frames(self) -> list[bytes]:
         """The roster, encoded once per version: after a failover a whole room of newcomers
@@ -517,3 +572,87 @@ class BrokerRelay:
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    # ------------------------------------------------------------ budgets
+    # What one identity may make the others store or show, whatever its client claims to
+    # enforce. A message over budget is dropped and counted, unanswered: an honest sender's
+    # reliable channel or outbox sends it again later, a flooding one learns nothing.
+
+    def _admission(self, rid: bytes, hello: wire.Hello, now: float) -> ToClient | None:
+        """One identity per connection; new identities within the room's size and join rate.
+
+        A client that re-sent Hello under fresh keys could otherwise speak as thousands of
+        throwaway identities over one connection (each one a chat request to someone).
+        """
+        bound = self._clients.get(rid)
+        if bound is not None and bound.hello.id_key != hello.id_key:
+            self._count("hello_rebind")
+            return self._refuse(rid, "identity_bound", "this connection speaks for another key")
+        if hello.id_key in self._rid_by_key:
+            return None  # known here: a reconnect, a changed Hello
+        if len(self._clients) >= MAX_CLIENTS:
+            self._count("room_full")
+            return ToClient(rid, _ROOM_FULL)
+        if not self._budgets.joins.take(b"", now):
+            self._count("join_budget")
+            return ToClient(rid, _BUSY)
+        return None
+
+    def _direct_budget(self, msg: wire.Direct | wire.Grant, now: float) -> bool:
+        """Per sender; and per recipient for pairs that never spoke: throwaway identities each
+        sending one chat request share the recipient's budget, not one each."""
+        budgets = self._budgets
+        if not budgets.directs.take(msg.sender, now):
+            self._count("direct_budget")
+            return False
+        pair = (min(msg.sender, msg.recipient), max(msg.sender, msg.recipient))
+        if pair in budgets.pairs:
+            budgets.pairs.move_to_end(pair)
+            return True
+        if not budgets.first_contacts.take(msg.recipient, now):
+            self._count("first_contact_budget")
+            return False
+        budgets.pairs[pair] = None
+        if len(budgets.pairs) > PAIRS_KEPT:
+            budgets.pairs.popitem(last=False)
+        return True
+
+    def _hand_budget(self, client: _Client, now: float) -> bool:
+        """Raises beyond it are dropped unanswered (those within get a Refused if refused)."""
+        if self._budgets.hands.take(client.hello.id_key, now):
+            return True
+        self._count("hand_budget")
+        return False
+
+    def _status_budget(self, client: _Client, now: float) -> bool:
+        """A change over budget waits: every Heartbeat repeats the status, so it comes in later."""
+        if self._budgets.status.take(client.hello.id_key, now):
+            return True
+        self._count("status_budget")
+        return False
+
+    def _shared_offer_budget(
+        self, client: _Client, msg: wire.Public | wire.PublicBatch, now: float
+    ) -> bool:
+        if not isinstance(msg, wire.Public) or not msg.offer:
+            return True
+        if self._budgets.shared_offers.take(client.hello.id_key, now):
+            return True
+        self._count("offer_budget")
+        return False
+
+    def _roster_to(self, rid: bytes) -> list[Effect]:
+        """The roster for a newcomer: the one just published, else the next one.
+
+        Encoding a roster costs O(size); one for every newcomer (a roster version each) made
+        a stream of joins (throwaway identities) cost the broker O(size) per join.
+        """
+        if not self._roster_dirty:
+            return [ToClient(rid, self._roster_frames())]  # published now: encoded already
+        self._roster_waiting.append(rid)
+        return []
+
+    def _published_frames(self) -> list[bytes]:
+        """The last roster published (what a Sync asks for), encoded once."""
+        version, frames = self._roster_encoded
+        return frames if version >= self._published else self._roster_frames()

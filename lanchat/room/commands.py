@@ -198,6 +198,7 @@ class Commands:
                 "outgoing": r.outgoing,
             }
             for r in self._ctx.profile.history.recent(conv, limit)
+            if not self._private.blocked(bytes.fromhex(r.sender_key))  # never shown
         ]
 
     def _done(self, args: _Args) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lanchat import identity as ident
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
+from lanchat.core.budget import Budgets
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.text import safe_label
 from lanchat.store import Pin
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["Peers"]
 
 HELLO_CACHE_MAX = 10_000  # verified Hello signatures remembered (a roster repeats them)
+STATUS_SHOWN_PER_S = 1.0  # peer_status events per peer (the broker has its own budget)
+STATUS_SHOWN_BURST = 5.0
 
 
 class Peers:
@@ -42,6 +45,8 @@ class Peers:
         self.gone: set[bytes] = set()  # nodes that failed us as brokers (until seen again)
         self.identity_of_curve: dict[bytes, bytes] = {}  # transport key -> identity key
         self._hello_ok: dict[bytes, bool] = {}
+        self._status_shown: dict[bytes, str] = {}  # what the last event said, per peer
+        self._status_budget: Budgets[bytes] = Budgets(STATUS_SHOWN_PER_S, STATUS_SHOWN_BURST)
 
     # ---- the roster
 
@@ -70,16 +75,23 @@ class Peers:
         for key, entry in now_online.items():
             if key not in self.online:
                 self._peer_up(entry, pins, to_pin)
+                self._status_shown[key] = entry.status
             else:
                 if key in mentors and key not in before:
                     ctx.emit("mentor_added", handle=entry.handle)  # added while online
-                if self.online[key].status != entry.status:
+                if self._status_shown.get(key) != entry.status:
+                    # Over budget, the change waits for a later roster (shown as it is then).
+                    if not self._status_budget.take(key, ctx.clock()):
+                        ctx.count("status_budget")
+                        continue
+                    self._status_shown[key] = entry.status
                     state, _, text = entry.status.partition(":")
                     ctx.emit(
                         "peer_status", handle=entry.handle, status=state, text=safe_label(text)
                     )
         for key, entry in list(self.online.items()):
             if key not in now_online:
+                self._status_shown.pop(key, None)
                 ctx.emit("peer_down", handle=entry.handle)
         self.online = now_online
         if to_pin:
@@ -165,6 +177,15 @@ class Peers:
             return entry.handle
         pin = self._ctx.profile.state.pin_for_key(key.hex())
         return pin.handle if pin is not None else safe_label(claimed)
+
+    def marks(self, key: bytes, handle: str) -> dict[str, Any]:
+        """Fields that mark what ``key`` says under ``handle`` when the handle is pinned to
+        another key (an impostor, or a reinstall the user has not trusted yet): nothing for
+        the pinned key itself."""
+        pinned = self._ctx.profile.state.pinned_key(handle)
+        if pinned is None or pinned == key.hex():
+            return {}
+        return {"impostor": True, "fingerprint": ident.fingerprint(key)}
 
     def handle_of(self, key: bytes) -> str:
         """The handle we know a key by, or "?"."""

@@ -32,6 +32,7 @@ POSITIONS_KEPT: Final = 8  # brokers we remember our place with, for an exact ca
 ROOM_CONTACT_S: Final = 5.0  # with the room this recently: a failover, not a newcomer
 STREAM_GAP_S: Final = 0.005  # texts closer than this to the previous pack are a stream...
 PACK_DELAY_S: Final = 0.002  # ...and wait this long to be packed with the next ones
+BURIED: Final = "blocked"  # the history's conversation for messages never to be shown
 
 
 class PublicRoom:
@@ -196,11 +197,14 @@ class PublicRoom:
         ):
             ctx.count("bad_signature")
             return
-        if self._friends.blocked(pub.author):
+        if self._friends.blocked(pub.author) or self._friends.was_blocked(pub.author, pub.sent_t):
             ctx.count("blocked")
+            self._bury(pub)
             return
         self._hosting.recent.append((pub, msg.inner_sig))
         handle = self._peers.display_handle(pub.author, pub.handle)
+        # Under a handle pinned to another key: marked, until the user trusts the key.
+        marks = self._peers.marks(pub.author, handle)
         received = ctx.wall()
         epoch, first, last = self._catch_up
         replay = msg.epoch == epoch and first <= msg.bseq <= last
@@ -225,10 +229,18 @@ class PublicRoom:
                 "from": handle,
                 "text": clean_text(text),
                 "sent_t": sent_t,
+                **marks,
             }
             if replay:
                 event["replay"] = True
             emit(event)
+
+    def _bury(self, pub: wire.Public | wire.PublicBatch) -> None:
+        """Remember a blocked author's message without its text, so that it is never
+        shown, not even after an unblock, when the broker's catch-up brings it again."""
+        append, author_hex = self._ctx.profile.history.append, pub.author.hex()
+        for msg_id, _text in pub.texts_by_id():
+            append(HistoryRecord(msg_id, BURIED, "", author_hex, "", pub.sent_t, 0.0, False))
 
     def on_beat(self, msg: wire.Beat, now: float) -> None:
         if self._peers.online:

@@ -110,6 +110,7 @@ class Line:
     sender: str = ""
     msg_id: str | None = None
     mention: bool = False
+    unverified: bool = False  # under a handle whose pinned key is another (see `marked`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +325,14 @@ def _number(value: object, default: float) -> float:
 
 def _line_text(value: object) -> str:
     return " ".join(_text(value).split())
+
+
+def marked(ev: Mapping[str, Any], name: str) -> str:
+    """``name`` as shown for an event from a key that is not the one pinned for that handle
+    (an impostor, or a new key not trusted yet): with the key's fingerprint."""
+    if ev.get("impostor") is not True:
+        return name
+    return f"{name} [unverified key {label(ev.get('fingerprint'))}]"
 
 
 def _optional_label(value: object) -> str:
@@ -903,11 +912,12 @@ class ViewModel:
         self._presence(peer, f"{peer.handle} left", now)
 
     def _on_public(self, ev: Mapping[str, Any], now: float) -> bool:
-        sender = label(ev.get("from"))
+        sender = marked(ev, label(ev.get("from")))
         text = _text(ev.get("text"))
         mention = self._mention is not None and self._mention.search(text) is not None
         conv = self.conversations[PUBLIC]
-        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), mention)
+        unverified = ev.get("impostor") is True
+        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), mention, unverified)
         if ev.get("replay") is True:  # history or catch-up: shown in place, quietly
             self._merge_lines(conv, [line])
             return False
@@ -921,7 +931,8 @@ class ViewModel:
         key = peer_key(peer.handle)
         conv = self._conversation(key, peer.handle)
         text = _text(ev.get("text"))
-        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, peer.handle, _id(ev))
+        sender, unverified = marked(ev, peer.handle), ev.get("impostor") is True
+        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), False, unverified)
         hand = ev.get("hand")
         if isinstance(hand, str) and hand:
             conv.hand = hand  # a help session: no receipts there
@@ -946,7 +957,7 @@ class ViewModel:
         self.requests.pop(key, None)
         self.requests[key] = peer.handle
         self.note(
-            f"{peer.handle} wants to chat privately (key {peer.fingerprint}): "
+            f"{marked(ev, peer.handle)} wants to chat privately (key {peer.fingerprint}): "
             f"/accept {peer.handle} or /reject {peer.handle}",
             now,
         )
@@ -1317,7 +1328,8 @@ class ViewModel:
         while len(self.offers) > _MAX_PENDING:
             del self.offers[next(iter(self.offers))]
         to = " to the room" if offer.shared else ""
-        what = f"{offer.sender} offers {offer.name} ({human_size(offer.size)}){to}"
+        who = marked(ev, offer.sender)
+        what = f"{who} offers {offer.name} ({human_size(offer.size)}){to}"
         if offer.shared:
             conv = self.conversations[PUBLIC]
         else:
