@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from typing import Any
 
@@ -17,6 +18,7 @@ from lanchat.core.relay import (
     BrokerRelay,
     Effect,
     Publish,
+    Reconcile,
     ToClient,
 )
 from lanchat.identity import Identity, verify
@@ -88,6 +90,7 @@ def opened(effects: list[Effect]) -> list[tuple[bytes | None, Any]]:
     """``(rid or None for Publish, decoded message)`` per effect."""
     out: list[tuple[bytes | None, Any]] = []
     for eff in effects:
+        assert not isinstance(eff, Reconcile)
         msg, _ = wire.decode(eff.frames)
         out.append((eff.rid if isinstance(eff, ToClient) else None, msg))
     return out
@@ -289,7 +292,7 @@ def test_public_is_relayed_with_increasing_bseq_and_acked(
         pub, sig = signed_public(alice, seq)
         [(to_all, relayed), (to_author, ack)] = opened(send(relay, b"r-a", pub, sig))
         assert to_all is None
-        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig)
+        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig, place=seq)
         assert (to_author, ack) == (b"r-a", wire.Ack(seq=seq))
     assert relay.bseq == 3
 
@@ -437,7 +440,8 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     relay: BrokerRelay, alice: Identity, bob: Identity
 ) -> None:
     history = [signed_public(alice, 1), signed_public(bob, 1), signed_public(alice, 2)]
-    relay.seed([*history, history[0], signed_public(bob, 2, room="attic")])
+    placed = [(m, s, p) for p, (m, s) in enumerate(history, start=1)]
+    relay.seed([*placed, placed[0], (*signed_public(bob, 2, room="attic"), 9)])
     assert relay.bseq == 3  # the repeat and the other room's message are not kept
     join(relay, b"r-a", alice, "alice")
     resent = opened(send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=1, last=3)))
@@ -447,6 +451,7 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     [(to, relayed), (_, ack)] = opened(post(relay, b"r-a", alice, 2))
     assert to is None
     assert relayed.inner.seq == 2
+    assert relayed.place == 3  # the place it had, not a new one
     assert ack == wire.Ack(seq=2)
     assert relay.bseq == 4
     # ... and only once.
@@ -677,3 +682,61 @@ def test_ten_thousand_raised_hands_from_one_identity_leave_three(
     # Nothing is kept per refused hand (a kept one is a record and its topic, 9,000 of them
     # thousands of objects).
     assert objects[1] - objects[0] < 100
+
+
+# ---------------------------------------------------------------- anti-entropy
+
+
+def carried(msg: wire.Public, sig: bytes, place: int) -> list[bytes]:
+    return wire.carried(place, wire.envelope_of(wire.signed_bytes(msg), sig))
+
+
+def test_places_count_on_from_the_highest_seen_and_a_carried_message_keeps_its_place(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    relay.clock = 10  # the node's history held place 10
+    [(_, first), _ack] = opened(post(relay, b"r-a", alice, 1))
+    assert first.place == 11
+    # Bob carries a message of the other half of a partition: placed 14 there.
+    pub, sig = signed_public(alice, 2)
+    [(to, relayed)] = opened(relay.receive(b"r-b", bob.curve_public, carried(pub, sig, 14), T0))
+    assert to is None
+    assert relayed.place == 14
+    assert relayed.bseq == first.bseq + 1
+    assert relay.counters["carried"] == 1
+    # Carried again, by anyone, at the same or a later place: nothing.
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 14), T0) == []
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 20), T0) == []
+    # At a smaller place: relayed again, the smaller place wins.
+    [(_, again)] = opened(relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 12), T0))
+    assert again.place == 12
+    # The next fresh message counts on from above everything seen.
+    [(_, nxt), _ack] = opened(post(relay, b"r-a", alice, 3))
+    assert nxt.place == 15
+
+
+def test_a_carried_message_with_a_bad_signature_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-b", bob, "bob")
+    pub, sig = signed_public(alice, 1)
+    forged = dataclasses.replace(pub, text="x")
+    assert relay.receive(b"r-b", bob.curve_public, carried(forged, sig, 3), T0) == []
+    assert relay.counters["bad_signature"] == 1
+
+
+def test_a_clients_have_and_want_go_to_the_node_and_raise_the_clock(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    have = wire.Have(top=50, authors=(wire.SeqRanges(author=alice.key, ranges=(1, 3)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(have), T0) == [
+        Reconcile(b"r-a", have)
+    ]
+    assert relay.clock == 50
+    want = wire.Want(authors=(wire.SeqRanges(author=alice.key, ranges=(2, 2)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(want), T0) == [
+        Reconcile(b"r-a", want)
+    ]

@@ -34,6 +34,7 @@ __all__ = [
     "BrokerRelay",
     "Effect",
     "Publish",
+    "Reconcile",
     "ToClient",
     "Verify",
 ]
@@ -69,7 +70,16 @@ class Publish:
     frames: list[bytes]
 
 
-Effect = ToClient | Publish
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A client's summary (Have) or request (Want): the broker's node answers it from its
+    history (lanchat.room.public), which this machine does not hold."""
+
+    rid: bytes
+    msg: wire.Have | wire.Want
+
+
+Effect = ToClient | Publish | Reconcile
 
 
 @dataclass(slots=True)
@@ -100,6 +110,9 @@ class BrokerRelay:
     pub_port: int
     verify: Verify
     bseq: int = 0
+    # The room's order (lanchat.core.antientropy): the last place given, never below a
+    # place this relay has seen.
+    clock: int = 0
     first_live: int = 1
     roster_version: int = 0
     counters: dict[str, int] = field(default_factory=dict)
@@ -108,9 +121,9 @@ class BrokerRelay:
     _backlog: deque[tuple[int, list[bytes]]] = field(
         default_factory=lambda: deque(maxlen=BACKLOG_SIZE)
     )
-    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> place
     _queue: HelpQueue = field(default_factory=HelpQueue)
-    _seeded: set[str] = field(default_factory=set)
+    _seeded: dict[str, int] = field(default_factory=dict)  # id -> place
     _next_beat: float = 0.0
     _last_tick: float = -1e9
     _roster_sent: float = -1e9
@@ -120,7 +133,7 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ inputs
 
-    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes]]) -> None:
+    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes, int]]) -> None:
         """Carry recent public messages over a failover, so late joiners still see them.
 
         Seeded messages are not counted as relayed: what this broker's node received, some
@@ -128,10 +141,11 @@ class BrokerRelay:
         again (it re-sends its recent messages to every new broker), they go out once more,
         and receivers drop what they already have.
         """
-        for msg, sig in history:
-            if msg.room == self.room and msg.msg_id not in self._seeded:
-                self._seeded.add(msg.msg_id)
-                self._append_relay(msg, sig)
+        for msg, sig, place in history:
+            self.clock = max(self.clock, place)
+            if msg.room == self.room and place > 0 and msg.msg_id not in self._seeded:
+                self._seeded[msg.msg_id] = place
+                self._append_relay(msg, sig, place)
         self.first_live = self.bseq + 1
 
     def receive(
@@ -161,6 +175,13 @@ class BrokerRelay:
             return self._direct(client, msg, sig, frames, now)
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
+        if isinstance(msg, wire.Relay):
+            return self._carried(msg)
+        if isinstance(msg, wire.Have):
+            self.clock = max(self.clock, msg.top)
+            return [Reconcile(rid, msg)]
+        if isinstance(msg, wire.Want):
+            return [Reconcile(rid, msg)]
         if isinstance(msg, wire.Sync):
             if msg.roster_version >= self._published:
                 # It has all we published, or newer (its copy at joining): what changed
@@ -326,10 +347,32 @@ class BrokerRelay:
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
-        self._seeded.discard(msg.msg_id)
-        self._remember(msg.msg_id)
-        frames = self._append_relay(msg, sig)
+        place = self._seeded.pop(msg.msg_id, 0)
+        if not place:
+            self.clock += 1
+            place = self.clock
+        self._remember(msg.msg_id, place)
+        frames = self._append_relay(msg, sig, place)
         return [Publish(frames), ack]
+
+    def _carried(self, msg: wire.Relay) -> list[Effect]:
+        """A message some node holds and this relay lacked (anti-entropy): relayed once,
+        at the place it already has; again only if that place is smaller than the one we
+        knew (the smaller wins everywhere)."""
+        inner = msg.inner
+        if inner.room != self.room or msg.place < 1:
+            return self._drop("carried_bad")
+        known = self._seen.get(inner.msg_id) or self._seeded.get(inner.msg_id)
+        if known is not None and known <= msg.place:
+            return self._drop("carried_known")
+        if not self.verify(inner.author, wire.signed_bytes(inner), msg.inner_sig):
+            return self._drop("bad_signature")
+        self._seeded.pop(inner.msg_id, None)
+        self._seen.pop(inner.msg_id, None)
+        self._remember(inner.msg_id, msg.place)
+        self.clock = max(self.clock, msg.place)
+        self._count("carried")
+        return [Publish(self._append_relay(inner, msg.inner_sig, msg.place))]
 
     def _direct(
         self, client: _Client, msg: wire.Direct, sig: bytes, frames: list[bytes], now: float
@@ -427,16 +470,19 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ helpers
 
-    def _append_relay(self, msg: wire.Public | wire.PublicBatch, sig: bytes) -> list[bytes]:
+    def _append_relay(
+        self, msg: wire.Public | wire.PublicBatch, sig: bytes, place: int
+    ) -> list[bytes]:
         self.bseq += 1
-        frames = wire.encode(wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig))
+        relay = wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig, place=place)
+        frames = wire.encode(relay)
         self._backlog.append((self.bseq, frames))
         return frames
 
-    def _remember(self, msg_id: str) -> bool:
+    def _remember(self, msg_id: str, place: int) -> bool:
         if msg_id in self._seen:
             return False
-        self._seen[msg_id] = None
+        self._seen[msg_id] = place
         if len(self._seen) > SEEN_IDS_MAX:
             self._seen.popitem(last=False)
         return True

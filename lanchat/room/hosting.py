@@ -13,7 +13,7 @@ from lanchat.core import wire
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from lanchat.core.relay import BrokerRelay, Publish, ToClient
+    from lanchat.core.relay import BrokerRelay, Publish, Reconcile, ToClient
     from lanchat.ports import RoomTransport
     from lanchat.room.context import RoomContext
     from lanchat.transport import Incoming
@@ -38,9 +38,14 @@ class Hosting:
         self._transport = transport
         self._not_broker_answer = not_broker_answer  # where our broker is, if we know
         self.relay: BrokerRelay | None = None
-        self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes]] = deque(
+        # (message, signature, place): place 0 for ours that no broker has placed yet.
+        self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes, int]] = deque(
             maxlen=RECENT_RELAYS
         )
+        # Wired by the root to the public room: the highest place we hold (where a new
+        # relay counts on from), and a client's Have or Want (answered from our history).
+        self.top_place: Callable[[], int] = lambda: 0
+        self.on_reconcile: Callable[[bytes, wire.Have | wire.Want], None] = lambda _r, _m: None
 
     @property
     def epoch(self) -> int:
@@ -64,6 +69,7 @@ class Hosting:
             pub_port=self._transport.pub_port,
             verify=ident.verify,
         )
+        self.relay.clock = self.top_place()
         self.relay.seed(self.recent)
 
     def stop(self, redirect: wire.Redirect | None = None) -> None:
@@ -106,11 +112,16 @@ class Hosting:
     def client_count(self) -> int:
         return self.relay.client_count() if self.relay is not None else 0
 
-    def _apply_all(self, effects: Iterable[ToClient | Publish]) -> None:
-        from lanchat.core.relay import ToClient  # loaded: only a relay makes effects
+    def send_to_client(self, rid: bytes, frames: list[bytes]) -> None:
+        self._transport.send_router_nowait(rid, frames)
+
+    def _apply_all(self, effects: Iterable[ToClient | Publish | Reconcile]) -> None:
+        from lanchat.core.relay import Publish, ToClient  # loaded: only a relay makes effects
 
         for eff in effects:
             if isinstance(eff, ToClient):
                 self._transport.send_router_nowait(eff.rid, eff.frames)
-            else:
+            elif isinstance(eff, Publish):
                 self._transport.publish_nowait(eff.frames)
+            else:
+                self.on_reconcile(eff.rid, eff.msg)
