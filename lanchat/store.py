@@ -485,6 +485,7 @@ class HistoryStore:
         self._pending: list[_Write] = []
         self._pending_records: dict[str, HistoryRecord] = {}
         self._pending_envelopes: dict[tuple[str, int], tuple[int, int | None, bytes]] = {}
+        self._pending_places: dict[tuple[str, int], int] = {}  # (author, seq) -> place
         self._counter_cache: dict[str, int] = {}
         self.fault: str | None = None  # what the disk said, while writes wait in memory
         self.on_fault: Callable[[str], None] = lambda _message: None
@@ -634,6 +635,7 @@ class HistoryStore:
         self._pending = []
         self._pending_records.clear()
         self._pending_envelopes.clear()
+        self._pending_places.clear()
         self.fault = None
         self.on_recovered(written)
         return True
@@ -696,6 +698,11 @@ class HistoryStore:
                 (conversation, limit),
             ).fetchall()
         records = [_record(r) for r in reversed(rows)]
+        if self._pending_places:
+            places = self._pending_places
+            records = [
+                r._replace(place=places.get((r.sender_key, r.seq), r.place)) for r in records
+            ]
         extra = [
             r
             for r in self._pending_records.values()
@@ -736,6 +743,9 @@ class HistoryStore:
         self._write(
             "UPDATE messages SET place = ? WHERE id = ?", [(place, i) for i in ids], many=True
         )
+        if self._pending:  # the updates wait too: reads must see them meanwhile
+            for n in range(seq, seq + count):
+                self._pending_places[(author, n)] = place
         env = self._pending_envelopes.get((author, seq))
         if env is not None:
             self._pending_envelopes[(author, seq)] = (env[0], place, env[2])
@@ -748,10 +758,14 @@ class HistoryStore:
         """``(seq, count, place, frames)`` of the placed envelopes holding any of first..last."""
         rows = self._db.execute(
             "SELECT seq, count, place, frames FROM envelopes WHERE author = ? AND seq <= ?"
-            " AND seq + count - 1 >= ? AND place IS NOT NULL ORDER BY seq",
+            " AND seq + count - 1 >= ? ORDER BY seq",
             (author, last, first),
         ).fetchall()
-        found = [(int(a), int(b), int(c), bytes(d)) for a, b, c, d in rows]
+        found = []
+        for a, b, c, d in rows:
+            place = self._pending_places.get((author, a), c)
+            if place is not None:
+                found.append((int(a), int(b), int(place), bytes(d)))
         for (who, seq), (count, place, frames) in self._pending_envelopes.items():
             if who == author and place is not None and seq <= last and seq + count - 1 >= first:
                 found.append((seq, count, place, frames))

@@ -244,3 +244,29 @@ def test_an_author_restarted_before_its_message_was_placed_sends_it_then(
         await check_room(room, said)
 
     in_room(tmp_path, scenario)
+
+
+def test_a_full_disk_is_one_storage_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        dan = room["dan"]
+        history = dan.node.profile.history
+        pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+        history._db.execute(f"PRAGMA max_page_count={pages}")  # "database or disk is full"
+        big = "y" * 2000
+        for i in range(20):
+            room["ann"].do("say", text=f"{big} {i}")
+            dan.do("say", text=f"dan {i}")
+        await dan.count("sent", 20)
+        errors = await dan.count("error", 1, code="storage")
+        assert "disk is full" in errors[0]["message"]
+        said = all_sent(room)
+        await check_room(room, said)  # dan's history answer includes what waits in memory
+        assert history.waiting() > 0
+        history._db.execute("PRAGMA max_page_count=1073741823")
+        saved = await dan.wait("storage", state="ok")
+        assert saved["saved"] > 0
+        assert len(dan.of("error", code="storage")) == 1
+        assert history.waiting() == 0
+        await check_room(room, said)
+
+    in_room(tmp_path, scenario)

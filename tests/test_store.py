@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 from lanchat import oscompat
 from lanchat.store import (
     HistoryRecord,
+    HistoryStore,
     OutboxItem,
     Pin,
     Profile,
     ProfileCorrupt,
+    ProfileError,
     ProfileLocked,
     default_profile_dir,
 )
@@ -564,3 +566,66 @@ def test_corrupt_history_is_reported_and_left_alone(
     assert path.read_bytes() == content
     assert not (profile_dir / "history.sqlite3-wal").exists()
     assert_unlocked(profile_dir)  # the failed open released the lock
+
+
+# the disk refusing writes (full, read-only): kept in memory, written later, never lost
+
+
+def fill_disk(history: HistoryStore) -> None:
+    """The database may not grow: SQLite answers "database or disk is full", as on a full
+    filesystem (tests/test_faults_lan.py fills a real one)."""
+    pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+    history._db.execute(f"PRAGMA max_page_count={pages}")
+
+
+def free_disk(history: HistoryStore) -> None:
+    history._db.execute("PRAGMA max_page_count=1073741823")
+
+
+def test_a_full_disk_keeps_messages_in_memory_says_so_once_and_writes_them_later(
+    profile: Profile, profile_dir: Path
+) -> None:
+    history = profile.history
+    faults: list[str] = []
+    saved: list[int] = []
+    history.on_fault, history.on_recovered = faults.append, saved.append
+    history.append(record("m:0"))
+    fill_disk(history)
+    big = "x" * 3000  # more than a page each: the first one already needs a new page
+    for i in range(1, 30):
+        with history.batch():
+            assert history.append(record(f"m:{i}", text=big, t=i))
+            history.set_seq("public", i)
+    assert not history.append(record("m:5"))  # still one of each
+    assert len(faults) == 1
+    assert "disk is full" in faults[0]
+    waiting = history.waiting()
+    assert waiting >= 25  # all but what fitted in the free pages
+    assert history.count() == 30
+    assert [r.id for r in history.recent("public", 100)] == [f"m:{i}" for i in range(30)]
+    assert history.max_seq("public") == 29
+    assert not history.retry()  # still full
+    free_disk(history)
+    assert history.retry()
+    assert saved == [waiting]
+    assert history.waiting() == 0
+    assert history.fault is None
+    profile.close()
+    with Profile.open(profile_dir) as again:
+        assert again.history.count() == 30
+        assert again.history.max_seq("public") == 29
+
+
+def test_a_read_only_profile_at_start_is_a_profile_error(tmp_path: Path) -> None:
+    directory = tmp_path / "ro"
+    Profile.open(directory).close()
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only files (tests/test_faults_lan.py mounts one)")
+    for path in [directory, *directory.iterdir()]:
+        path.chmod(0o500 if path.is_dir() else 0o400)
+    try:
+        with pytest.raises(ProfileError, match="cannot be used"):
+            Profile.open(directory)
+    finally:
+        for path in [directory, *directory.iterdir()]:
+            path.chmod(0o700 if path.is_dir() else 0o600)
