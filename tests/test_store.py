@@ -629,3 +629,19 @@ def test_a_read_only_profile_at_start_is_a_profile_error(tmp_path: Path) -> None
     finally:
         for path in [directory, *directory.iterdir()]:
             path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def test_a_database_turned_read_only_is_the_same_fault_with_its_own_words(
+    profile: Profile,
+) -> None:
+    history = profile.history
+    faults: list[str] = []
+    history.on_fault = faults.append
+    history._db.execute("PRAGMA query_only=1")  # "attempt to write a readonly database"
+    assert history.append(record("m:1"))
+    assert faults
+    assert "read-only" in faults[0]
+    assert [r.id for r in history.recent("public", 10)] == ["m:1"]
+    history._db.execute("PRAGMA query_only=0")
+    assert history.retry()
+    assert history.waiting() == 0

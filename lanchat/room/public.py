@@ -45,6 +45,10 @@ HOLE_ASK_S: Final = 1.5
 WITHHELD_S: Final = 8.0
 
 
+def count_of(pub: wire.Public | wire.PublicBatch) -> int:
+    return len(pub.texts) if isinstance(pub, wire.PublicBatch) else 1
+
+
 class PublicRoom:
     def __init__(
         self,
@@ -81,7 +85,7 @@ class PublicRoom:
         self._warned: set[tuple[bytes, int]] = set()
         self._asked = Holdings()  # what we (as broker) asked clients for, recently
         self._asked_at = -1e9
-        self._carried_back: set[tuple[bytes, int]] = set()
+        self._carried_back: set[tuple[bytes, int, int]] = set()
         self._last_have = -1e9
         self._unpacked: list[tuple[int, str, float]] = []  # said, not yet signed and queued
         self._pump_scheduled = False
@@ -241,7 +245,7 @@ class PublicRoom:
                 )
         pub = msg.inner
         if pub.author == ctx.me.key:
-            self._own_placed(pub, msg.place)
+            self._own_placed(pub, msg.place, msg.inner_sig)
             return  # our own, already in our history
         if pub.room != ctx.cfg.room:
             ctx.count("wrong_room")
@@ -261,7 +265,7 @@ class PublicRoom:
         author_hex = pub.author.hex()
         history = ctx.profile.history
         if not self.holdings.add(pub.author, pub.seq, count, msg.place):
-            self._known_again(pub, msg, author_hex, count)
+            self._known_again(pub, msg, count)
             return
         self._handles[pub.author] = pub.handle
         history.envelope_add(
@@ -298,11 +302,16 @@ class PublicRoom:
                 }
             )
 
-    def _own_placed(self, pub: wire.Public | wire.PublicBatch, place: int) -> None:
+    def _own_placed(self, pub: wire.Public | wire.PublicBatch, place: int, sig: bytes) -> None:
         """Our message came back from a broker with its place: our line moves there."""
-        count = self._unplaced.pop(pub.seq, None)
-        if count is None or place < 1:
+        count = self._unplaced.get(pub.seq)
+        if count is None:
+            # Placed before: if a broker gave it another place, the smaller one wins.
+            self._known_again(pub, wire.Relay(inner=pub, inner_sig=sig, place=place), count_of(pub))
             return
+        if place < 1:
+            return
+        del self._unplaced[pub.seq]
         self.holdings.add(pub.author, pub.seq, count, place)
         self._ctx.profile.history.set_place(self._ctx.me.key_hex, pub.seq, count, place)
         for msg_id, _text in pub.texts_by_id():
@@ -312,12 +321,13 @@ class PublicRoom:
             )
 
     def _known_again(
-        self, pub: wire.Public | wire.PublicBatch, msg: wire.Relay, author_hex: str, count: int
+        self, pub: wire.Public | wire.PublicBatch, msg: wire.Relay, count: int
     ) -> None:
         """A message we hold, relayed again: if the two places differ, the smaller wins
         everywhere (ours moves, or we carry ours back to the broker, once)."""
         if msg.place < 1:
             return
+        author_hex = pub.author.hex()
         history = self._ctx.profile.history
         found = history.envelopes(author_hex, pub.seq, pub.seq)
         known = next((place for seq, _c, place, _e in found if seq == pub.seq), None)
@@ -329,10 +339,10 @@ class PublicRoom:
                 seq = int(msg_id.rsplit(":", 1)[1])
                 order = list(order_key(msg.place, author_hex, seq))
                 self._ctx.emit("placed", id=msg_id, order=order)
-        elif (pub.author, pub.seq) not in self._carried_back:
-            self._carried_back.add((pub.author, pub.seq))
+        elif (pub.author, pub.seq, msg.place) not in self._carried_back:
+            self._carried_back.add((pub.author, pub.seq, msg.place))
             envelope = wire.envelope_of(wire.signed_bytes(pub), msg.inner_sig)
-            self._membership.send(wire.carried(known, envelope))
+            self._membership.send(self._counted(wire.carried(known, envelope)))
 
     # ================================================================ anti-entropy
 
@@ -348,7 +358,9 @@ class PublicRoom:
             wire.SeqRanges(author=a, ranges=r[: wire.MAX_RANGES * 2])
             for a, r in self.holdings.summary()[: wire.MAX_AUTHORS]
         )
-        self._membership.send(wire.encode(wire.Have(top=self.holdings.top, authors=authors)))
+        self._membership.send(
+            self._counted(wire.encode(wire.Have(top=self.holdings.top, authors=authors)))
+        )
 
     def on_client_reconcile(self, rid: bytes, msg: wire.Have | wire.Want) -> None:
         """As broker: a client's summary (send what it lacks, ask what we lack) or request."""
@@ -369,7 +381,7 @@ class PublicRoom:
                 for i in range(0, len(ranges), 2):
                     self._asked.add(author, ranges[i], ranges[i + 1] - ranges[i] + 1)
             want = wire.Want(authors=tuple(wire.SeqRanges(author=a, ranges=r) for a, r in ask))
-            self._hosting.send_to_client(rid, wire.encode(want))
+            self._hosting.send_to_client(rid, self._counted(wire.encode(want)))
             self._ctx.count("reconcile_asked")
 
     def on_want(self, msg: wire.Want) -> None:
@@ -388,10 +400,16 @@ class PublicRoom:
                 ):
                     if sent >= CARRY_MAX:
                         return
-                    send(wire.carried(place, envelope))
+                    send(self._counted(wire.carried(place, envelope)))
                     sent += 1
         if sent:
             self._ctx.counters["carried_out"] = self._ctx.counters.get("carried_out", 0) + sent
+
+    def _counted(self, frames: list[bytes]) -> list[bytes]:
+        """Anti-entropy traffic we send, for the ``status`` counters (reconcile_bytes)."""
+        counters = self._ctx.counters
+        counters["reconcile_bytes"] = counters.get("reconcile_bytes", 0) + sum(map(len, frames))
+        return frames
 
     def _check_holes(self, now: float) -> None:
         """Gaps in an author's numbers: ask the broker, and say so if they stay."""
@@ -417,7 +435,8 @@ class PublicRoom:
                     "later ones did: the broker or the network may be withholding them",
                 )
         if ask and self._membership.welcomed():
-            self._membership.send(wire.encode(wire.Want(authors=tuple(ask[: wire.MAX_AUTHORS]))))
+            want = wire.Want(authors=tuple(ask[: wire.MAX_AUTHORS]))
+            self._membership.send(self._counted(wire.encode(want)))
 
     def on_beat(self, msg: wire.Beat, now: float) -> None:
         if self._peers.online:
