@@ -12,11 +12,14 @@ from lanchat.core import relay as relay_mod
 from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
+    BUSY_MAX_S,
     CLIENT_TIMEOUT_S,
     JOIN_BEAT_S,
+    PROBE_WAIT_S,
     ROSTER_MIN_INTERVAL_S,
     BrokerRelay,
     Effect,
+    Probe,
     Publish,
     Reconcile,
     ToClient,
@@ -90,7 +93,7 @@ def opened(effects: list[Effect]) -> list[tuple[bytes | None, Any]]:
     """``(rid or None for Publish, decoded message)`` per effect."""
     out: list[tuple[bytes | None, Any]] = []
     for eff in effects:
-        assert not isinstance(eff, Reconcile)
+        assert not isinstance(eff, Reconcile | Probe)
         msg, _ = wire.decode(eff.frames)
         out.append((eff.rid if isinstance(eff, ToClient) else None, msg))
     return out
@@ -483,11 +486,16 @@ def test_silent_clients_time_out_and_the_roster_is_republished(
     relay.tick(T0 + 1.0)  # the relay ticks all the time (a gap would mean it was asleep)
     # Not yet at the timeout itself (strictly longer), only a Beat.
     assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
+    # Silent: its node is probed before it is reported gone.
     effects = relay.tick(T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S)
-    msgs = [m for _, m in opened(effects)]
-    assert [type(m) for m in msgs] == [wire.Roster, wire.Beat]
+    assert effects[0] == Probe(b"r-a", "10.0.0.2", 47100)
+    [(_, beat)] = opened(effects[1:])
+    assert isinstance(beat, wire.Beat)
+    # Nothing listens there any more (the process died): gone at once.
+    later = T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S + 0.01
+    msgs = [m for _, m in opened(relay.probed(b"r-a", False, later))]
+    assert [type(m) for m in msgs] == [wire.Roster]
     assert handles(msgs[0]) == ["bob"]
-    assert msgs[1].roster_version == msgs[0].version
     assert relay.counters == {"client_timeout": 1}
     [(_, refused)] = opened(post(relay, b"r-a", alice, 1, T0 + 3))
     assert refused.code == "hello_first"
@@ -630,10 +638,13 @@ def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     # Nothing ran for 30 s (a closed lid): on waking up, alice gets a fresh chance.
     assert [type(m) for _, m in opened(relay.tick(T0 + 30))] == [wire.Beat]
     assert relay.client_count() == 1
-    # Still silent after that: she times out as usual.
+    # Still silent after that: she times out as usual (her node probed, and gone).
     relay.tick(T0 + 30.5)
     assert relay.client_count() == 1
-    assert next(type(m) for _, m in opened(relay.tick(T0 + 31.1))) is wire.Roster
+    [probe] = [e for e in relay.tick(T0 + 31.1) if isinstance(e, Probe)]
+    assert next(type(m) for _, m in opened(relay.probed(probe.rid, False, T0 + 31.2))) is (
+        wire.Roster
+    )
     assert relay.client_count() == 0
 
 
@@ -740,3 +751,38 @@ def test_a_clients_have_and_want_go_to_the_node_and_raise_the_clock(
     assert relay.receive(b"r-a", alice.curve_public, wire.encode(want), T0) == [
         Reconcile(b"r-a", want)
     ]
+
+
+def test_a_silent_client_whose_node_answers_is_busy_not_gone_until_busy_max(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    now = T0
+    probes = 0
+    while relay.client_count():
+        now += BEAT_INTERVAL_S
+        for eff in relay.tick(now):
+            if isinstance(eff, Probe):
+                probes += 1
+                assert relay.probed(eff.rid, True, now + 0.01) == []  # a starved node
+        assert now < T0 + BUSY_MAX_S + CLIENT_TIMEOUT_S * 2, "kept for ever"
+    assert now > T0 + BUSY_MAX_S  # kept while busy, then gone all the same
+    assert probes >= BUSY_MAX_S // (CLIENT_TIMEOUT_S + BEAT_INTERVAL_S) - 1
+    assert relay.counters["busy_kept"] == probes
+
+
+def test_a_probe_that_never_comes_back_is_gone(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    t = T0
+    probes: list[Probe] = []
+    while not probes:
+        t += BEAT_INTERVAL_S
+        probes = [e for e in relay.tick(t) if isinstance(e, Probe)]
+    relay.tick(t + PROBE_WAIT_S / 2)
+    assert relay.client_count() == 1
+    relay.tick(t + PROBE_WAIT_S * 0.9)
+    relay.tick(t + PROBE_WAIT_S + 0.1)
+    assert relay.client_count() == 0
+    assert relay.probed(b"r-a", True, t + 2) == []  # too late: nothing happens

@@ -33,6 +33,7 @@ __all__ = [
     "JOIN_BEAT_S",
     "BrokerRelay",
     "Effect",
+    "Probe",
     "Publish",
     "Reconcile",
     "ToClient",
@@ -52,6 +53,12 @@ ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced to
 ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
 ROSTER_MAX_INTERVAL_S = 1.0
 CLIENT_TIMEOUT_S = 2.0
+# A client silent for CLIENT_TIMEOUT_S is probed before it is reported gone: a TCP connect
+# to its info port. Its kernel answers for it even when the process gets no CPU (a
+# 100-laptop start, SIGSTOP): busy, not gone, until BUSY_MAX_S of silence. A closed port
+# (the process died) or no answer within PROBE_WAIT_S (the laptop left) is gone.
+BUSY_MAX_S = 20.0
+PROBE_WAIT_S = 1.5
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
@@ -79,7 +86,16 @@ class Reconcile:
     msg: wire.Have | wire.Want
 
 
-Effect = ToClient | Publish | Reconcile
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Is this silent client's node still there? Answer with :meth:`BrokerRelay.probed`."""
+
+    rid: bytes
+    address: str
+    port: int
+
+
+Effect = ToClient | Publish | Reconcile | Probe
 
 
 @dataclass(slots=True)
@@ -90,6 +106,8 @@ class _Client:
     status: str = "online"
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
+    probed_at: float | None = None  # a probe is out
+    busy_since: float | None = None  # silent, but its node answered a probe
 
     def take_token(self, now: float, cost: int = 1) -> bool:
         self.tokens = min(RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT)
@@ -164,6 +182,7 @@ class BrokerRelay:
             # Typically a client of the previous broker: tell it to introduce itself.
             return [self._refuse(rid, "hello_first", "send a Hello first")]
         client.last_seen = now
+        client.busy_since = None
         if isinstance(msg, wire.Heartbeat):
             if msg.status != client.status:
                 client.status = msg.status
@@ -210,7 +229,18 @@ class BrokerRelay:
             for client in self._clients.values():
                 client.last_seen = max(client.last_seen, now - CLIENT_TIMEOUT_S / 2)
         self._last_tick = now
-        gone = [rid for rid, c in self._clients.items() if now - c.last_seen > CLIENT_TIMEOUT_S]
+        gone = []
+        for rid, c in self._clients.items():
+            if now - c.last_seen <= CLIENT_TIMEOUT_S:
+                continue
+            if c.probed_at is not None:
+                if now - c.probed_at > PROBE_WAIT_S:
+                    gone.append(rid)  # the probe's answer never came back
+            elif (c.busy_since is None or now - c.busy_since < BUSY_MAX_S) and c.hello.info_port:
+                c.probed_at = now
+                effects.append(Probe(rid, c.hello.address, c.hello.info_port))
+            else:
+                gone.append(rid)
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
@@ -224,6 +254,22 @@ class BrokerRelay:
             beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self._published)
             effects.append(Publish(wire.encode(beat)))
         return effects
+
+    def probed(self, rid: bytes, alive: bool, now: float) -> list[Effect]:
+        """The answer to a :class:`Probe`: busy (kept, and asked again later) or gone."""
+        client = self._clients.get(rid)
+        if client is None or client.probed_at is None:
+            return []
+        client.probed_at = None
+        if alive:
+            if client.busy_since is None:
+                client.busy_since = client.last_seen
+            client.last_seen = now
+            self._count("busy_kept")
+            return []
+        self._forget(rid)
+        self._count("client_timeout")
+        return self._roster_changed(now)
 
     def close(self, reason: str = "broker leaving") -> list[Effect]:
         return [Publish(wire.encode(wire.Goodbye(reason=reason)))]

@@ -3,6 +3,8 @@ ROUTER socket, its effects sent on our ROUTER and PUB sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -13,7 +15,7 @@ from lanchat.core import wire
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from lanchat.core.relay import BrokerRelay, Publish, Reconcile, ToClient
+    from lanchat.core.relay import BrokerRelay, Probe, Publish, Reconcile, ToClient
     from lanchat.ports import RoomTransport
     from lanchat.room.context import RoomContext
     from lanchat.transport import Incoming
@@ -115,13 +117,37 @@ class Hosting:
     def send_to_client(self, rid: bytes, frames: list[bytes]) -> None:
         self._transport.send_router_nowait(rid, frames)
 
-    def _apply_all(self, effects: Iterable[ToClient | Publish | Reconcile]) -> None:
-        from lanchat.core.relay import Publish, ToClient  # loaded: only a relay makes effects
+    def _apply_all(self, effects: Iterable[ToClient | Publish | Reconcile | Probe]) -> None:
+        from lanchat.core.relay import Probe, Publish, ToClient  # loaded: a relay is running
 
         for eff in effects:
             if isinstance(eff, ToClient):
                 self._transport.send_router_nowait(eff.rid, eff.frames)
             elif isinstance(eff, Publish):
                 self._transport.publish_nowait(eff.frames)
+            elif isinstance(eff, Probe):
+                self._ctx.spawn(self._probe(eff))
             else:
                 self.on_reconcile(eff.rid, eff.msg)
+
+    async def _probe(self, probe: Probe) -> None:
+        """Busy or gone: a TCP connect to the client's info port. Its kernel accepts for a
+        live process however starved (ZeroMQ's own I/O thread listens there); a dead
+        process's port refuses at once; a laptop that left does not answer."""
+        from lanchat.core.relay import PROBE_WAIT_S
+
+        alive = False
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(probe.address, probe.port), PROBE_WAIT_S * 0.8
+            )
+        except (OSError, TimeoutError):
+            pass
+        else:
+            alive = True
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        relay = self.relay
+        if relay is not None:
+            self._apply_all(relay.probed(probe.rid, alive, self._ctx.clock()))
