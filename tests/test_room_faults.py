@@ -270,3 +270,42 @@ def test_a_full_disk_is_one_storage_error_and_nothing_is_lost(tmp_path: Path) ->
         await check_room(room, said)
 
     in_room(tmp_path, scenario)
+
+
+def test_a_broker_that_drops_one_message_is_noticed_by_its_author_and_the_receivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(room: Room) -> None:
+        from lanchat.core import wire
+        from lanchat.core.relay import BrokerRelay, ToClient
+
+        mia, dan = room["mia"], room["dan"]
+        relay = mia.node.hosting.relay
+        assert relay is not None
+        honest = BrokerRelay.receive
+
+        def censor(
+            self: BrokerRelay, rid: bytes, key: bytes, frames: list[bytes], now: float
+        ) -> Any:
+            msg, _ = wire.decode(frames)
+            if self is relay and isinstance(msg, wire.Public) and msg.text == "dan 2":
+                # Acknowledged to dan, never numbered nor published.
+                return [ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))]
+            return honest(self, rid, key, frames, now)
+
+        monkeypatch.setattr(BrokerRelay, "receive", censor)
+        for i in range(1, 4):
+            dan.do("say", text=f"dan {i}")
+            await dan.count("sent", i)
+        for member in room.running():
+            if member is not dan:
+                await member.hear({"dan 1", "dan 3"})
+                assert "dan 2" not in member.public_texts()
+        unseen = await dan.wait("warning", code="unseen")
+        assert unseen["id"].endswith(":2")
+        for member in room.running():
+            if member is not dan:
+                withheld = await member.wait("warning", code="withheld")
+                assert withheld["handle"] == "dan"
+
+    in_room(tmp_path, scenario)

@@ -43,6 +43,7 @@ ASKED_S: Final = 3.0  # a broker asks one node for a missing range, another afte
 # ask the broker, and after WITHHELD_S we tell the user it may be withheld.
 HOLE_ASK_S: Final = 1.5
 WITHHELD_S: Final = 8.0
+UNSEEN_S: Final = 5.0  # our acknowledged message not back from the broker's PUB by then
 
 
 def count_of(pub: wire.Public | wire.PublicBatch) -> int:
@@ -87,6 +88,9 @@ class PublicRoom:
         self._asked_at = -1e9
         self._carried_back: set[tuple[bytes, int, int]] = set()
         self._last_have = -1e9
+        # Acknowledged, but our relay has not come back: a broker that acks and does not
+        # publish. seq -> when acknowledged.
+        self._unseen: dict[int, float] = {}
         self._unpacked: list[tuple[int, str, float]] = []  # said, not yet signed and queued
         self._pump_scheduled = False
         self._last_pack = -1e9
@@ -218,6 +222,8 @@ class PublicRoom:
 
     def on_ack(self, msg: wire.Ack, now: float) -> None:
         if self.outbox.ack(msg.seq, now):
+            if msg.seq in self._unplaced:
+                self._unseen.setdefault(msg.seq, now)
             prefix = self._ctx.me.key_hex[:16]
             for seq in range(msg.seq, msg.seq + max(1, min(msg.count, wire.MAX_BATCH))):
                 self._ctx.emit("sent", id=f"{prefix}:{seq}")
@@ -227,6 +233,7 @@ class PublicRoom:
         self.pump()
         self.outbox.expire(now)
         self._check_holes(now)
+        self._check_unseen(now)
         if now - self._last_have >= HAVE_PERIOD_S and self._membership.welcomed():
             self._send_have(now)
 
@@ -404,6 +411,23 @@ class PublicRoom:
                     sent += 1
         if sent:
             self._ctx.counters["carried_out"] = self._ctx.counters.get("carried_out", 0) + sent
+
+    def _check_unseen(self, now: float) -> None:
+        """Tell the author when a broker acknowledged a message of ours and nobody saw it
+        (its relay never came back): the broker may be dropping it."""
+        for seq, acked_at in list(self._unseen.items()):
+            if seq not in self._unplaced:
+                del self._unseen[seq]  # it came back: published
+            elif now - acked_at >= UNSEEN_S and self._peers.online:
+                del self._unseen[seq]
+                self._ctx.emit(
+                    "warning",
+                    code="unseen",
+                    handle=self._ctx.cfg.handle,
+                    id=f"{self._ctx.me.key_hex[:16]}:{seq}",
+                    message=f"the broker acknowledged your message but nobody has seen it "
+                    f"after {UNSEEN_S:.0f} s: it may not have reached the room",
+                )
 
     def _counted(self, frames: list[bytes]) -> list[bytes]:
         """Anti-entropy traffic we send, for the ``status`` counters (reconcile_bytes)."""
