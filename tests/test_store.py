@@ -645,3 +645,39 @@ def test_a_database_turned_read_only_is_the_same_fault_with_its_own_words(
     history._db.execute("PRAGMA query_only=0")
     assert history.retry()
     assert history.waiting() == 0
+
+
+_V1_SCHEMA = """
+CREATE TABLE messages (n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    conversation TEXT NOT NULL, sender TEXT NOT NULL, sender_key TEXT NOT NULL,
+    text TEXT NOT NULL, sent_t REAL NOT NULL, received_t REAL NOT NULL, outgoing INTEGER NOT NULL);
+CREATE INDEX messages_by_conversation ON messages (conversation);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox (peer_key TEXT NOT NULL, cseq INTEGER NOT NULL, payload BLOB NOT NULL,
+    created_t REAL NOT NULL, PRIMARY KEY (peer_key, cseq)) WITHOUT ROWID;
+PRAGMA application_id=1280197448;
+PRAGMA user_version=1;
+"""
+
+
+def test_a_version_1_history_is_migrated_keeping_its_order_ahead_of_placed_messages(
+    profile_dir: Path,
+) -> None:
+    import sqlite3
+
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(profile_dir / "history.sqlite3")
+    db.executescript(_V1_SCHEMA)
+    for i, text in enumerate(["first", "second", "third"]):
+        db.execute(
+            "INSERT INTO messages (id, conversation, sender, sender_key, text, sent_t,"
+            " received_t, outgoing) VALUES (?, 'public', 'ada', ?, ?, ?, ?, 0)",
+            (f"old:{i}", KEY_A, text, 10 - i, 10 - i),  # clocks disagree: arrival wins
+        )
+    db.commit()
+    db.close()
+    with Profile.open(profile_dir) as p:
+        p.history.append(record("new:1")._replace(place=1, seq=1))
+        got = [r.text for r in p.history.recent("public", 10)]
+        assert got == ["first", "second", "third", "hi"]
+        assert p.history.holdings() == []

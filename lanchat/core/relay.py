@@ -387,9 +387,13 @@ class BrokerRelay:
             return self._drop("bad_signature")
         count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
         ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq, count=count)))
-        if msg.msg_id in self._seen:
+        place = self._seen.get(msg.msg_id)
+        if place is not None:
             self._count("duplicate")
-            return [ack]
+            # Its place, to the author only: it may never have seen its relay (it stopped
+            # right after our Ack), and it places its own line by it.
+            placed = wire.Relay(epoch=0, bseq=0, inner=msg, inner_sig=sig, place=place)
+            return [ToClient(rid, wire.encode(placed)), ack]
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
