@@ -139,7 +139,7 @@ class Hosting:
         alive = False
         try:
             _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(probe.address, probe.port), PROBE_WAIT_S * 0.8
+                asyncio.open_connection(probe.address, probe.port), PROBE_WAIT_S * 0.75
             )
         except (OSError, TimeoutError):
             pass
