@@ -165,6 +165,10 @@ def check(room: Room, timeout: float = CHECK_S) -> float:
                 assert not extra, f"in the history but never acknowledged: {sorted(extra)[:5]}"
                 lost = accepted - set(order)
                 if not lost:
+                    # An honest room raised no false alarm on the way.
+                    for node in nodes:
+                        alarms = [e for e in node.seen("warning") if e["code"] == "withheld"]
+                        assert not alarms, f"{node.handle}: {alarms}"
                     return time.monotonic() - started
                 problem = f"acknowledged but in no history: {sorted(lost)[:5]}"
         time.sleep(0.5)

@@ -56,9 +56,11 @@ CLIENT_TIMEOUT_S = 2.0
 # A client silent for CLIENT_TIMEOUT_S is probed before it is reported gone: a TCP connect
 # to its info port. Its kernel answers for it even when the process gets no CPU (a
 # 100-laptop start, SIGSTOP): busy, not gone, until BUSY_MAX_S of silence. A closed port
-# (the process died) is gone at once; no answer within PROBE_WAIT_S (the laptop left) too.
-# The wait is generous: a broker starved itself sees the answer late.
+# (the process died) is gone at once; no answer to the connect within PROBE_CONNECT_S
+# (the laptop left) too. PROBE_WAIT_S is only a backstop for an answer that never comes
+# back, generous because a starved broker handles even a prompt answer late.
 BUSY_MAX_S = 60.0
+PROBE_CONNECT_S = 2.0
 PROBE_WAIT_S = 4.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500

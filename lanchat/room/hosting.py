@@ -134,12 +134,12 @@ class Hosting:
         """Busy or gone: a TCP connect to the client's info port. Its kernel accepts for a
         live process however starved (ZeroMQ's own I/O thread listens there); a dead
         process's port refuses at once; a laptop that left does not answer."""
-        from lanchat.core.relay import PROBE_WAIT_S
+        from lanchat.core.relay import PROBE_CONNECT_S
 
         alive = False
         try:
             _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(probe.address, probe.port), PROBE_WAIT_S * 0.75
+                asyncio.open_connection(probe.address, probe.port), PROBE_CONNECT_S
             )
         except (OSError, TimeoutError):
             pass
