@@ -309,3 +309,42 @@ def test_a_broker_that_drops_one_message_is_noticed_by_its_author_and_the_receiv
                 assert withheld["handle"] == "dan"
 
     in_room(tmp_path, scenario)
+
+
+def test_a_message_the_broker_lost_is_fetched_from_its_author(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(room: Room) -> None:
+        from lanchat.core import wire
+        from lanchat.core.relay import BrokerRelay, ToClient
+
+        mia, dan = room["mia"], room["dan"]
+        relay = mia.node.hosting.relay
+        assert relay is not None
+        honest = BrokerRelay.receive
+        lost: list[int] = []
+
+        def lossy(
+            self: BrokerRelay, rid: bytes, key: bytes, frames: list[bytes], now: float
+        ) -> Any:
+            msg, _ = wire.decode(frames)
+            if self is relay and isinstance(msg, wire.Public) and msg.text == "dan 2" and not lost:
+                lost.append(msg.seq)  # acknowledged, then lost (once)
+                return [ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))]
+            return honest(self, rid, key, frames, now)
+
+        monkeypatch.setattr(BrokerRelay, "receive", lossy)
+        for i in range(1, 4):
+            dan.do("say", text=f"dan {i}")
+            await dan.count("sent", i)
+        # The receivers see the gap, ask the broker; it lacks it too and asks dan.
+        for member in room.running():
+            if member is not dan:
+                await member.hear({"dan 1", "dan 2", "dan 3"})
+        await check_room(room, all_sent(room))
+        for member in room.running():
+            assert not member.of("warning", code="withheld")
+        assert not dan.of("warning", code="unseen")
+        assert lost
+
+    in_room(tmp_path, scenario)

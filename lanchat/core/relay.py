@@ -304,6 +304,10 @@ class BrokerRelay:
             epoch=self.epoch, version=self.roster_version, broker_key=self.key, peers=peers
         )
 
+    def rid_of(self, key: bytes) -> bytes | None:
+        """The connection of the client with this identity key, if it is connected."""
+        return self._rid_by_key.get(key)
+
     def client_count(self) -> int:
         return len(self._clients)
 

@@ -114,6 +114,9 @@ class Hosting:
     def client_count(self) -> int:
         return self.relay.client_count() if self.relay is not None else 0
 
+    def rid_of(self, key: bytes) -> bytes | None:
+        return self.relay.rid_of(key) if self.relay is not None else None
+
     def send_to_client(self, rid: bytes, frames: list[bytes]) -> None:
         self._transport.send_router_nowait(rid, frames)
 

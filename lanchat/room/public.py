@@ -374,26 +374,52 @@ class PublicRoom:
         summary = [(e.author, e.ranges) for e in msg.authors]
         if isinstance(msg, wire.Want):
             self._carry(summary, lambda frames: self._hosting.send_to_client(rid, frames))
+            # What we lack ourselves we ask of its author, once a while: it sends it to us
+            # and we relay it to the room.
+            self._ask(self.holdings.lacking(summary), self._hosting.rid_of, exclude=rid)
             return
         self._carry(
             self.holdings.extra(summary), lambda frames: self._hosting.send_to_client(rid, frames)
         )
+        self._ask(self.holdings.lacking(summary), lambda _author: rid)
+
+    def _ask(
+        self,
+        lacking: list[tuple[bytes, tuple[int, ...]]],
+        whom: Callable[[bytes], bytes | None],
+        exclude: bytes | None = None,
+    ) -> None:
+        """As broker: ask a client (``whom(author)``) for what we lack; one node per range,
+        another one only if the first did not answer within ASKED_S."""
         now = self._ctx.clock()
         if now - self._asked_at > ASKED_S:
             self._asked, self._asked_at = Holdings(), now
-        # Ask one node for each missing range; another one only if the first did not answer.
-        ask = self._asked.lacking(self.holdings.lacking(summary))
-        if ask:
-            for author, ranges in ask:
-                for i in range(0, len(ranges), 2):
-                    self._asked.add(author, ranges[i], ranges[i + 1] - ranges[i] + 1)
+        by_rid: dict[bytes, list[tuple[bytes, tuple[int, ...]]]] = {}
+        for author, ranges in self._asked.lacking(lacking):
+            target = whom(author)
+            if target is None or target == exclude:
+                continue
+            by_rid.setdefault(target, []).append((author, ranges))
+            for i in range(0, len(ranges), 2):
+                self._asked.add(author, ranges[i], ranges[i + 1] - ranges[i] + 1)
+        for target, ask in by_rid.items():
             want = wire.Want(authors=tuple(wire.SeqRanges(author=a, ranges=r) for a, r in ask))
-            self._hosting.send_to_client(rid, self._counted(wire.encode(want)))
+            self._hosting.send_to_client(target, self._counted(wire.encode(want)))
             self._ctx.count("reconcile_asked")
 
     def on_want(self, msg: wire.Want) -> None:
-        """The broker lacks these: we carry them to it (it relays them to the room)."""
+        """The broker lacks these: we carry them to it (it relays them to the room). Ours
+        that no broker placed go again as they were first sent (a broker gives them a
+        place)."""
         self._carry([(e.author, e.ranges) for e in msg.authors], self._membership.send)
+        history = self._ctx.profile.history
+        for entry in msg.authors:
+            if entry.author != self._ctx.me.key:
+                continue
+            for seq, _count, envelope in history.unplaced(self._ctx.me.key_hex):
+                r = entry.ranges
+                if any(r[i] <= seq <= r[i + 1] for i in range(0, len(r) - 1, 2)):
+                    self._membership.send(self._counted(wire.envelope_frames(envelope)))
 
     def _carry(
         self, wanted: list[tuple[bytes, tuple[int, ...]]], send: Callable[[list[bytes]], object]
