@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ from lanchat.core import relay as relay_mod
 from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
+    BUSY_MAX_S,
     CLIENT_TIMEOUT_S,
     FIRST_CONTACTS_BURST,
     FIRST_CONTACTS_PER_S,
@@ -20,12 +22,15 @@ from lanchat.core.relay import (
     JOIN_BEAT_S,
     JOINS_BURST,
     MAX_CLIENTS,
+    PROBE_WAIT_S,
     ROSTER_MIN_INTERVAL_S,
     SHARED_OFFERS_BURST,
     STATUS_CHANGES_BURST,
     BrokerRelay,
     Effect,
+    Probe,
     Publish,
+    Reconcile,
     ToClient,
 )
 from lanchat.identity import Identity, verify
@@ -97,6 +102,7 @@ def opened(effects: list[Effect]) -> list[tuple[bytes | None, Any]]:
     """``(rid or None for Publish, decoded message)`` per effect."""
     out: list[tuple[bytes | None, Any]] = []
     for eff in effects:
+        assert not isinstance(eff, Reconcile | Probe)
         msg, _ = wire.decode(eff.frames)
         out.append((eff.rid if isinstance(eff, ToClient) else None, msg))
     return out
@@ -298,7 +304,7 @@ def test_public_is_relayed_with_increasing_bseq_and_acked(
         pub, sig = signed_public(alice, seq)
         [(to_all, relayed), (to_author, ack)] = opened(send(relay, b"r-a", pub, sig))
         assert to_all is None
-        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig)
+        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig, place=seq)
         assert (to_author, ack) == (b"r-a", wire.Ack(seq=seq))
     assert relay.bseq == 3
 
@@ -308,7 +314,11 @@ def test_replayed_public_is_acked_but_not_relayed_again(
 ) -> None:
     join(relay, b"r-a", alice, "alice")
     post(relay, b"r-a", alice, 1)
-    assert opened(post(relay, b"r-a", alice, 1, T0 + 5)) == [(b"r-a", wire.Ack(seq=1))]
+    [(to, placed), (_, ack)] = opened(post(relay, b"r-a", alice, 1, T0 + 5))
+    # Acknowledged again, with its place to the author only (epoch 0: not renumbered).
+    assert to == b"r-a"
+    assert (placed.epoch, placed.place, placed.inner.seq) == (0, 1, 1)
+    assert ack == wire.Ack(seq=1)
     assert relay.bseq == 1
     assert relay.counters == {"duplicate": 1}
 
@@ -446,7 +456,8 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     relay: BrokerRelay, alice: Identity, bob: Identity
 ) -> None:
     history = [signed_public(alice, 1), signed_public(bob, 1), signed_public(alice, 2)]
-    relay.seed([*history, history[0], signed_public(bob, 2, room="attic")])
+    placed = [(m, s, p) for p, (m, s) in enumerate(history, start=1)]
+    relay.seed([*placed, placed[0], (*signed_public(bob, 2, room="attic"), 9)])
     assert relay.bseq == 3  # the repeat and the other room's message are not kept
     join(relay, b"r-a", alice, "alice")
     resent = opened(send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=1, last=3)))
@@ -456,10 +467,11 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     [(to, relayed), (_, ack)] = opened(post(relay, b"r-a", alice, 2))
     assert to is None
     assert relayed.inner.seq == 2
+    assert relayed.place == 3  # the place it had, not a new one
     assert ack == wire.Ack(seq=2)
     assert relay.bseq == 4
     # ... and only once.
-    assert opened(post(relay, b"r-a", alice, 2)) == [(b"r-a", wire.Ack(seq=2))]
+    assert [m for _, m in opened(post(relay, b"r-a", alice, 2))][1:] == [wire.Ack(seq=2)]
     assert relay.bseq == 4
 
 
@@ -487,11 +499,16 @@ def test_silent_clients_time_out_and_the_roster_is_republished(
     relay.tick(T0 + 1.0)  # the relay ticks all the time (a gap would mean it was asleep)
     # Not yet at the timeout itself (strictly longer), only a Beat.
     assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
+    # Silent: its node is probed before it is reported gone.
     effects = relay.tick(T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S)
-    msgs = [m for _, m in opened(effects)]
-    assert [type(m) for m in msgs] == [wire.Roster, wire.Beat]
+    assert effects[0] == Probe(b"r-a", "10.0.0.2", 47100)
+    [(_, beat)] = opened(effects[1:])
+    assert isinstance(beat, wire.Beat)
+    # Nothing listens there any more (the process died): gone at once.
+    later = T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S + 0.01
+    msgs = [m for _, m in opened(relay.probed(b"r-a", False, later))]
+    assert [type(m) for m in msgs] == [wire.Roster]
     assert handles(msgs[0]) == ["bob"]
-    assert msgs[1].roster_version == msgs[0].version
     assert relay.counters == {"client_timeout": 1}
     [(_, refused)] = opened(post(relay, b"r-a", alice, 1, T0 + 3))
     assert refused.code == "hello_first"
@@ -638,10 +655,13 @@ def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     # Nothing ran for 30 s (a closed lid): on waking up, alice gets a fresh chance.
     assert [type(m) for _, m in opened(relay.tick(T0 + 30))] == [wire.Beat]
     assert relay.client_count() == 1
-    # Still silent after that: she times out as usual.
+    # Still silent after that: she times out as usual (her node probed, and gone).
     relay.tick(T0 + 30.5)
     assert relay.client_count() == 1
-    assert next(type(m) for _, m in opened(relay.tick(T0 + 31.1))) is wire.Roster
+    [probe] = [e for e in relay.tick(T0 + 31.1) if isinstance(e, Probe)]
+    assert next(type(m) for _, m in opened(relay.probed(probe.rid, False, T0 + 31.2))) is (
+        wire.Roster
+    )
     assert relay.client_count() == 0
 
 
@@ -780,3 +800,98 @@ def test_status_changes_and_shared_offers_have_a_budget(
         offers += any(isinstance(e, Publish) for e in effects)
     assert offers == SHARED_OFFERS_BURST
     assert relay.counters["offer_budget"] == 1_000 - SHARED_OFFERS_BURST
+
+
+# ---------------------------------------------------------------- anti-entropy
+
+
+def carried(msg: wire.Public, sig: bytes, place: int) -> list[bytes]:
+    return wire.carried(place, wire.envelope_of(wire.signed_bytes(msg), sig))
+
+
+def test_places_count_on_from_the_highest_seen_and_a_carried_message_keeps_its_place(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    relay.clock = 10  # the node's history held place 10
+    [(_, first), _ack] = opened(post(relay, b"r-a", alice, 1))
+    assert first.place == 11
+    # Bob carries a message of the other half of a partition: placed 14 there.
+    pub, sig = signed_public(alice, 2)
+    [(to, relayed)] = opened(relay.receive(b"r-b", bob.curve_public, carried(pub, sig, 14), T0))
+    assert to is None
+    assert relayed.place == 14
+    assert relayed.bseq == first.bseq + 1
+    assert relay.counters["carried"] == 1
+    # Carried again, by anyone, at the same or a later place: nothing.
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 14), T0) == []
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 20), T0) == []
+    # At a smaller place: relayed again, the smaller place wins.
+    [(_, again)] = opened(relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 12), T0))
+    assert again.place == 12
+    # The next fresh message counts on from above everything seen.
+    [(_, nxt), _ack] = opened(post(relay, b"r-a", alice, 3))
+    assert nxt.place == 15
+
+
+def test_a_carried_message_with_a_bad_signature_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-b", bob, "bob")
+    pub, sig = signed_public(alice, 1)
+    forged = dataclasses.replace(pub, text="x")
+    assert relay.receive(b"r-b", bob.curve_public, carried(forged, sig, 3), T0) == []
+    assert relay.counters["bad_signature"] == 1
+
+
+def test_a_clients_have_and_want_go_to_the_node_and_raise_the_clock(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    have = wire.Have(top=50, authors=(wire.SeqRanges(author=alice.key, ranges=(1, 3)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(have), T0) == [
+        Reconcile(b"r-a", have)
+    ]
+    assert relay.clock == 50
+    want = wire.Want(authors=(wire.SeqRanges(author=alice.key, ranges=(2, 2)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(want), T0) == [
+        Reconcile(b"r-a", want)
+    ]
+
+
+def test_a_silent_client_whose_node_answers_is_busy_not_gone_until_busy_max(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    now = T0
+    probes = 0
+    while relay.client_count():
+        now += BEAT_INTERVAL_S
+        for eff in relay.tick(now):
+            if isinstance(eff, Probe):
+                probes += 1
+                assert relay.probed(eff.rid, True, now + 0.01) == []  # a starved node
+        assert now < T0 + BUSY_MAX_S + CLIENT_TIMEOUT_S * 2, "kept for ever"
+    assert now > T0 + BUSY_MAX_S  # kept while busy, then gone all the same
+    assert probes >= BUSY_MAX_S // (CLIENT_TIMEOUT_S + BEAT_INTERVAL_S) - 1
+    assert relay.counters["busy_kept"] == probes
+
+
+def test_a_probe_that_never_comes_back_is_gone(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    t = T0
+    probes: list[Probe] = []
+    while not probes:
+        t += BEAT_INTERVAL_S
+        probes = [e for e in relay.tick(t) if isinstance(e, Probe)]
+    probed_at = t
+    while t < probed_at + PROBE_WAIT_S - BEAT_INTERVAL_S:
+        t += BEAT_INTERVAL_S
+        relay.tick(t)
+        assert relay.client_count() == 1
+    relay.tick(probed_at + PROBE_WAIT_S + 0.1)
+    assert relay.client_count() == 0
+    assert relay.probed(b"r-a", True, t + 2) == []  # too late: nothing happens

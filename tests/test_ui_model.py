@@ -1230,3 +1230,33 @@ def test_an_impostors_lines_are_marked_with_its_key(model: ViewModel) -> None:
     shown = render.conversation(model, 100, 20)
     # No friend mark and no colour of the real ann: the warning style, with the key.
     assert ("class:warning", impostor.sender) in shown
+
+
+def test_public_lines_follow_the_rooms_order_and_our_own_moves_to_its_place(
+    model: ViewModel,
+) -> None:
+    def public(text: str, place: int, sent_t: float = 100.0) -> dict[str, Any]:
+        return ev(
+            "public", id=f"a:{place}", text=text, sent_t=sent_t, order=[place, "a" * 16, place]
+        )
+
+    model.apply(ev("status", state="connected", text="connected"))
+    model.apply(public("one", 1))
+    model.apply(public("three", 3))
+    model.sent({"cmd": "say", "text": "mine"}, 100.5, msg_id="me:1")
+    # The other half of a healed partition: placed before "three", arriving after it.
+    model.apply(public("two", 2, sent_t=101.0))
+    assert [t for t in texts(model) if t in {"one", "two", "three", "mine"}] == [
+        "one",
+        "two",
+        "three",
+        "mine",
+    ]
+    # The broker placed ours between one and two: every screen shows it there.
+    model.apply(ev("placed", id="me:1", order=[1, "f" * 16, 1]))
+    assert [t for t in texts(model) if t in {"one", "two", "three", "mine"}] == [
+        "one",
+        "mine",
+        "two",
+        "three",
+    ]

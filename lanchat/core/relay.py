@@ -37,7 +37,9 @@ __all__ = [
     "JOIN_BEAT_S",
     "BrokerRelay",
     "Effect",
+    "Probe",
     "Publish",
+    "Reconcile",
     "ToClient",
     "Verify",
 ]
@@ -55,6 +57,15 @@ ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced to
 ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
 ROSTER_MAX_INTERVAL_S = 1.0
 CLIENT_TIMEOUT_S = 2.0
+# A client silent for CLIENT_TIMEOUT_S is probed before it is reported gone: a TCP connect
+# to its info port. Its kernel answers for it even when the process gets no CPU (a
+# 100-laptop start, SIGSTOP): busy, not gone, until BUSY_MAX_S of silence. A closed port
+# (the process died) is gone at once; no answer to the connect within PROBE_CONNECT_S
+# (the laptop left) too. PROBE_WAIT_S is only a backstop for an answer that never comes
+# back, generous because a starved broker handles even a prompt answer late.
+BUSY_MAX_S = 60.0
+PROBE_CONNECT_S = 2.0
+PROBE_WAIT_S = 4.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
@@ -89,7 +100,25 @@ class Publish:
     frames: list[bytes]
 
 
-Effect = ToClient | Publish
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A client's summary (Have) or request (Want): the broker's node answers it from its
+    history (lanchat.room.public), which this machine does not hold."""
+
+    rid: bytes
+    msg: wire.Have | wire.Want
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Is this silent client's node still there? Answer with :meth:`BrokerRelay.probed`."""
+
+    rid: bytes
+    address: str
+    port: int
+
+
+Effect = ToClient | Publish | Reconcile | Probe
 
 
 @dataclass(slots=True)
@@ -101,6 +130,8 @@ class _Client:
     mentor: bool = False  # a mentor by certificate (mentor_check), not by its own say
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
+    probed_at: float | None = None  # a probe is out
+    busy_since: float | None = None  # silent, but its node answered a probe
 
     def take_token(self, now: float, cost: int = 1) -> bool:
         self.tokens = min(RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT)
@@ -149,6 +180,9 @@ class BrokerRelay:
     # None takes the claim as it is (tests of the relay alone).
     mentor_check: Callable[[wire.Hello], bool] | None = None
     bseq: int = 0
+    # The room's order (lanchat.core.antientropy): the last place given, never below a
+    # place this relay has seen.
+    clock: int = 0
     first_live: int = 1
     roster_version: int = 0
     counters: dict[str, int] = field(default_factory=dict)
@@ -157,9 +191,9 @@ class BrokerRelay:
     _backlog: deque[tuple[int, list[bytes]]] = field(
         default_factory=lambda: deque(maxlen=BACKLOG_SIZE)
     )
-    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> place
     _queue: HelpQueue = field(default_factory=HelpQueue)
-    _seeded: set[str] = field(default_factory=set)
+    _seeded: dict[str, int] = field(default_factory=dict)  # id -> place
     _next_beat: float = 0.0
     _last_tick: float = -1e9
     _roster_sent: float = -1e9
@@ -171,7 +205,7 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ inputs
 
-    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes]]) -> None:
+    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes, int]]) -> None:
         """Carry recent public messages over a failover, so late joiners still see them.
 
         Seeded messages are not counted as relayed: what this broker's node received, some
@@ -179,10 +213,11 @@ class BrokerRelay:
         again (it re-sends its recent messages to every new broker), they go out once more,
         and receivers drop what they already have.
         """
-        for msg, sig in history:
-            if msg.room == self.room and msg.msg_id not in self._seeded:
-                self._seeded.add(msg.msg_id)
-                self._append_relay(msg, sig)
+        for msg, sig, place in history:
+            self.clock = max(self.clock, place)
+            if msg.room == self.room and place > 0 and msg.msg_id not in self._seeded:
+                self._seeded[msg.msg_id] = place
+                self._append_relay(msg, sig, place)
         self.first_live = self.bseq + 1
 
     def receive(
@@ -201,6 +236,7 @@ class BrokerRelay:
             # Typically a client of the previous broker: tell it to introduce itself.
             return [self._refuse(rid, "hello_first", "send a Hello first")]
         client.last_seen = now
+        client.busy_since = None
         if isinstance(msg, wire.Heartbeat):
             if msg.status != client.status and self._status_budget(client, now):
                 client.status = msg.status
@@ -212,6 +248,13 @@ class BrokerRelay:
             return self._direct(client, msg, sig, frames, now)
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
+        if isinstance(msg, wire.Relay):
+            return self._carried(msg)
+        if isinstance(msg, wire.Have):
+            self.clock = max(self.clock, msg.top)
+            return [Reconcile(rid, msg)]
+        if isinstance(msg, wire.Want):
+            return [Reconcile(rid, msg)]
         if isinstance(msg, wire.Sync):
             if msg.roster_version >= self._published:
                 # It has all we published, or newer (its copy at joining): what changed
@@ -242,7 +285,18 @@ class BrokerRelay:
             for client in self._clients.values():
                 client.last_seen = max(client.last_seen, now - CLIENT_TIMEOUT_S / 2)
         self._last_tick = now
-        gone = [rid for rid, c in self._clients.items() if now - c.last_seen > CLIENT_TIMEOUT_S]
+        gone = []
+        for rid, c in self._clients.items():
+            if now - c.last_seen <= CLIENT_TIMEOUT_S:
+                continue
+            if c.probed_at is not None:
+                if now - c.probed_at > PROBE_WAIT_S:
+                    gone.append(rid)  # the probe's answer never came back
+            elif (c.busy_since is None or now - c.busy_since < BUSY_MAX_S) and c.hello.info_port:
+                c.probed_at = now
+                effects.append(Probe(rid, c.hello.address, c.hello.info_port))
+            else:
+                gone.append(rid)
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
@@ -256,6 +310,22 @@ class BrokerRelay:
             beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self._published)
             effects.append(Publish(wire.encode(beat)))
         return effects
+
+    def probed(self, rid: bytes, alive: bool, now: float) -> list[Effect]:
+        """The answer to a :class:`Probe`: busy (kept, and asked again later) or gone."""
+        client = self._clients.get(rid)
+        if client is None or client.probed_at is None:
+            return []
+        client.probed_at = None
+        if alive:
+            if client.busy_since is None:
+                client.busy_since = client.last_seen
+            client.last_seen = now
+            self._count("busy_kept")
+            return []
+        self._forget(rid)
+        self._count("client_timeout")
+        return self._roster_changed(now)
 
     def close(self, reason: str = "broker leaving") -> list[Effect]:
         return [Publish(wire.encode(wire.Goodbye(reason=reason)))]
@@ -286,6 +356,10 @@ class BrokerRelay:
         return wire.Roster(
             epoch=self.epoch, version=self.roster_version, broker_key=self.key, peers=peers
         )
+
+    def rid_of(self, key: bytes) -> bytes | None:
+        """The connection of the client with this identity key, if it is connected."""
+        return self._rid_by_key.get(key)
 
     def client_count(self) -> int:
         return len(self._clients)
@@ -385,16 +459,42 @@ class BrokerRelay:
             return self._drop("bad_signature")
         count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
         ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq, count=count)))
-        if msg.msg_id in self._seen:
+        place = self._seen.get(msg.msg_id)
+        if place is not None:
             self._count("duplicate")
-            return [ack]
+            # Its place, to the author only: it may never have seen its relay (it stopped
+            # right after our Ack), and it places its own line by it.
+            placed = wire.Relay(epoch=0, bseq=0, inner=msg, inner_sig=sig, place=place)
+            return [ToClient(rid, wire.encode(placed)), ack]
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
-        self._seeded.discard(msg.msg_id)
-        self._remember(msg.msg_id)
-        frames = self._append_relay(msg, sig)
+        place = self._seeded.pop(msg.msg_id, 0)
+        if not place:
+            self.clock += 1
+            place = self.clock
+        self._remember(msg.msg_id, place)
+        frames = self._append_relay(msg, sig, place)
         return [Publish(frames), ack]
+
+    def _carried(self, msg: wire.Relay) -> list[Effect]:
+        """A message some node holds and this relay lacked (anti-entropy): relayed once,
+        at the place it already has; again only if that place is smaller than the one we
+        knew (the smaller wins everywhere)."""
+        inner = msg.inner
+        if inner.room != self.room or msg.place < 1:
+            return self._drop("carried_bad")
+        known = self._seen.get(inner.msg_id) or self._seeded.get(inner.msg_id)
+        if known is not None and known <= msg.place:
+            return self._drop("carried_known")
+        if not self.verify(inner.author, wire.signed_bytes(inner), msg.inner_sig):
+            return self._drop("bad_signature")
+        self._seeded.pop(inner.msg_id, None)
+        self._seen.pop(inner.msg_id, None)
+        self._remember(inner.msg_id, msg.place)
+        self.clock = max(self.clock, msg.place)
+        self._count("carried")
+        return [Publish(self._append_relay(inner, msg.inner_sig, msg.place))]
 
     def _direct(
         self,
@@ -500,16 +600,19 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ helpers
 
-    def _append_relay(self, msg: wire.Public | wire.PublicBatch, sig: bytes) -> list[bytes]:
+    def _append_relay(
+        self, msg: wire.Public | wire.PublicBatch, sig: bytes, place: int
+    ) -> list[bytes]:
         self.bseq += 1
-        frames = wire.encode(wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig))
+        relay = wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig, place=place)
+        frames = wire.encode(relay)
         self._backlog.append((self.bseq, frames))
         return frames
 
-    def _remember(self, msg_id: str) -> bool:
+    def _remember(self, msg_id: str, place: int) -> bool:
         if msg_id in self._seen:
             return False
-        self._seen[msg_id] = None
+        self._seen[msg_id] = place
         if len(self._seen) > SEEN_IDS_MAX:
             self._seen.popitem(last=False)
         return True
