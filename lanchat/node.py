@@ -144,9 +144,11 @@ class Node:
         self.offers.private, self.offers.public = self.private, self.public
         self.hosting.top_place = self.public.top_place
         self.hosting.on_reconcile = self.public.on_client_reconcile
-        profile.history.on_fault = functools.partial(ctx.error, "storage")
+        # One error per episode, whichever store the disk refuses first (history, state).
+        self._storage_failing = False
+        profile.history.on_fault = self._storage_fault
         profile.history.on_recovered = self._storage_recovered
-        profile.state.set_fault_handler(functools.partial(ctx.error, "storage"))
+        profile.state.set_fault_handler(self._storage_fault)
         self.helpdesk = Helpdesk(ctx, self.membership, self.private, self.peers)
         self.install = InstallService(ctx)
         self.commands = Commands(
@@ -435,7 +437,13 @@ class Node:
         key = self.peers.online_key(handle)
         return self.peers.online.get(key) if key is not None else None
 
+    def _storage_fault(self, message: str) -> None:
+        if not self._storage_failing:
+            self._storage_failing = True
+            self.ctx.error("storage", message)
+
     def _storage_recovered(self, saved: int) -> None:
+        self._storage_failing = False
         self.ctx.emit(
             "storage",
             state="ok",
