@@ -73,7 +73,8 @@ def worker_main(args: argparse.Namespace) -> int:
     ctx.max_sockets = 20 * args.count + 100
     head = {wire.encode(m)[0]: m.KIND for m in _samples(wire)}
     k_beat, k_roster, k_relay = wire.Kind.BEAT, wire.Kind.ROSTER, wire.Kind.RELAY
-    k_welcome = wire.Kind.WELCOME
+    k_welcome, k_refused = wire.Kind.WELCOME, wire.Kind.REFUSED
+    k_delta = getattr(wire.Kind, "ROSTER_DELTA", -1)
 
     def out(**ev: Any) -> None:
         sys.stdout.write(json.dumps(ev) + "\n")
@@ -91,9 +92,23 @@ def worker_main(args: argparse.Namespace) -> int:
     req.close()
     room = info["room"]
     broker = (info["address"], int(info["router_port"]), bytes.fromhex(info["curve"]))
-    rosters: dict[bytes, tuple[int, int, tuple[str, int, bytes, bytes] | None]] = {}
+    Succ = tuple[str, int, bytes, bytes]
+    rosters: dict[bytes, tuple[int, frozenset[bytes], Succ | None]] = {}
+    deltas: dict[bytes, tuple[int, int, frozenset[bytes], frozenset[bytes]]] = {}
 
-    def roster_facts(frames: list[bytes]) -> tuple[int, int, tuple[str, int, bytes, bytes] | None]:
+    def delta_facts(frames: list[bytes]) -> tuple[int, int, frozenset[bytes], frozenset[bytes]]:
+        facts = deltas.get(frames[1])
+        if facts is None:
+            msg, _ = wire.decode(frames)
+            assert isinstance(msg, wire.RosterDelta)
+            changed = frozenset(e.id_key for e in msg.changed)
+            facts = (msg.base, msg.version, changed, frozenset(msg.left))
+            if len(deltas) > 256:
+                deltas.clear()
+            deltas[frames[1]] = facts
+        return facts
+
+    def roster_facts(frames: list[bytes]) -> tuple[int, frozenset[bytes], Succ | None]:
         # One decode per distinct roster per worker: every client receives the same bytes.
         facts = rosters.get(frames[1])
         if facts is None:
@@ -103,7 +118,7 @@ def worker_main(args: argparse.Namespace) -> int:
             succ = None
             if nxt is not None:
                 succ = (nxt.address, nxt.router_port, nxt.curve_key, nxt.id_key)
-            facts = (msg.version, len(msg.peers), succ)
+            facts = (msg.version, frozenset(e.id_key for e in msg.peers), succ)
             if len(rosters) > 64:
                 rosters.clear()
             rosters[frames[1]] = facts
@@ -131,7 +146,7 @@ def worker_main(args: argparse.Namespace) -> int:
             self.target: tuple[str, int, bytes] = broker
             self.welcomed = False
             self.version = -1
-            self.size = 0
+            self.keys: set[bytes] = set()
             self.beat_ok = False
             self.succ: tuple[str, int, bytes, bytes] | None = None
             self.next_hb = 0.0
@@ -179,7 +194,7 @@ def worker_main(args: argparse.Namespace) -> int:
                 self.dealer.send_multipart(frames, zmq.NOBLOCK)
 
         def converged(self) -> bool:
-            return self.welcomed and self.size >= args.expected and self.beat_ok
+            return self.welcomed and len(self.keys) >= args.expected and self.beat_ok
 
     sockets: dict[Any, tuple[Sim, str]] = {}
     poller = zmq.Poller()
@@ -252,10 +267,18 @@ def worker_main(args: argparse.Namespace) -> int:
                     elif sim.welcomed:
                         sim.send(wire.encode(wire.Sync(roster_version=sim.version)))
                 elif kind == k_roster:
-                    version, size, succ = roster_facts(frames)
+                    version, keys, succ = roster_facts(frames)
                     if version > sim.version:
-                        sim.version, sim.size, sim.succ = version, size, succ
+                        sim.version, sim.keys, sim.succ = version, set(keys), succ
                         sim.beat_ok = False  # until a Beat names this version
+                elif kind == k_delta:
+                    base, version, changed, left = delta_facts(frames)
+                    if base <= sim.version < version:
+                        sim.keys -= left
+                        sim.keys |= changed
+                        sim.version, sim.beat_ok = version, False
+                    elif sim.welcomed and sim.version < version:
+                        sim.send(wire.encode(wire.Sync(roster_version=sim.version)))
                 elif kind == k_welcome:
                     msg, _ = wire.decode(frames)
                     assert isinstance(msg, wire.Welcome)
@@ -263,6 +286,9 @@ def worker_main(args: argparse.Namespace) -> int:
                         sim.welcomed = True
                         sim.retry_at = math.inf
                         sim.subscribe(msg.pub_port)
+                elif kind == k_refused and sim.welcomed:
+                    # hello_first: the broker dropped us (silent too long): join again.
+                    sim.send(sim.hello)
                 elif kind is not None and not sim.welcomed:
                     # Refused (not the broker yet), Redirect: introduce ourselves again soon.
                     sim.retry_at = t_rx + RETRY_HELLO_S
@@ -276,7 +302,8 @@ def worker_main(args: argparse.Namespace) -> int:
                 if sim.succ is not None:
                     addr, port, curve, _key = sim.succ
                     sim.target = (addr, port, curve)
-                sim.welcomed, sim.version, sim.size, sim.beat_ok = False, -1, 0, False
+                sim.welcomed, sim.version, sim.beat_ok = False, -1, False
+                sim.keys = set()
                 sim.connect()
                 sim.send(sim.hello)
             elif sim.dealer is not None and now >= sim.retry_at:
@@ -319,6 +346,7 @@ def _samples(wire: Any) -> list[Any]:
         wire.Refused(),
         wire.Beat(),
         wire.Roster(),
+        *([wire.RosterDelta(version=1)] if hasattr(wire, "RosterDelta") else []),
         wire.Redirect(),
         wire.Ack(),
         wire.Goodbye(),

@@ -18,6 +18,7 @@ What it enforces, so a misbehaving client cannot hurt the others:
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,6 +51,18 @@ ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced to
 # than ROSTER_MAX_INTERVAL_S (a newcomer waits that long at most to be seen).
 ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
 ROSTER_MAX_INTERVAL_S = 1.0
+# From this many clients on, a change goes out as a RosterDelta (what changed since the
+# last published roster) instead of the whole roster: a join then costs the room O(N)
+# bytes, not O(N^2). Below it the whole roster is a few KB, as small as a delta's framing.
+DELTA_FROM_CLIENTS = 8
+# A hall: from this many clients on, nobody is sent everyone. A member holds the count,
+# the head of the succession (mentors first: who takes over), every mentor and the recent
+# speakers; others only when it looks them up. Giving each of 1,000 members an entry for
+# each other (~370 B) would move ~370 MB: minutes of a crowded Wi-Fi's capacity.
+LAZY_FROM_CLIENTS = 200
+LAZY_HEAD = 8
+LAZY_MENTORS_MAX = 64
+LAZY_SPEAKERS = 32
 CLIENT_TIMEOUT_S = 2.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
@@ -117,6 +130,11 @@ class BrokerRelay:
     _roster_dirty: bool = False
     _published: int = 0
     _roster_encoded: tuple[int, list[bytes]] = (-1, [])  # (version, frames)
+    # Since the last published roster: who joined or changed, who left (see _delta_frames).
+    _touched: set[bytes] = field(default_factory=set)
+    _gone: set[bytes] = field(default_factory=set)
+    _speakers: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    _view: frozenset[bytes] = frozenset()  # the hall's shared entries at the last publish
 
     # ------------------------------------------------------------ inputs
 
@@ -153,6 +171,7 @@ class BrokerRelay:
         if isinstance(msg, wire.Heartbeat):
             if msg.status != client.status:
                 client.status = msg.status
+                self._touched.add(client.hello.id_key)
                 return self._roster_changed(now)
             return []
         if isinstance(msg, wire.Public | wire.PublicBatch):
@@ -167,7 +186,9 @@ class BrokerRelay:
                 # since goes out with the next publish. After a failover, a whole room of
                 # newcomers asks at once, as each subscription comes up.
                 return []
-            return [ToClient(rid, self._roster_frames())]
+            return [ToClient(rid, self._snapshot_frames())]
+        if isinstance(msg, wire.Lookup):
+            return self._lookup(rid, client, msg, now)
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
             effects: list[Effect] = self._roster_changed(now)
@@ -277,6 +298,7 @@ class BrokerRelay:
         self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
         self._clients[rid].refilled = now
         self._rid_by_key[hello.id_key] = rid
+        self._touched.add(hello.id_key)
         # The newcomer's SUB connects a moment after its Welcome and misses whatever is
         # published meanwhile (the roster of the next one to join): an early Beat tells it
         # which roster version and relay it should have, and it asks for what it lacks.
@@ -295,7 +317,7 @@ class BrokerRelay:
         # and in a wave of joins the published one is held back a moment (see below).
         effects: list[Effect] = [
             ToClient(rid, wire.encode(welcome)),
-            ToClient(rid, self._roster_frames()),
+            ToClient(rid, self._snapshot_frames(hello.id_key)),
             *published,
         ]
         if hello.mentor:
@@ -328,6 +350,7 @@ class BrokerRelay:
             return self._drop("rate_limited")
         self._seeded.discard(msg.msg_id)
         self._remember(msg.msg_id)
+        self._spoke(msg.author)
         frames = self._append_relay(msg, sig)
         return [Publish(frames), ack]
 
@@ -445,6 +468,7 @@ class BrokerRelay:
         client = self._clients.pop(rid, None)
         if client is not None and self._rid_by_key.get(client.hello.id_key) == rid:
             del self._rid_by_key[client.hello.id_key]
+            self._gone.add(client.hello.id_key)
         return client
 
     def roster_due(self) -> float | None:
@@ -476,8 +500,109 @@ class BrokerRelay:
             return []
         self._roster_dirty = False
         self._roster_sent = now
-        self._published = self.roster_version
-        return [Publish(self._roster_frames())]
+        base, self._published = self._published, self.roster_version
+        return [Publish(self._delta_frames(base))]
+
+    def _delta_frames(self, base: int) -> list[bytes]:
+        """What everyone gets for the new version: the changes since version ``base`` (the
+        last published), or in a small room the whole roster as before.
+
+        ``changed`` lists everyone who joined or changed since ``base`` as they are now,
+        ``left`` everyone who was connected at some point since and is not now, so a
+        client holding any version from ``base`` on (a newcomer's copy at joining) can
+        apply it; a client holding another asks for the whole roster (Sync).
+        """
+        touched, gone = self._touched, self._gone
+        self._touched, self._gone = set(), set()
+        if len(self._clients) < DELTA_FROM_CLIENTS or (self._view and not self._lazy()):
+            # A small room; or a hall that shrank below LAZY_FROM_CLIENTS: its members
+            # hold only part of it, so once the whole roster, then deltas again.
+            self._view = frozenset()
+            return self._roster_frames()
+        by_key = {c.hello.id_key: c for c in self._clients.values()}
+        count = 0
+        if self._lazy():
+            # A hall: only the shared entries (newly shared ones in full), and the count.
+            view = self._hall_view()
+            touched = (touched & view) | (view - self._view)
+            self._view, count = view, len(by_key)
+        changed = tuple(
+            by_key[key].hello.entry(by_key[key].sig, by_key[key].status)
+            for key in sorted(touched)
+            if key in by_key
+        )
+        left = tuple(sorted(key for key in gone if key not in by_key))
+        delta = wire.RosterDelta(
+            epoch=self.epoch,
+            base=base,
+            version=self.roster_version,
+            broker_key=self.key,
+            changed=changed,
+            left=left,
+            count=count,
+        )
+        return wire.encode(delta)
+
+    # ------------------------------------------------------------ a hall (lazy lists)
+
+    def _lazy(self) -> bool:
+        return len(self._clients) >= LAZY_FROM_CLIENTS
+
+    def _spoke(self, author: bytes) -> None:
+        self._speakers[author] = None
+        self._speakers.move_to_end(author)
+        if len(self._speakers) > LAZY_SPEAKERS:
+            self._speakers.popitem(last=False)
+
+    def _hall_view(self) -> frozenset[bytes]:
+        """The entries every member of a hall holds: the broker, the head of the
+        succession, the mentors (at most LAZY_MENTORS_MAX) and the recent speakers."""
+        # The succession's head without building the whole roster (a join storm asks this
+        # once per newcomer): O(N) with a cheap key, not O(N log N) entries.
+        cands = (
+            Candidate(c.hello.id_key, c.hello.mentor, c.hello.priority, c.hello.started_at)
+            for c in self._clients.values()
+        )
+        head = [self.key] + [c.key for c in heapq.nsmallest(LAZY_HEAD, cands, key=Candidate.rank)]
+        mentors = [c.hello.id_key for c in self._clients.values() if c.hello.mentor]
+        speakers = [k for k in self._speakers if k in self._rid_by_key]
+        return frozenset(head + mentors[:LAZY_MENTORS_MAX] + speakers)
+
+    def _lookup(self, rid: bytes, client: _Client, msg: wire.Lookup, now: float) -> list[Effect]:
+        """A hall's member asks for whom it does not hold: keys (its friends, requests),
+        or handles by prefix (`who an`, Tab completion); at most MAX_LOOKUP entries."""
+        if not client.take_token(now, 1 + len(msg.keys)):
+            return self._drop("rate_limited")
+        wanted = set(msg.keys)
+        prefix = handle_key(msg.prefix) if msg.prefix else None
+        found = [
+            c.hello.entry(c.sig, c.status)
+            for c in self._clients.values()
+            if c.hello.id_key in wanted
+            or (prefix is not None and handle_key(c.hello.handle).startswith(prefix))
+        ]
+        found.sort(key=lambda e: handle_key(e.handle))
+        answer = wire.Found(
+            prefix=msg.prefix, peers=tuple(found[: wire.MAX_LOOKUP]), count=len(self._clients)
+        )
+        return [ToClient(rid, wire.encode(answer))]
+
+    def _snapshot_frames(self, newcomer: bytes | None = None) -> list[bytes]:
+        """For a newcomer or a client that found a gap: the whole roster, or in a hall the
+        shared entries (and the newcomer's own) as a snapshot delta with the count."""
+        if not self._lazy():
+            return self._roster_frames()
+        keys = self._hall_view() | ({newcomer} if newcomer is not None else set())
+        by_key = {c.hello.id_key: c for c in self._clients.values() if c.hello.id_key in keys}
+        snapshot = wire.RosterDelta(
+            epoch=self.epoch,
+            base=-1,
+            version=self.roster_version,
+            broker_key=self.key,
+            changed=tuple(c.hello.entry(c.sig, c.status) for c in by_key.values()),
+            count=len(self._clients),
+        )
+        return wire.encode(snapshot)
 
     def _roster_frames(self) -> list[bytes]:
         """The roster, encoded once per version: after a failover a whole room of newcomers
