@@ -205,7 +205,13 @@ class SocketReader(Generic[_M]):
         self._fd = typing.cast("int", sock.getsockopt(zmq.FD))
         self._closed = False
         self._due = False
-        self._loop.add_reader(self._fd, self._ready)
+        try:
+            self._loop.add_reader(self._fd, self._ready)
+        except NotImplementedError as exc:  # Windows' default (proactor) loop
+            raise RuntimeError(
+                "this asyncio event loop cannot watch sockets (no add_reader); run lanchat "
+                "with lanchat.oscompat.run, which picks the selector loop on Windows"
+            ) from exc
         self._schedule()  # whatever arrived before we were watching
 
     def after_send(self) -> None:

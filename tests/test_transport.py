@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
 import zmq
 from zmq.utils import z85
 
@@ -295,3 +296,24 @@ def test_every_room_socket_has_its_limit() -> None:
         "dealer": room,
         "sub": room,
     }
+
+
+def test_a_loop_that_cannot_watch_sockets_is_named_as_the_problem() -> None:
+    # Windows' default proactor loop has no add_reader; lanchat.oscompat.run avoids it.
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, *_args: Any) -> None:
+            raise NotImplementedError
+
+    async def scenario() -> str:
+        ctx: zmq.Context[zmq.Socket[Any]] = zmq.Context()
+        sock = ctx.socket(zmq.PAIR)
+        try:
+            with pytest.raises(RuntimeError, match=r"oscompat\.run") as info:
+                SocketReader(sock, lambda: sock.recv(zmq.NOBLOCK), lambda _batch: None)
+            return str(info.value)
+        finally:
+            sock.close(0)
+            ctx.term()
+
+    with asyncio.Runner(loop_factory=NoReaders) as runner:
+        assert "add_reader" in runner.run(scenario())
