@@ -62,7 +62,9 @@ def worker_main(args: argparse.Namespace) -> int:
     import zmq
     from zmq.utils.monitor import recv_monitor_message
 
+    from lanchat import transport
     from lanchat.core import wire
+    from lanchat.core.election import Candidate, succession
     from lanchat.identity import Identity
     from lanchat.transport import curve_client_socket, limit_frames
 
@@ -74,6 +76,7 @@ def worker_main(args: argparse.Namespace) -> int:
     head = {wire.encode(m)[0]: m.KIND for m in _samples(wire)}
     k_beat, k_roster, k_relay = wire.Kind.BEAT, wire.Kind.ROSTER, wire.Kind.RELAY
     k_welcome, k_refused = wire.Kind.WELCOME, wire.Kind.REFUSED
+    k_redirect = wire.Kind.REDIRECT
     k_delta = getattr(wire.Kind, "ROSTER_DELTA", -1)
 
     def out(**ev: Any) -> None:
@@ -94,15 +97,25 @@ def worker_main(args: argparse.Namespace) -> int:
     broker = (info["address"], int(info["router_port"]), bytes.fromhex(info["curve"]))
     Succ = tuple[str, int, bytes, bytes]
     rosters: dict[bytes, tuple[int, frozenset[bytes], Succ | None]] = {}
-    deltas: dict[bytes, tuple[int, int, frozenset[bytes], frozenset[bytes]]] = {}
+    Delta = tuple[int, int, frozenset[bytes], frozenset[bytes], int, Succ | None]
+    deltas: dict[bytes, Delta] = {}
 
-    def delta_facts(frames: list[bytes]) -> tuple[int, int, frozenset[bytes], frozenset[bytes]]:
+    def delta_facts(frames: list[bytes]) -> Delta:
         facts = deltas.get(frames[1])
         if facts is None:
             msg, _ = wire.decode(frames)
             assert isinstance(msg, wire.RosterDelta)
             changed = frozenset(e.id_key for e in msg.changed)
-            facts = (msg.base, msg.version, changed, frozenset(msg.left))
+            # The successor, as a node reads it from its copy (a hall's snapshot lists
+            # the succession's head).
+            by_key = {e.id_key: e for e in msg.changed}
+            cands = [Candidate(e.id_key, e.mentor, e.priority, e.started_at) for e in msg.changed]
+            order = [c for c in succession(cands, msg.broker_key) if c.key != msg.broker_key]
+            succ = None
+            if order:
+                e = by_key[order[0].key]
+                succ = (e.address, e.router_port, e.curve_key, e.id_key)
+            facts = (msg.base, msg.version, changed, frozenset(msg.left), msg.count, succ)
             if len(deltas) > 256:
                 deltas.clear()
             deltas[frames[1]] = facts
@@ -147,6 +160,7 @@ def worker_main(args: argparse.Namespace) -> int:
             self.welcomed = False
             self.version = -1
             self.keys: set[bytes] = set()
+            self.count = 0  # in a hall: how many the broker says are connected
             self.beat_ok = False
             self.succ: tuple[str, int, bytes, bytes] | None = None
             self.next_hb = 0.0
@@ -173,6 +187,10 @@ def worker_main(args: argparse.Namespace) -> int:
             s = curve_client_socket(ctx, zmq.SUB, curve, self.me.curve_public, self.me.curve_secret)
             limit_frames(s, wire.MAX_FRAMES_BYTES)
             s.setsockopt(zmq.SUBSCRIBE, b"")
+            s.setsockopt(zmq.HEARTBEAT_IVL, getattr(transport, "SUB_HEARTBEAT_IVL_MS", 400))
+            s.setsockopt(
+                zmq.HEARTBEAT_TIMEOUT, getattr(transport, "SUB_HEARTBEAT_TIMEOUT_MS", 1500)
+            )
             s.connect(f"tcp://{addr}:{pub_port}")
             self.sub = s
             sockets[s] = (self, "sub")
@@ -189,12 +207,20 @@ def worker_main(args: argparse.Namespace) -> int:
                     s.close(linger=0)
             self.dealer = self.sub = self.mon = None
 
+        def send_hello(self) -> None:
+            # As a node: no Welcome in 2 s, introduce ourselves again.
+            self.retry_at = min(self.retry_at, time.time() + 2.0)
+            self.send(self.hello)
+
         def send(self, frames: list[bytes]) -> None:
             with contextlib.suppress(zmq.Again):
                 self.dealer.send_multipart(frames, zmq.NOBLOCK)
 
         def converged(self) -> bool:
-            return self.welcomed and len(self.keys) >= args.expected and self.beat_ok
+            # A room: everyone listed. A hall: the count says everyone (the design holds
+            # the rest on demand), and the snapshot is in.
+            held = max(len(self.keys), self.count)
+            return self.welcomed and held >= args.expected and self.beat_ok
 
     sockets: dict[Any, tuple[Sim, str]] = {}
     poller = zmq.Poller()
@@ -208,6 +234,8 @@ def worker_main(args: argparse.Namespace) -> int:
     next_post = 0.0
     lat_ms: list[float] = []
     stdin_buf = b""
+    next_status, refused, syncs = 0.0, 0, 0
+    kinds: dict[int, int] = {}
     while True:
         now = time.time()
         timeout = 50
@@ -224,7 +252,7 @@ def worker_main(args: argparse.Namespace) -> int:
                         phase, reported = "join", False
                         for sim in sims:
                             sim.connect()
-                            sim.send(sim.hello)
+                            sim.send_hello()
                             sim.next_hb = time.time() + HEARTBEAT_S * (sim.i % 97) / 97
                     elif cmd["cmd"] == "post":
                         poster, posts_left, next_post = sims[0], POSTS, time.time()
@@ -255,6 +283,7 @@ def worker_main(args: argparse.Namespace) -> int:
                     break
                 kind = head.get(frames[0])
                 t_rx = time.time()
+                kinds[int(kind or 0)] = kinds.get(int(kind or 0), 0) + 1
                 if kind == k_relay:
                     if len(frames) >= 5:
                         inner = json.loads(frames[4])
@@ -265,30 +294,49 @@ def worker_main(args: argparse.Namespace) -> int:
                     if body.get("roster_version", 0) == sim.version:
                         sim.beat_ok = True
                     elif sim.welcomed:
+                        syncs += 1
                         sim.send(wire.encode(wire.Sync(roster_version=sim.version)))
                 elif kind == k_roster:
                     version, keys, succ = roster_facts(frames)
                     if version > sim.version:
                         sim.version, sim.keys, sim.succ = version, set(keys), succ
+                        sim.count = 0
                         sim.beat_ok = False  # until a Beat names this version
                 elif kind == k_delta:
-                    base, version, changed, left = delta_facts(frames)
+                    base, version, changed, left, count, succ = delta_facts(frames)
                     if base <= sim.version < version:
+                        if base < 0:  # a hall's snapshot
+                            sim.keys, sim.succ = set(), succ
                         sim.keys -= left
                         sim.keys |= changed
-                        sim.version, sim.beat_ok = version, False
+                        sim.version, sim.beat_ok, sim.count = version, False, count
                     elif sim.welcomed and sim.version < version:
+                        syncs += 1
                         sim.send(wire.encode(wire.Sync(roster_version=sim.version)))
                 elif kind == k_welcome:
                     msg, _ = wire.decode(frames)
                     assert isinstance(msg, wire.Welcome)
+                    sim.retry_at = math.inf
                     if not sim.welcomed:
                         sim.welcomed = True
-                        sim.retry_at = math.inf
                         sim.subscribe(msg.pub_port)
+                elif kind == k_redirect:
+                    # As a node does: on to the broker it names (one we failed over to
+                    # too early, or whom a busy broker's dropped connection left us).
+                    msg, _ = wire.decode(frames)
+                    assert isinstance(msg, wire.Redirect)
+                    to = (msg.address, msg.router_port, msg.curve_key)
+                    # (not back to the broker we saw killed: a node's "gone" set)
+                    if to != sim.target and not (phase == "failover" and to == broker):
+                        sim.target = to
+                        sim.lost = True
+                        sim.welcomed = True  # so the loop below reconnects
+                    elif not sim.welcomed:
+                        sim.retry_at = t_rx + RETRY_HELLO_S
                 elif kind == k_refused and sim.welcomed:
+                    refused += 1
                     # hello_first: the broker dropped us (silent too long): join again.
-                    sim.send(sim.hello)
+                    sim.send_hello()
                 elif kind is not None and not sim.welcomed:
                     # Refused (not the broker yet), Redirect: introduce ourselves again soon.
                     sim.retry_at = t_rx + RETRY_HELLO_S
@@ -299,16 +347,16 @@ def worker_main(args: argparse.Namespace) -> int:
                 # The broker's connection dropped: on to the first peer of the last roster.
                 sim.lost = False
                 sim.drop()
-                if sim.succ is not None:
+                if sim.target == broker and sim.succ is not None:
                     addr, port, curve, _key = sim.succ
                     sim.target = (addr, port, curve)
                 sim.welcomed, sim.version, sim.beat_ok = False, -1, False
                 sim.keys = set()
                 sim.connect()
-                sim.send(sim.hello)
+                sim.send_hello()
             elif sim.dealer is not None and now >= sim.retry_at:
                 sim.retry_at = math.inf
-                sim.send(sim.hello)
+                sim.send_hello()
             if sim.welcomed and now >= sim.next_hb:
                 if hb is None:
                     hb = wire.encode(wire.Heartbeat(t=round(now, 3), status="online"))
@@ -327,6 +375,14 @@ def worker_main(args: argparse.Namespace) -> int:
             poster.send(wire.encode(pub, poster.me.sign(wire.signed_bytes(pub))))
             posts_left -= 1
             next_post += 1 / POST_RATE
+        if args.verbose and now >= next_status:
+            next_status = now + 5.0
+            sys.stderr.write(
+                f"worker {args.first}: welcomed {sum(s.welcomed for s in sims)}, "
+                f"held {sum(max(len(s.keys), s.count) >= args.expected for s in sims)}, "
+                f"beat {sum(s.beat_ok for s in sims)}, refused {refused}, syncs {syncs}, "
+                f"versions {sorted({s.version for s in sims})[:3]}.. kinds {kinds}\n"
+            )
         if phase == "join" and not reported and all(s.converged() for s in sims):
             reported = True
             out(ev="converged", t=time.time())
@@ -431,6 +487,19 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds by thread name (the Python thread, libzmq's I/O thread, ...)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
 def _tx_bytes(pid: int) -> int:
     """Bytes sent by the network namespace of ``pid`` (its one veth: the broker's egress)."""
     total = 0
@@ -473,6 +542,7 @@ def harness(args: argparse.Namespace) -> int:
             first, count = wi * PER_WORKER, min(PER_WORKER, n - wi * PER_WORKER)
             argv = ["taskset", "-c", "1", sys.executable, str(Path(__file__).resolve())]
             argv += ["--worker", "--first", str(first), "--count", str(count)]
+            argv += ["--verbose"] if args.verbose else []
             argv += ["--broker", lan.ip(1), "--address", lan.ip(3), "--expected", str(n + 2)]
             proc = lan.spawn(3, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
             workers.append(Worker(proc))
@@ -500,10 +570,15 @@ def harness(args: argparse.Namespace) -> int:
 
         # -- idle
         time.sleep(2.0)
-        c0, tx0 = _cpu_s(hub.pid), _tx_bytes(hub.pid)
+        c0, tx0, th0 = _cpu_s(hub.pid), _tx_bytes(hub.pid), _thread_cpu_s(hub.pid)
         time.sleep(IDLE_S)
-        c1, tx1 = _cpu_s(hub.pid), _tx_bytes(hub.pid)
+        c1, tx1, th1 = _cpu_s(hub.pid), _tx_bytes(hub.pid), _thread_cpu_s(hub.pid)
         result["idle_cpu_pct"] = round((c1 - c0) / IDLE_S * 100, 1)
+        result["idle_cpu_pct_by_thread"] = {
+            name: round((cpu - th0.get(name, 0.0)) / IDLE_S * 100, 1)
+            for name, cpu in th1.items()
+            if cpu - th0.get(name, 0.0) > 0
+        }
         result["idle_kbit_s"] = round((tx1 - tx0) * 8 / 1e3 / IDLE_S, 1)
 
         # -- latency at 20 msgs/s
@@ -524,6 +599,13 @@ def harness(args: argparse.Namespace) -> int:
             result["p99_ms"] = None
         result["bytes_per_post"] = round((tx1 - tx0) / POSTS)
         result["post_cpu_ms"] = round((c1 - c0) / POSTS * 1000, 2)
+
+        # -- what the broker's relay dropped (its status answer's counters)
+        hub.stdin.write(b'{"cmd":"status"}\n')
+        hub.stdin.flush()
+        with contextlib.suppress(TimeoutError):
+            status = _wait_event(hub_ev, lambda e: e["ev"] == "status" and "counters" in e, 10)
+            result["broker_counters"] = status["counters"]
 
         # -- failover
         for w in workers:
@@ -560,6 +642,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--timeout", type=float, default=120.0, help="for the join storm (s)")
+    ap.add_argument("--verbose", action="store_true", help="client progress every 5 s")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
