@@ -59,7 +59,7 @@ DELTA_FROM_CLIENTS = 8
 # the head of the succession (mentors first: who takes over), every mentor and the recent
 # speakers; others only when it looks them up. Giving each of 1,000 members an entry for
 # each other (~370 B) would move ~370 MB: minutes of a crowded Wi-Fi's capacity.
-LAZY_FROM_CLIENTS = 200
+LAZY_FROM_CLIENTS = 150
 LAZY_HEAD = 8
 LAZY_MENTORS_MAX = 64
 LAZY_SPEAKERS = 32
