@@ -44,6 +44,7 @@ test needs addresses this host has (127.0.0.x on Linux).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections import deque
@@ -509,9 +510,12 @@ class MemoryTransport:
         lan._retry()
 
     def link(self, address: str, router_port: int, server_key: bytes) -> MemoryLink:
+        if self.closed and not self.killed:
+            # As the real one, whose context is gone: a socket cannot be made any more.
+            raise zmq.ZMQError(errno.EFAULT, "the transport is closed")
         link = MemoryLink(self._lan, self, address, router_port, server_key)
         if self.closed:
-            link.close()
+            link.close()  # killed: the node's code runs on in this process, to no effect
         else:
             self._links.append(link)
         return link

@@ -422,6 +422,8 @@ class Node:
     def _tick_at(self, when: float) -> None:
         """Run a tick at ``when`` (our clock) too: a decision due between two regular ticks
         (an election wait, a coalesced roster) is taken on time, not up to TICK_S late."""
+        if self._stop.is_set():
+            return  # stopping: a tick now would meet a closing transport
         if self._wake is not None and self._wake_at <= when:
             return
         if self._wake is not None:
@@ -435,6 +437,8 @@ class Node:
     def _tick_now(self, *, scheduled: bool = False) -> None:
         if scheduled:
             self._wake, self._wake_at = None, float("inf")
+        if self._stop.is_set():
+            return
         try:
             self._tick(self.clock())
         except Exception:  # one bug in a tick must not end the node (and the room's relay)

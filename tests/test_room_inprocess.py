@@ -169,17 +169,20 @@ def test_help_queue_hand_claim_session_and_done(tmp_path: Path) -> None:
         hand_id = raised["id"]
         await ann.wait("hand", id=hand_id, state="waiting", position=1)
         bob.do("hand", topic="what is a dict", anon=True)
-        await bob.wait("hand", state="waiting", position=2)
         await mia.until(lambda: any(len(q["entries"]) == 2 for q in mia.of("queue")), "2 hands")
         queue = next(q for q in mia.of("queue") if len(q["entries"]) == 2)
-        first, second = queue["entries"]
-        assert (first["n"], first["id"], first["who"]) == (1, hand_id, "ann")
-        assert first["topic"] == "my loop never ends"
+        # Oldest first; two hands raised within one millisecond go by id.
+        assert [e["n"] for e in queue["entries"]] == [1, 2]
+        by_id = {e["id"]: e for e in queue["entries"]}
+        first = by_id.pop(hand_id)
+        (second,) = by_id.values()
+        assert (first["who"], first["topic"], first["anon"]) == ("ann", "my loop never ends", False)
         assert second["anon"]
         assert second["who"].startswith("anon-")
         assert "bob" not in str(mia.of("queue"))  # the anonymous hand stays anonymous
+        await bob.wait("hand", id=second["id"], state="waiting", position=second["n"])
 
-        mia.do("claim", n=1)
+        mia.do("claim", n=first["n"])
         claimed = await mia.wait("claimed", id=hand_id)
         assert claimed["who"] == "ann"
         await ann.wait("hand", id=hand_id, state="claimed", mentor="mia")
