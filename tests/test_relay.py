@@ -713,3 +713,17 @@ def test_in_a_room_of_ten_a_join_is_published_as_a_delta_of_one_entry(
     assert isinstance(delta, wire.RosterDelta)
     assert (delta.changed, delta.left) == ((), (people[3].key,))
     assert _apply(keys, version, delta) == {e.id_key for e in relay.roster().peers}
+
+
+def test_a_lookup_answers_keys_and_handle_prefixes_with_the_count(relay: BrokerRelay) -> None:
+    people = [Identity.generate() for _ in range(4)]
+    for i, name in enumerate(("anna", "Andy", "bob", "carl")):
+        join(relay, b"r-%d" % i, people[i], name)
+    ask = wire.Lookup(prefix="AN", keys=(people[3].key,))
+    [(to, found)] = opened(send(relay, b"r-2", ask, now=T0 + 1))
+    assert to == b"r-2"
+    assert isinstance(found, wire.Found)
+    assert [e.handle for e in found.peers] == ["Andy", "anna", "carl"]
+    assert (found.prefix, found.count) == ("AN", 4)
+    [(_, none)] = opened(send(relay, b"r-2", wire.Lookup(), now=T0 + 1))
+    assert none.peers == ()
