@@ -111,10 +111,12 @@ def worker_main(args: argparse.Namespace) -> int:
             # the succession's head).
             by_key = {e.id_key: e for e in msg.changed}
             cands = [Candidate(e.id_key, e.mentor, e.priority, e.started_at) for e in msg.changed]
-            order = [c for c in succession(cands, msg.broker_key) if c.key != msg.broker_key]
+            ranked = [c.key for c in succession(cands, msg.broker_key)]
+            head = getattr(msg, "head", ())  # the broker's own ranking, when it sends it
+            order = [k for k in (*head, *ranked) if k != msg.broker_key and k in by_key]
             succ = None
             if order:
-                e = by_key[order[0].key]
+                e = by_key[order[0]]
                 succ = (e.address, e.router_port, e.curve_key, e.id_key)
             facts = (msg.base, msg.version, changed, frozenset(msg.left), msg.count, succ)
             if len(deltas) > 256:

@@ -241,8 +241,8 @@ class LanDiscovery:
             None,
         )
 
-    async def register(self, advert: Advert) -> None:
-        await self._primary.register(advert)
+    async def register(self, advert: Advert, *, force: bool = False) -> None:
+        await self._primary.register(advert, force=force)
         self._advert = advert
         if self._fast():
             self._plan.urgent = True

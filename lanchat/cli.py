@@ -23,6 +23,7 @@ examples:
   lanchat                               start the chat (asks for a handle the first time)
   lanchat --handle ada --mentor         join as mentor "ada"
   lanchat --room robotics               a separate room for a second workshop
+  lanchat --room-code 7KQ2-M9XD-R4TB    trust the mentors of the code on the mentor's screen
   lanchat --connect 192.168.1.20        where multicast is blocked: join via that laptop
   lanchat --headless --handle bot       JSON lines on stdin/stdout (docs/headless.md)
   lanchat doctor                        explain why you see nobody
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mentor", action="store_true", help="advertise yourself as a mentor")
     p.add_argument("--room", metavar="ROOM", help="join this room instead of the default one")
+    p.add_argument(
+        "--room-code",
+        metavar="CODE",
+        help="the room code a mentor's screen shows: trust the mentors it names "
+        "(default: the first ones seen)",
+    )
     p.add_argument(
         "--interface", metavar="IP", help="use this local address or interface for the LAN"
     )

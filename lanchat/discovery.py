@@ -195,12 +195,13 @@ class Discovery:
             finally:
                 self._waiters.discard(changed)
 
-    async def register(self, advert: Advert) -> None:
+    async def register(self, advert: Advert, *, force: bool = False) -> None:
         """Advertise `advert` under its handle, without the ~1 s probe phase.
 
         Probing is skipped (cooperating responders); uniqueness comes from
         find_conflict() beforehand and the broker's roster. A conflict already
-        in our view still raises HandleTaken.
+        in our view still raises HandleTaken, unless `force` (a handle the
+        profile holds: an advert is no evidence against it).
         """
         aiozc = self._require_started()
         if self._info is not None:
@@ -210,6 +211,7 @@ class Discovery:
             if (
                 other.handle.casefold() == advert.handle.casefold()
                 and other.id_key != advert.id_key
+                and not force
             ):
                 raise HandleTaken(advert.handle, other)
         info = self._service_info(advert)

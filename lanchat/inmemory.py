@@ -693,7 +693,7 @@ class MemoryDiscovery:
             finally:
                 self._waiters.discard(changed)
 
-    async def register(self, advert: Advert) -> None:
+    async def register(self, advert: Advert, *, force: bool = False) -> None:
         if self.killed:
             return
         self._require_started()
@@ -702,7 +702,7 @@ class MemoryDiscovery:
         self._check_own(advert)
         name = _name(advert.handle)
         for other in self._view.values():
-            if _name(other.handle) == name and other.id_key != advert.id_key:
+            if _name(other.handle) == name and other.id_key != advert.id_key and not force:
                 raise HandleTaken(advert.handle, other)
         self._advert = advert
         if self._view.pop(name, None) is not None:

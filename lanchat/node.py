@@ -25,7 +25,7 @@ import zmq
 from lanchat import identity as ident
 from lanchat.beacon import LanDiscovery
 from lanchat.core import wire
-from lanchat.core.handles import HandleError
+from lanchat.core.handles import HandleError, handle_key
 from lanchat.core.membership import Phase
 from lanchat.core.text import TextError
 from lanchat.discovery import HandleTaken
@@ -36,12 +36,13 @@ from lanchat.room.friends import Friendships
 from lanchat.room.helpdesk import Helpdesk
 from lanchat.room.hosting import Hosting
 from lanchat.room.installing import InstallService
-from lanchat.room.membership import Membership
+from lanchat.room.membership import HELD_HANDLE_SETTING, Membership
 from lanchat.room.offers import Offers
 from lanchat.room.peers import Peers
 from lanchat.room.private import PrivateChat
 from lanchat.room.public import PublicRoom
 from lanchat.room.status import NodeStatus, Presence
+from lanchat.room.trust import Trust
 from lanchat.transport import Transport
 
 if TYPE_CHECKING:
@@ -96,20 +97,28 @@ class Node:
         ctx = self.ctx = RoomContext(config, identity, profile, emit, clock, wall)
         ctx.spawn, ctx.tick_at, ctx.fatal = self._spawn, self._tick_at, self._fatal
         self.friends = Friendships(profile.state)
-        self.peers = Peers(ctx, on_arrived=self._on_arrived)
+        self.trust = Trust(
+            ctx,
+            send=self._send_to_broker,
+            hello_again=self._hello_again,
+            online=self._online_entry,
+        )
+        self.peers = Peers(ctx, on_arrived=self._on_arrived, trust=self.trust)
         self.presence = Presence(ctx)
         self.status = NodeStatus(ctx, self._network_down, self._network_back)
         self.hosting = Hosting(ctx, self.transport, self._not_broker_answer)
+        self.hosting.mentor_check = self.trust.hello_is_mentor
         self.membership = Membership(
             ctx,
             self.transport,
-            discovery or functools.partial(LanDiscovery, identity=identity),
+            discovery or _lan_discovery(identity),
             self.hosting,
             self.peers,
             self.status,
             self.presence,
             on_frames=self._on_frames,
             on_joined=self._on_joined,
+            trust=self.trust,
         )
         self.discovery = self.membership.discovery
         self.peers.ask_broker = self.membership.send  # a hall's lookups (room/peers.py)
@@ -130,7 +139,7 @@ class Node:
             on_file_offer=functools.partial(self.offers.on_offer, shared=False),
         )
         self.offers.private, self.offers.public = self.private, self.public
-        self.helpdesk = Helpdesk(ctx, self.membership, self.private)
+        self.helpdesk = Helpdesk(ctx, self.membership, self.private, self.peers)
         self.install = InstallService(ctx)
         self.commands = Commands(
             ctx,
@@ -146,6 +155,7 @@ class Node:
             rooms=self._rooms,
             install=self.install,
             move_to_room=self._move_to_room,
+            add_mentor=self.trust.add_mentor,
         )
         self._routes: dict[type, Callable[[Link, Any, bytes, float, bool], None]] = {
             wire.Relay: self._on_relay,
@@ -155,6 +165,9 @@ class Node:
             wire.Found: lambda _l, msg, _s, _n, _p: self.peers.on_found(msg),
             wire.Ack: lambda _l, msg, _s, now, _p: self.public.on_ack(msg, now),
             wire.Direct: lambda _l, msg, sig, _n, _p: self.private.on_direct(msg, sig),
+            wire.Grant: lambda _l, msg, sig, _n, _p: self.trust.on_grant(
+                msg, sig, self.peers.is_mentor(msg.sender)
+            ),
             wire.Goodbye: self._on_goodbye,
             wire.Queue: lambda _l, msg, _s, _n, _p: self.helpdesk.on_queue(msg),
             wire.HandStatus: lambda _l, msg, _s, _n, _p: self.helpdesk.on_hand_status(msg),
@@ -259,10 +272,25 @@ class Node:
         conflict = await self.discovery.find_conflict(
             self.cfg.handle, self.me.key, wait_s=HANDLE_CHECK_S
         )
-        if conflict is not None:
+        held = ctx.profile.state.get_setting(HELD_HANDLE_SETTING) == handle_key(self.cfg.handle)
+        if conflict is not None and not held:
             raise self._handle_taken(conflict)
+        if conflict is not None:
+            # Our profile has held this handle in the room before: an advert (one forgeable
+            # packet) does not take it away. The broker's roster decides.
+            ctx.emit(
+                "warning",
+                code="handle_claimed",
+                handle=self.cfg.handle,
+                message=(
+                    f"another node ({conflict.address}, key "
+                    f"{ident.fingerprint(conflict.id_key)}) announces your handle "
+                    f"{self.cfg.handle!r}; you keep it unless the broker already holds it "
+                    "for someone else"
+                ),
+            )
         try:
-            await membership.register()
+            await membership.register(force=held)
         except HandleTaken as exc:
             # Its holder announced itself between our check and our announcement.
             raise self._handle_taken(exc.holder) from exc
@@ -272,6 +300,7 @@ class Node:
             fingerprint=self.me.fingerprint,
             connect=membership.advertising.connect_address(),
         )
+        self.trust.start()
         self.status.set(Phase.ELECTING, "finding the broker")
         self.transport.read_router(self.hosting.on_router_batch)
         self._tg.create_task(
@@ -305,6 +334,7 @@ class Node:
             self._wake.cancel()
         # Say goodbye first so nobody waits for a heartbeat timeout.
         with contextlib.suppress(Exception):
+            self.trust.save()
             self.membership.say_goodbye()
             if self.hosting.relay is not None:
                 self.hosting.close()
@@ -373,6 +403,7 @@ class Node:
         if roster.version <= self.peers.version and link.welcome is not None:
             return
         self.peers.on_full_roster(roster)
+        self.helpdesk.resume_held()
 
     def _on_roster_delta(self, link: Link, delta: wire.RosterDelta) -> None:
         if delta.broker_key != link.target.key or delta.version <= self.peers.version:
@@ -380,6 +411,8 @@ class Node:
         if not self.peers.on_roster_delta(delta):
             # A gap (a delta missed, or ours is older than its base): the whole roster.
             self.membership.send(wire.encode(wire.Sync(roster_version=self.peers.version)))
+            return
+        self.helpdesk.resume_held()
 
     def _on_goodbye(
         self, _link: Link, _msg: wire.Goodbye, _s: bytes, _n: float, via_pub: bool
@@ -392,6 +425,16 @@ class Node:
         self.public.on_welcome(msg, now)
         self.private.flush_all()
         self.helpdesk.on_new_broker()
+
+    def _send_to_broker(self, frames: list[bytes]) -> bool:
+        return self.membership.send(frames)
+
+    def _hello_again(self) -> None:
+        self.membership.hello_again()
+
+    def _online_entry(self, handle: str) -> wire.PeerEntry | None:
+        key = self.peers.online_key(handle)
+        return self.peers.online.get(key) if key is not None else None
 
     def _on_arrived(self, keys: list[bytes]) -> None:
         for key in keys:
@@ -511,3 +554,14 @@ async def _guard(coro: Any) -> None:
         log.debug("socket error: %s", exc)
     except Exception:
         log.exception("background task failed")
+
+
+def _lan_discovery(
+    identity: ident.Identity,
+) -> Callable[[str, Callable[[DiscoveryEvent], None]], RoomDiscovery]:
+    """The real discovery: mDNS, with the broadcast beacon where multicast is filtered."""
+
+    def make(address: str, on_event: Callable[[DiscoveryEvent], None]) -> RoomDiscovery:
+        return LanDiscovery(address, on_event, identity=identity)
+
+    return make

@@ -48,6 +48,17 @@ def prepare(
         room, connect = check_options(args)
     except ValueError as exc:
         return _fail(emit, "bad_command", str(exc))
+    room_code = getattr(args, "room_code", None)
+    if room_code is not None:
+        from lanchat.core.authority import normalise_code
+
+        if normalise_code(room_code) is None:
+            return _fail(
+                emit,
+                "bad_command",
+                f"--room-code {room_code!r} is not a room code (12 letters and digits, "
+                "as a mentor's screen shows it: XXXX-XXXX-XXXX)",
+            )
     directory = args.profile or default_profile_dir()
     try:
         profile = Profile.open(directory)
@@ -85,6 +96,7 @@ def prepare(
         mentor=args.mentor,
         connect=connect,
         auto_read=auto_read,
+        room_code=room_code,
     )
     return Node(config, profile, identity, emit)
 

@@ -149,6 +149,7 @@ class Room:
         connect: tuple[str, int] | None = None,
         priority: int = 0,
         info_port: int = DEFAULT_INFO_PORT,
+        room_code: str | None = None,
     ) -> Member:
         """A node (not started) with its own address and profile (``directory``, else a
         new one; ``address``, else a new one); its adverts go on ``discovery``'s LAN, the
@@ -165,6 +166,7 @@ class Room:
             priority=priority,
             info_port=info_port,
             connect=connect,
+            room_code=room_code,
         )
         events: list[Event] = []
         changed = asyncio.Event()

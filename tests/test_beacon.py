@@ -115,7 +115,7 @@ class FakeMdns:
     async def find_conflict(self, handle: str, my_key: bytes, wait_s: float = 0.0) -> None:
         return None
 
-    async def register(self, advert: Advert) -> None:
+    async def register(self, advert: Advert, *, force: bool = False) -> None:
         pass
 
     async def update(self, advert: Advert) -> None:

@@ -98,6 +98,16 @@ def test_headless_bad_handle_exits_2_saying_why(tmp_path: Path) -> None:
     assert "' '" in error["message"]  # names the offending character
 
 
+def test_headless_malformed_room_code_exits_2_saying_why(tmp_path: Path) -> None:
+    done = lanchat(
+        "--headless", "--handle", "ann", "--profile", str(tmp_path / "p"), "--room-code", "1234"
+    )
+    assert done.returncode == EXIT_USAGE
+    error = only_error(done)
+    assert error["code"] == "bad_command"
+    assert "--room-code '1234' is not a room code" in error["message"]
+
+
 def test_headless_connect_beyond_the_lan_is_refused(tmp_path: Path) -> None:
     done = lanchat(
         "--headless", "--handle", "ann", "--profile", str(tmp_path / "p"), "--connect", "8.8.8.8"

@@ -303,7 +303,7 @@ def test_the_same_handle_taken_at_the_same_moment_leaves_exactly_one(
             with contextlib.suppress(TimeoutError):
                 twin.wait("error", lambda e: e["code"] == "handle_taken", timeout=0.5)
                 losers.append(twin)
-    assert len(losers) == 1, "both kept the same handle"
+    assert len(losers) == 1, f"both kept the same handle: {[t.events.seen for t in twins]}"
     assert losers[0].proc.wait(timeout=10) == 2
     winner = next(t for t in twins if t is not losers[0])
     assert winner.proc.poll() is None

@@ -130,6 +130,9 @@ async def _claimed_session(room: Room) -> tuple[Member, Member, Member, str]:
     room.start(mia, max_, *students)
     await room.settled("mia")
     ann, bob = room["ann"], room["bob"]
+    mia.do("add_mentor", handle="max")  # a mentor only by the room authority's certificate
+    for member in (max_, ann, bob):
+        await member.wait("mentor_added", handle="max")
     ann.do("hand", topic="recursion")
     hand_id = str((await ann.wait("hand", state="raised"))["id"])
     bob.do("hand", topic="still waiting")

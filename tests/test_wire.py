@@ -20,6 +20,7 @@ from lanchat.core.wire import (
     DecodeError,
     Direct,
     Goodbye,
+    Grant,
     Heartbeat,
     Hello,
     Kind,
@@ -104,6 +105,7 @@ EXAMPLES: list[tuple[Any, bytes]] = [
     (Resend(epoch=2, first=3, last=9), b""),
     (Goodbye(reason="bye"), b""),
     (Direct(sender=KEY_A, recipient=KEY_B, box=b"\x00sealed\xff" * 10), SIG),
+    (Grant(sender=KEY_A, recipient=KEY_B, box=b"\x00granted\xff" * 10), SIG),
     (
         Redirect(broker_key=KEY_A, curve_key=KEY_B, address="10.0.0.9", router_port=1, epoch=4),
         b"",

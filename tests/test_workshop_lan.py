@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,6 +23,26 @@ def queue_ids(node: LanNode, pred: Callable[[list[dict[str, object]]], bool]) ->
     return node.wait("queue", lambda e: pred(e["entries"]))["entries"]
 
 
+def mentors_seen(student: LanNode) -> dict[str, bool]:
+    student.send(cmd="who")
+    peers = student.wait("who")["peers"]
+    return {p["handle"]: p["mentor"] for p in peers if p["handle"].startswith(("mentor", "boss"))}
+
+
+def add_second_mentor(a: LanNode, b: LanNode, student: LanNode) -> None:
+    """Two mentors on fresh profiles: one authority is the room's (the other mentor gave
+    its own up on seeing the room); its holder adds the other one as a mentor."""
+    seen = mentors_seen(student)
+    holder, other = (a, b) if seen[a.handle] else (b, a)
+    assert seen == {holder.handle: True, other.handle: False}
+    holder.send(cmd="add_mentor", handle=other.handle)
+    other.wait("mentor_added", lambda e: e["handle"] == other.handle)
+    deadline = time.monotonic() + 15
+    while mentors_seen(student) != {a.handle: True, b.handle: True}:
+        assert time.monotonic() < deadline, "the student never saw the second mentor verified"
+        time.sleep(0.1)  # polling `who`: no event says "nothing else changed"
+
+
 def test_help_queue_claim_chat_done_with_two_mentors(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
@@ -30,6 +51,7 @@ def test_help_queue_claim_chat_done_with_two_mentors(
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor"])
     stu = LanNode(lan, 3, "stu", tmp_path / "stu")
     wait_connected([m1, m2, stu])
+    add_second_mentor(m1, m2, stu)
     stu.send(cmd="hand", topic="my loop never ends")
     raised = stu.wait("hand", lambda e: e["state"] == "raised")
     stu.wait("hand", lambda e: e["state"] == "waiting" and e["position"] == 1)
@@ -68,6 +90,7 @@ def test_anonymous_hand_never_reveals_the_student(
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor"])
     shy = LanNode(lan, 3, "shystudent", tmp_path / "shy")
     wait_connected([m1, m2, shy])
+    add_second_mentor(m1, m2, shy)
     shy.send(cmd="hand", topic="what is a pointer", anon=True)
     entry = queue_ids(m2, lambda es: len(es) == 1)[0]
     assert entry["anon"] is True
@@ -100,6 +123,7 @@ def test_help_queue_survives_broker_sigkill(
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor", "--room", "q"])
     stu = LanNode(lan, 3, "stu", tmp_path / "stu", ["--room", "q"])
     assert wait_connected([boss, m2, stu], expect="boss") == "boss"
+    add_second_mentor(boss, m2, stu)
     stu.send(cmd="hand", topic="segfault")
     stu.send(cmd="hand", topic="merge conflict", anon=True)
     queue_ids(m2, lambda es: len(es) == 2)

@@ -130,6 +130,21 @@ class Warning(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Authority(Event):
+    """A mentor holds the room's mentor authority: the code to show the room."""
+
+    EV: ClassVar[str] = "authority"
+    fingerprint: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class MentorAdded(Event):
+    EV: ClassVar[str] = "mentor_added"
+    handle: str
+
+
+@dataclass(frozen=True, slots=True)
 class Trusted(Event):
     EV: ClassVar[str] = "trusted"
     handle: str

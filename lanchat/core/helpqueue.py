@@ -43,6 +43,8 @@ class HandRecord:
     raised_at: float
     mentor_key: bytes = b""
     mentor_handle: str = ""
+    claim_sig: bytes = b""  # the mentor's signature of its claim (core/authority.py)
+    hand_sig: bytes = b""  # the student's signature of its hand (core/authority.py)
 
     def entry(self) -> wire.QueueEntry:
         return wire.QueueEntry(
@@ -55,6 +57,7 @@ class HandRecord:
             student_key=b"" if self.anon else self.student_key,
             claimed_by=self.mentor_handle,
             claimed_key=self.mentor_key,
+            hand_sig=b"" if self.anon else self.hand_sig,
         )
 
 
@@ -88,16 +91,20 @@ class HelpQueue:
             anon=hand.anon,
             eph_key=hand.eph_key,
             raised_at=hand.raised_at,
+            hand_sig=hand.sig,
         )
         if hand.claimed_by and hand.claimed_by in mentor_handle_of:
             # A claim granted by the previous broker, restored as it was.
             record.mentor_key = hand.claimed_by
             record.mentor_handle = mentor_handle_of[hand.claimed_by]
+            record.claim_sig = hand.claim_sig
         self._hands[hand.hand_id] = record
         self.version += 1
         return record
 
-    def claim(self, hand_id: str, mentor_key: bytes, mentor_handle: str) -> HandRecord:
+    def claim(
+        self, hand_id: str, mentor_key: bytes, mentor_handle: str, sig: bytes = b""
+    ) -> HandRecord:
         record = self._hands.get(hand_id)
         if record is None:
             raise QueueError("no such hand (already resolved?)")
@@ -107,6 +114,8 @@ class HelpQueue:
             record.mentor_key = mentor_key
             record.mentor_handle = mentor_handle
             self.version += 1
+        if sig:
+            record.claim_sig = sig
         return record
 
     def done(self, hand_id: str, by_key: bytes) -> HandRecord:
@@ -125,6 +134,7 @@ class HelpQueue:
         for record in released:
             record.mentor_key = b""
             record.mentor_handle = ""
+            record.claim_sig = b""
         if released:
             self.version += 1
         return released

@@ -92,6 +92,7 @@ class _Client:
     sig: bytes
     last_seen: float
     status: str = "online"
+    mentor: bool = False  # a mentor by certificate (mentor_check), not by its own say
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
 
@@ -113,6 +114,9 @@ class BrokerRelay:
     since: float
     pub_port: int
     verify: Verify
+    # Whether a Hello's mentor claim holds (its certificate, lanchat.core.authority);
+    # None takes the claim as it is (tests of the relay alone).
+    mentor_check: Callable[[wire.Hello], bool] | None = None
     bseq: int = 0
     first_live: int = 1
     roster_version: int = 0
@@ -136,6 +140,7 @@ class BrokerRelay:
     _gone: set[bytes] = field(default_factory=set)
     _speakers: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     _view: frozenset[bytes] = frozenset()  # the hall's shared entries at the last publish
+    _published_head: tuple[bytes, ...] = ()
 
     # ------------------------------------------------------------ inputs
 
@@ -177,7 +182,7 @@ class BrokerRelay:
             return []
         if isinstance(msg, wire.Public | wire.PublicBatch):
             return self._public(rid, client, msg, sig, now)
-        if isinstance(msg, wire.Direct):
+        if isinstance(msg, wire.Direct | wire.Grant):
             return self._direct(client, msg, sig, frames, now)
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
@@ -241,7 +246,7 @@ class BrokerRelay:
         cands = {
             c.hello.id_key: Candidate(
                 key=c.hello.id_key,
-                mentor=c.hello.mentor,
+                mentor=c.mentor,
                 priority=c.hello.priority,
                 started_at=c.hello.started_at,
             )
@@ -296,7 +301,11 @@ class BrokerRelay:
             self._forget(old_rid)
         known = self._clients.get(rid)
         status = known.status if known else "online"
-        self._clients[rid] = _Client(hello=hello, sig=sig, last_seen=now, status=status)
+        check = self.mentor_check
+        mentor = hello.mentor and (check is None or check(hello))
+        self._clients[rid] = _Client(
+            hello=hello, sig=sig, last_seen=now, status=status, mentor=mentor
+        )
         self._clients[rid].refilled = now
         self._rid_by_key[hello.id_key] = rid
         self._touched.add(hello.id_key)
@@ -324,8 +333,14 @@ class BrokerRelay:
             ToClient(rid, self._snapshot_frames(hello.id_key)),
             *published,
         ]
-        if hello.mentor:
+        if mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
+        elif hello.mentor:
+            # A mentor by its own say only: no queue, and it is told so.
+            self._count("mentor_unverified")
+            effects.append(
+                self._refuse(rid, "mentor_unverified", "no valid mentor certificate for this room")
+            )
         return effects
 
     def _public(
@@ -359,7 +374,12 @@ class BrokerRelay:
         return [Publish(frames), ack]
 
     def _direct(
-        self, client: _Client, msg: wire.Direct, sig: bytes, frames: list[bytes], now: float
+        self,
+        client: _Client,
+        msg: wire.Direct | wire.Grant,
+        sig: bytes,
+        frames: list[bytes],
+        now: float,
     ) -> list[Effect]:
         if msg.sender != client.hello.id_key:
             return self._drop("direct_not_own")
@@ -384,13 +404,13 @@ class BrokerRelay:
         try:
             if isinstance(msg, wire.Hand):
                 mentors = {
-                    c.hello.id_key: c.hello.handle for c in self._clients.values() if c.hello.mentor
+                    c.hello.id_key: c.hello.handle for c in self._clients.values() if c.mentor
                 }
                 self._queue.raise_hand(msg, key, client.hello.handle, mentors)
             elif isinstance(msg, wire.Claim):
-                if not client.hello.mentor:
+                if not client.mentor:
                     raise QueueError("only mentors can claim hands")
-                self._queue.claim(msg.hand_id, key, client.hello.handle)
+                self._queue.claim(msg.hand_id, key, client.hello.handle, msg.sig)
             elif isinstance(msg, wire.HandDone):
                 record = self._queue.done(msg.hand_id, key)
                 done = wire.HandStatus(
@@ -428,7 +448,7 @@ class BrokerRelay:
         """The queue to every mentor; each student's own standing to that student."""
         snapshot = wire.encode(self._queue.snapshot())
         effects: list[Effect] = [
-            ToClient(rid, snapshot) for rid, c in self._clients.items() if c.hello.mentor
+            ToClient(rid, snapshot) for rid, c in self._clients.items() if c.mentor
         ]
         for record in self._queue.ordered():
             student_rid = self._rid_by_key.get(record.student_key)
@@ -440,6 +460,7 @@ class BrokerRelay:
                 position=self._queue.position(record.hand_id),
                 mentor=record.mentor_handle,
                 mentor_key=record.mentor_key,
+                claim_sig=record.claim_sig,
             )
             effects.append(ToClient(student_rid, wire.encode(status)))
         return effects
@@ -521,7 +542,7 @@ class BrokerRelay:
         if len(self._clients) < DELTA_FROM_CLIENTS or (self._view and not self._lazy()):
             # A small room; or a hall that shrank below LAZY_FROM_CLIENTS: its members
             # hold only part of it, so once the whole roster, then deltas again.
-            self._view = frozenset()
+            self._view, self._published_head = frozenset(), ()
             return self._roster_frames()
         by_key = {c.hello.id_key: c for c in self._clients.values()}
         count = 0
@@ -544,6 +565,7 @@ class BrokerRelay:
             changed=changed,
             left=left,
             count=count,
+            head=self._head_if_changed(),
         )
         return wire.encode(delta)
 
@@ -566,14 +588,8 @@ class BrokerRelay:
     def _hall_view(self) -> frozenset[bytes]:
         """The entries every member of a hall holds: the broker, the head of the
         succession, the mentors (at most LAZY_MENTORS_MAX) and the recent speakers."""
-        # The succession's head without building the whole roster (a join storm asks this
-        # once per newcomer): O(N) with a cheap key, not O(N log N) entries.
-        cands = (
-            Candidate(c.hello.id_key, c.hello.mentor, c.hello.priority, c.hello.started_at)
-            for c in self._clients.values()
-        )
-        head = [self.key] + [c.key for c in heapq.nsmallest(LAZY_HEAD, cands, key=Candidate.rank)]
-        mentors = [c.hello.id_key for c in self._clients.values() if c.hello.mentor]
+        head = list(self._head())
+        mentors = [c.hello.id_key for c in self._clients.values() if c.mentor]
         speakers = [k for k in self._speakers if k in self._rid_by_key]
         return frozenset(head + mentors[:LAZY_MENTORS_MAX] + speakers)
 
@@ -596,6 +612,25 @@ class BrokerRelay:
         )
         return [ToClient(rid, wire.encode(answer))]
 
+    def _head(self) -> tuple[bytes, ...]:
+        """The broker and the next LAZY_HEAD of the succession, as `roster` ranks them,
+        without building the whole roster (a join storm asks once per newcomer): O(N)."""
+        cands = (
+            Candidate(c.hello.id_key, c.mentor, c.hello.priority, c.hello.started_at)
+            for c in self._clients.values()
+            if c.hello.id_key != self.key
+        )
+        best = heapq.nsmallest(LAZY_HEAD, cands, key=Candidate.rank)
+        return (self.key, *(c.key for c in best))
+
+    def _head_if_changed(self) -> tuple[bytes, ...]:
+        # In a delta only when it changed since the last publish (9 keys: ~400 B to each).
+        head = self._head()
+        if head == self._published_head:
+            return ()
+        self._published_head = head
+        return head
+
     def _snapshot_frames(self, newcomer: bytes | None = None) -> list[bytes]:
         """For a newcomer or a client that found a gap: the whole roster, or in a hall the
         shared entries (and the newcomer's own) as a snapshot delta with the count."""
@@ -610,6 +645,7 @@ class BrokerRelay:
             broker_key=self.key,
             changed=tuple(c.hello.entry(c.sig, c.status) for c in by_key.values()),
             count=len(self._clients),
+            head=self._head(),
         )
         return wire.encode(snapshot)
 

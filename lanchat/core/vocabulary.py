@@ -38,4 +38,5 @@ class Cmd(StrEnum):
     ROOMS = "rooms"
     ROOM = "room"
     SERVE_INSTALL = "serve_install"
+    ADD_MENTOR = "add_mentor"
     QUIT = "quit"

@@ -38,6 +38,7 @@ __all__ = [
     "Direct",
     "Found",
     "Goodbye",
+    "Grant",
     "Hand",
     "HandDone",
     "HandStatus",
@@ -80,6 +81,7 @@ MAX_FRAMES_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 4000
 SIGNATURE_BYTES = 64
 KEY_BYTES = 32
+CERT_BYTES = KEY_BYTES + 8 + SIGNATURE_BYTES  # lanchat.core.authority.MentorCert
 _MAX_HANDLE = 32
 _MAX_SHORT = 200
 
@@ -115,9 +117,10 @@ class Kind(IntEnum):
     PRIVATE_ACK = 21
     SIGNAL = 23
     PUBLIC_BATCH = 24
-    ROSTER_DELTA = 25
-    LOOKUP = 26
-    FOUND = 27
+    GRANT = 25
+    ROSTER_DELTA = 26
+    LOOKUP = 27
+    FOUND = 28
 
 
 class _Record:
@@ -185,6 +188,14 @@ def _short(limit: int = _MAX_SHORT) -> Any:
     return field(default="", metadata={"max": limit})
 
 
+def _cert() -> Any:
+    return field(default=b"", metadata={"len_or_empty": CERT_BYTES})
+
+
+def _opt_sig() -> Any:
+    return field(default=b"", metadata={"len_or_empty": SIGNATURE_BYTES})
+
+
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
 class PeerEntry(_Record):
     """One roster line: a peer's own signed Hello, so receivers can check the broker."""
@@ -201,6 +212,7 @@ class PeerEntry(_Record):
     info_port: int = 0
     hello_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
     status: str = _short(64)
+    cert: bytes = _cert()
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -219,6 +231,8 @@ class Hello(_Record):
     address: str = _short(64)
     router_port: int = 0
     info_port: int = 0
+    # A mentor's certificate (lanchat.core.authority.MentorCert), b"" for everyone else.
+    cert: bytes = _cert()
 
     def entry(self, sig: bytes, status: str = "online") -> PeerEntry:
         return PeerEntry(
@@ -234,6 +248,7 @@ class Hello(_Record):
             info_port=self.info_port,
             hello_sig=sig,
             status=status,
+            cert=self.cert,
         )
 
 
@@ -250,6 +265,7 @@ def hello_of(entry: PeerEntry) -> Hello:
         address=entry.address,
         router_port=entry.router_port,
         info_port=entry.info_port,
+        cert=entry.cert,
     )
 
 
@@ -335,11 +351,14 @@ class RosterDelta(_Record):
     # entries are only those that matter to everyone (0: a room that lists everyone).
     # ``base`` -1: a snapshot of those entries, replacing the receiver's copy.
     count: int = 0
+    # The broker's succession order, from its first (the broker) on: whoever takes over is
+    # in it, in the order the broker ranked them (it alone knows who is verified).
+    head: tuple[bytes, ...] = ()
 
     def check(self) -> None:
         if self.version <= self.base:
             raise DecodeError("a roster delta goes forward")
-        if any(len(key) != KEY_BYTES for key in self.left):
+        if any(len(key) != KEY_BYTES for key in (*self.left, *self.head)):
             raise DecodeError(f"field 'left' holds {KEY_BYTES}-byte keys")
 
 
@@ -492,6 +511,18 @@ class Direct(_Record):
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Grant(_Record):
+    """Mentor -> broker -> a new mentor: the room's authority and a certificate for the
+    recipient, sealed (NaCl Box) to its identity; routed like a Direct."""
+
+    KIND: ClassVar[Kind] = Kind.GRANT
+    SIGNED: ClassVar[bool] = True
+    sender: bytes = _key()
+    recipient: bytes = _key()
+    box: bytes = field(default=b"", metadata={"max": 1024})
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Redirect(_Record):
     """Broker -> its clients: another broker won the merge; move there."""
 
@@ -539,6 +570,10 @@ class Hand(_Record):
     eph_key: bytes = _key()
     raised_at: float = 0.0
     claimed_by: bytes = _opt_key()
+    claim_sig: bytes = _opt_sig()  # the claiming mentor's signature (Claim.sig)
+    # The student's identity signature of lanchat.core.authority.hand_payload; empty for an
+    # anonymous hand (it would name the student).
+    sig: bytes = _opt_sig()
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -548,6 +583,9 @@ class Claim(_Record):
     KIND: ClassVar[Kind] = Kind.CLAIM
     SIGNED: ClassVar[bool] = False
     hand_id: str = _hand_id()
+    # The mentor's identity signature of lanchat.core.authority.claim_payload for this
+    # hand's per-hand key: the student seals to the mentor only with it.
+    sig: bytes = _opt_sig()
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -570,6 +608,7 @@ class QueueEntry(_Record):
     student_key: bytes = _opt_key()  # empty for anonymous hands
     claimed_by: str = _short(_MAX_HANDLE)  # the mentor's handle, "" while waiting
     claimed_key: bytes = _opt_key()
+    hand_sig: bytes = _opt_sig()  # the student's Hand.sig (empty for anonymous hands)
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -593,6 +632,7 @@ class HandStatus(_Record):
     position: int = 0
     mentor: str = _short(_MAX_HANDLE)
     mentor_key: bytes = _opt_key()
+    claim_sig: bytes = _opt_sig()  # the claiming mentor's Claim.sig
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -670,6 +710,7 @@ Message = (
     | Resend
     | Goodbye
     | Direct
+    | Grant
     | Redirect
     | Sync
     | Hand
@@ -702,6 +743,7 @@ _OUTER: dict[Kind, type[Any]] = {
         Resend,
         Goodbye,
         Direct,
+        Grant,
         Redirect,
         Sync,
         Hand,

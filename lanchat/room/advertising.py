@@ -74,9 +74,9 @@ class Advertising:
             broker_since=round(self._hosting.since, 3),
         )
 
-    async def register(self) -> None:
+    async def register(self, *, force: bool = False) -> None:
         self.advert = self.make_advert()
-        await self.discovery.register(self.advert)
+        await self.discovery.register(self.advert, force=force)
 
     def changed(self) -> None:
         """We took or left the broker role: tell the room."""
@@ -125,6 +125,8 @@ class Advertising:
             return
         if now - self._last_answer < ANSWER_REANNOUNCE_S:
             return
+        # A hint only (which broker ends up better is checked by connecting to it), so our
+        # claimed role is enough here.
         ours = election.BrokerClaim(
             self._ctx.me.key, self._ctx.cfg.mentor, relay.since, relay.epoch
         )

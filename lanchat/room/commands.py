@@ -82,6 +82,7 @@ class Commands:
         rooms: Callable[[], list[dict[str, Any]]],
         install: InstallService,
         move_to_room: Callable[[str], None],
+        add_mentor: Callable[[str], None],
     ) -> None:
         self._ctx = ctx
         self._status = status
@@ -105,7 +106,8 @@ class Commands:
             Cmd.HISTORY: self._history,
             Cmd.CLAIM: lambda a: helpdesk.claim(a.cmd.get("id"), a.cmd.get("n")),
             Cmd.DONE: self._done,
-            Cmd.QUEUE: lambda _a: helpdesk.emit_queue(),
+            Cmd.QUEUE: lambda _a: helpdesk.show_queue(),
+            Cmd.ADD_MENTOR: lambda a: add_mentor(a.text("handle")),
             Cmd.SEND: lambda a: self._spawn_offer(Path(a.text("path")), a.text("to")),
             Cmd.SHARE: lambda a: self._spawn_offer(Path(a.text("path")), None),
             Cmd.ACCEPT_FILE: lambda a: offers.accept(a.text("id")),

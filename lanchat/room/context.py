@@ -54,6 +54,9 @@ class NodeConfig:
     # Headless clients count a message as read once it is printed; the TUI says so itself
     # when the conversation is on screen.
     auto_read: bool = True
+    # The room code a mentor showed (--room-code): pins the room's mentor authority by it
+    # rather than by first sight.
+    room_code: str | None = None
 
 
 def _no_spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:

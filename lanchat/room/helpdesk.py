@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from lanchat import identity as ident
+from lanchat.core import authority as auth
 from lanchat.core import wire
 from lanchat.core.channel import ReliableChannel
 from lanchat.core.text import check_text, clean_text, safe_label
@@ -17,6 +18,7 @@ from lanchat.room.context import CommandError
 if TYPE_CHECKING:
     from lanchat.room.context import RoomContext
     from lanchat.room.membership import Membership
+    from lanchat.room.peers import Peers
     from lanchat.room.private import PrivateChat
 
 __all__ = ["Helpdesk"]
@@ -43,6 +45,8 @@ class _MyHand:
     state: str = "raised"
     mentor: str = ""
     mentor_key: bytes = b""
+    claim_sig: bytes = b""
+    held: bool = False  # anonymous, not sent: our broker is no verified mentor
     position: int = 0
     session: _Session = field(default_factory=_Session)
 
@@ -54,9 +58,12 @@ class _Claimed:
 
 
 class Helpdesk:
-    def __init__(self, ctx: RoomContext, membership: Membership, private: PrivateChat) -> None:
+    def __init__(
+        self, ctx: RoomContext, membership: Membership, private: PrivateChat, peers: Peers
+    ) -> None:
         self._ctx = ctx
         self._membership = membership
+        self._peers = peers
         self._private = private  # shows a session's texts like private ones
         self.my_hands: dict[str, _MyHand] = {}  # as a student
         self.my_claims: dict[str, _Claimed] = {}  # as a mentor
@@ -89,7 +96,18 @@ class Helpdesk:
         self._ctx.emit("hand", id=hand.hand_id, state="raised", anon=anon, topic=topic)
         return hand.hand_id
 
+    def _broker_is_mentor(self) -> bool:
+        link = self._membership.link
+        return link is not None and self._peers.is_mentor(link.target.key)
+
     def _send_hand(self, hand: _MyHand) -> None:
+        if hand.anon and not self._broker_is_mentor():
+            # The broker knows which connection raised a hand: an anonymous one goes only
+            # to a broker that is a verified mentor (resume_held sends it when there is one).
+            self._ctx.count("anon_hand_held")
+            hand.held = True
+            return
+        hand.held = False
         msg = wire.Hand(
             hand_id=hand.hand_id,
             topic=hand.topic,
@@ -97,12 +115,42 @@ class Helpdesk:
             eph_key=hand.eph.public,
             raised_at=hand.raised_at,
             claimed_by=hand.mentor_key,
+            claim_sig=hand.claim_sig,
+            sig=b""
+            if hand.anon
+            else self._ctx.me.sign(
+                auth.hand_payload(self._ctx.cfg.room, hand.hand_id, hand.eph.public)
+            ),
         )
         self._membership.send(wire.encode(msg))
 
-    def claim(self, hand_id: object, n: object) -> None:
+    def resume_held(self) -> None:
+        """A roster came: if our broker is (now known to be) a verified mentor, anonymous
+        hands we held back go (their session texts follow with the next resend)."""
+        if not self._broker_is_mentor():
+            return
+        for hand in self.my_hands.values():
+            if hand.held:
+                self._send_hand(hand)
+
+    def _claim_msg(self, hand_id: str, eph_key: bytes) -> wire.Claim:
+        ctx = self._ctx
+        sig = ctx.me.sign(auth.claim_payload(ctx.cfg.room, hand_id, eph_key))
+        return wire.Claim(hand_id=hand_id, sig=sig)
+
+    def _check_mentor(self) -> None:
         if not self._ctx.cfg.mentor:
             raise CommandError("queue", "only mentors (lanchat --mentor) can claim hands")
+        if not self._peers.is_mentor(self._ctx.me.key):
+            raise CommandError(
+                "queue",
+                "this room does not know you as a mentor yet (no certificate from its "
+                "mentor authority): ask a mentor to add you (/mentor add "
+                f"{self._ctx.cfg.handle})",
+            )
+
+    def claim(self, hand_id: object, n: object) -> None:
+        self._check_mentor()
         entries = self._visible_entries()
         if isinstance(n, int) and not isinstance(n, bool):
             if not 1 <= n <= len(entries):
@@ -110,9 +158,10 @@ class Helpdesk:
             hand_id = entries[n - 1].hand_id
         if not isinstance(hand_id, str):
             raise CommandError("bad_command", "'claim' needs 'id' (a hand id) or 'n' (its number)")
-        if not any(e.hand_id == hand_id for e in entries):
+        entry = next((e for e in entries if e.hand_id == hand_id), None)
+        if entry is None:
             raise CommandError("queue", "no such hand in the queue (claimed by another mentor?)")
-        self._membership.send(wire.encode(wire.Claim(hand_id=hand_id)))
+        self._membership.send(wire.encode(self._claim_msg(hand_id, entry.eph_key)))
 
     def done(self, hand_id: str | None) -> None:
         mine = [h for h in self.my_hands if self.my_hands[h].state != "done"]
@@ -131,8 +180,8 @@ class Helpdesk:
         send = self._membership.send
         for hand in self.my_hands.values():
             self._send_hand(hand)
-        for hand_id in self.my_claims:
-            send(wire.encode(wire.Claim(hand_id=hand_id)))
+        for hand_id, claim in self.my_claims.items():
+            send(wire.encode(self._claim_msg(hand_id, claim.entry.eph_key)))
         self._done_asked &= self.my_hands.keys() | self.my_claims.keys()
         for hand_id in self._done_asked:
             send(wire.encode(wire.HandDone(hand_id=hand_id)))
@@ -155,6 +204,11 @@ class Helpdesk:
         self.queue = msg
         for entry in msg.entries:
             if entry.claimed_key == ctx.me.key and entry.hand_id not in self.my_claims:
+                if not self._hand_holds(entry):
+                    # A per-hand key the student did not sign: a broker's word only. We
+                    # seal nothing to it (our claim stays with the broker, unused).
+                    ctx.count("hand_unverified")
+                    continue
                 self.my_claims[entry.hand_id] = _Claimed(entry=entry)
                 ctx.emit(
                     "claimed",
@@ -167,6 +221,12 @@ class Helpdesk:
         for hand_id in [h for h in self.my_claims if h not in live]:
             claim = self.my_claims.pop(hand_id)
             ctx.emit("hand", id=hand_id, state="done", who=safe_label(claim.entry.label))
+        self.emit_queue()
+
+    def show_queue(self) -> None:
+        """The ``queue`` command: the queue, to a mentor the room knows as one."""
+        if self._ctx.cfg.mentor:
+            self._check_mentor()
         self.emit_queue()
 
     def emit_queue(self) -> None:
@@ -191,10 +251,16 @@ class Helpdesk:
         hand = self.my_hands.get(msg.hand_id)
         if hand is None:
             return
+        if msg.state == "claimed" and not self._claim_holds(hand, msg):
+            # A claim we cannot check (no verified mentor signed it for this hand's key):
+            # a broker's word only. Nothing is sealed to that key; the hand stays waiting.
+            self._ctx.count("claim_unverified")
+            return
         changed = (msg.state, msg.position, msg.mentor) != (hand.state, hand.position, hand.mentor)
         hand.state, hand.position = msg.state, msg.position
-        if msg.state == "claimed" and msg.mentor_key and hand.mentor_key != msg.mentor_key:
+        if msg.state == "claimed" and hand.mentor_key != msg.mentor_key:
             hand.mentor, hand.mentor_key = msg.mentor, msg.mentor_key
+            hand.claim_sig = msg.claim_sig
             hand.session = _Session(box=hand.eph.session_with_identity(msg.mentor_key))
         if changed:
             self._ctx.emit(
@@ -206,6 +272,23 @@ class Helpdesk:
             )
         if msg.state == "done":
             del self.my_hands[msg.hand_id]
+
+    def _hand_holds(self, entry: wire.QueueEntry) -> bool:
+        """The hand's per-hand key is the student's: signed by it, or, for an anonymous
+        hand (which names nobody), given by a broker that is a verified mentor."""
+        if entry.anon:
+            return self._broker_is_mentor()
+        data = auth.hand_payload(self._ctx.cfg.room, entry.hand_id, entry.eph_key)
+        return bool(entry.student_key) and ident.verify(entry.student_key, data, entry.hand_sig)
+
+    def _claim_holds(self, hand: _MyHand, msg: wire.HandStatus) -> bool:
+        """Claimed by a verified mentor, who signed the claim for this hand's own key."""
+        data = auth.claim_payload(self._ctx.cfg.room, hand.hand_id, hand.eph.public)
+        return (
+            bool(msg.mentor_key)
+            and self._peers.is_mentor(msg.mentor_key)
+            and ident.verify(msg.mentor_key, data, msg.claim_sig)
+        )
 
     # ================================================================ sessions
 
@@ -247,6 +330,9 @@ class Helpdesk:
         box = session.box
         if box is None:
             return
+        hand = self.my_hands.get(hand_id) if to_mentor else None
+        if hand is not None and hand.anon and not self._broker_is_mentor():
+            return  # held, as the hand itself (see _send_hand)
         base, items = session.channel.outbound.pending()
         for _cseq, item in items:
             payload = wire.encode_inner(replace(item, base=base))

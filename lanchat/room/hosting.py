@@ -38,6 +38,8 @@ class Hosting:
         self._transport = transport
         self._not_broker_answer = not_broker_answer  # where our broker is, if we know
         self.relay: BrokerRelay | None = None
+        # Whether a client's mentor claim holds (its certificate; lanchat.room.trust).
+        self.mentor_check: Callable[[wire.Hello], bool] | None = None
         self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes]] = deque(
             maxlen=RECENT_RELAYS
         )
@@ -63,6 +65,7 @@ class Hosting:
             since=round(ctx.wall(), 3),
             pub_port=self._transport.pub_port,
             verify=ident.verify,
+            mentor_check=self.mentor_check,
         )
         self.relay.seed(self.recent)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 import zmq
 
-from lanchat import identity as ident
 from lanchat.core import election, membership, wire
+from lanchat.core.handles import handle_key
 from lanchat.core.membership import Phase
 from lanchat.core.text import safe_label
 from lanchat.discovery import HandleClash, PeerSeen
@@ -32,12 +33,14 @@ from lanchat.room.link import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from lanchat.core.advert import Advert
     from lanchat.discovery import DiscoveryEvent
     from lanchat.ports import RoomDiscovery, RoomTransport
     from lanchat.room.context import RoomContext
     from lanchat.room.hosting import Hosting
     from lanchat.room.peers import Peers
     from lanchat.room.status import NodeStatus, Presence
+    from lanchat.room.trust import Trust
 
 __all__ = ["Membership"]
 
@@ -45,6 +48,27 @@ log = logging.getLogger("lanchat.node")
 
 HEARTBEAT_S: Final = 0.4
 HELLO_AGAIN_S: Final = 0.15  # a successor that refused us has not noticed its turn yet
+# A broker whose advert looked better than ours, but that did not welcome us or was not
+# better once we knew it (a forged advert, a late node claiming a long reign): not probed
+# again before this, unless its advert changes.
+PROBE_RETRY_S: Final = 10.0
+# ...or this long, if it did not answer or refused (a broker busy or settling in a cold
+# start, or nothing there): one failed connection per few seconds is all that costs.
+PROBE_RETRY_FAILED_S: Final = 2.0
+# The handle a broker last welcomed us under: a node keeps it against adverts (node.py).
+HELD_HANDLE_SETTING: Final = "held_handle"
+HELD_WRITE_DELAY_S: Final = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class _Probe:
+    """Make before break: a connection to a broker we may move to, to learn its verified
+    facts (its Welcome, its certificate in its roster) before we leave ours."""
+
+    link: Link
+    advertised: tuple[bytes, int, float]  # the advert's (key, epoch, since) that looked better
+    entry: wire.PeerEntry | None = None
+    promoted: bool = False  # it proved better: its connection is now our link
 
 
 class Membership:
@@ -59,8 +83,10 @@ class Membership:
         presence: Presence,
         on_frames: Callable[[Link, bool, list[list[bytes]]], None],
         on_joined: Callable[[Link, wire.Welcome, float], None],
+        trust: Trust,
     ) -> None:
         self._ctx = ctx
+        self._trust = trust
         self._transport = transport
         self.discovery: RoomDiscovery = discovery_factory(ctx.cfg.address, self.on_discovery)
         self._adv = self.advertising = Advertising(ctx, transport, self.discovery, hosting)
@@ -77,6 +103,9 @@ class Membership:
         self._last_tick = ctx.clock()
         self._woke_at = -1e9
         self._last_heartbeat = 0.0
+        self._probe: _Probe | None = None
+        self._held: str | None = None  # the handle a broker welcomed us under, once
+        self._probed: dict[tuple[bytes, int, float], float] = {}  # advert -> not before
 
     # ================================================================ what we tell
 
@@ -93,12 +122,28 @@ class Membership:
             address=cfg.address,
             router_port=self._transport.router_port,
             info_port=self._transport.info_port,
+            cert=self._trust.cert,
         )
         return wire.encode(hello, me.sign(wire.signed_bytes(hello)))
 
-    async def register(self) -> None:
-        """Announce ourselves; the election starts from now."""
-        await self._adv.register()
+    async def _remember_handle(self) -> None:
+        await asyncio.sleep(HELD_WRITE_DELAY_S)
+        self._save_held()
+
+    def _save_held(self) -> None:
+        state = self._ctx.profile.state
+        if self._held is not None and state.get_setting(HELD_HANDLE_SETTING) != self._held:
+            state.set_setting(HELD_HANDLE_SETTING, self._held)
+
+    def hello_again(self) -> None:
+        """Our Hello changed (a mentor certificate): the broker learns the new one."""
+        if self.link is not None:
+            self.link.sockets.send_nowait(self._hello())
+
+    async def register(self, *, force: bool = False) -> None:
+        """Announce ourselves; the election starts from now. ``force``: even if another
+        advert holds our handle (ours by the profile's record)."""
+        await self._adv.register(force=force)
         self._election_from = self._ctx.clock()
 
     # ================================================================ discovery
@@ -106,21 +151,11 @@ class Membership:
     def on_discovery(self, event: DiscoveryEvent) -> None:
         ctx = self._ctx
         if isinstance(event, HandleClash):
-            # Two of us took the same handle at the same moment: the one that started
-            # later (then the larger key) gives way, and both sides reach that verdict.
-            other = event.advert
-            mine = (round(self._adv.started_at, 3), ctx.me.key)
-            if (other.started_at, other.id_key) < mine:
-                self.discovery.disown()  # a goodbye for the name would withdraw theirs
-                ctx.fatal(
-                    NodeExit(
-                        "handle_taken",
-                        f"the handle {ctx.cfg.handle!r} was taken at the same moment by "
-                        f"another person ({other.address}, key "
-                        f"{ident.fingerprint(other.id_key)}); choose another with --handle",
-                    )
-                )
-            # Our announcement is what the newcomer's overwrote in everyone's cache.
+            # Someone announces our handle under another key. An advert is one forgeable
+            # packet: it never makes us give up the handle. The broker decides, by the
+            # authenticated connections it holds (Refused handle_taken); we re-announce, as
+            # our announcement is what theirs overwrote in everyone's cache.
+            ctx.count("handle_clash")
             self._adv.reannounce()
             return
         if isinstance(event, PeerSeen):
@@ -140,18 +175,26 @@ class Membership:
 
     # ================================================================ election
 
+    def _hint(self, adv: Advert) -> Advert:
+        """An advert as a hint: a node the roster showed claiming the mentor role without a
+        certificate does not rank as a mentor, whatever its advert says."""
+        if adv.mentor and adv.id_key in self._peers.unverified:
+            return _as_student(adv)
+        return adv
+
     def choose_target(self, now: float) -> None:
         """No broker link: join a running broker, the successor, or elect one."""
         ctx, peers = self._ctx, self._peers
         adverts = self._adv.room_adverts()
+        hints = [self._hint(a) for a in adverts]
         decision = membership.choose_broker(
             me=election.Candidate(
                 ctx.me.key, ctx.cfg.mentor, ctx.cfg.priority, round(self._adv.started_at, 3)
             ),
             hosting=self._hosting.relay is not None,
-            advertised=[claim_of(a) for a in adverts],
+            advertised=[claim_of(a) for a in hints],
             succession=peers.succession(),
-            candidates=[candidate_of(a) for a in adverts],
+            candidates=[candidate_of(a) for a in hints],
             gone=peers.gone,
             election_from=self._election_from,
             now=now,
@@ -190,10 +233,12 @@ class Membership:
             return
         peers = self._peers
         mentors = {
-            e.id_key: e for e in peers.online.values() if e.mentor and e.id_key not in peers.gone
+            e.id_key: e
+            for e in peers.online.values()
+            if e.id_key in peers.mentors and e.id_key not in peers.gone
         }
         best = membership.handover_target(
-            i_am_mentor=self._ctx.cfg.mentor,
+            i_am_mentor=self._trust.i_am_mentor,
             reign_s=self._ctx.wall() - relay.since,
             mentors=[
                 election.Candidate(k, True, e.priority, e.started_at) for k, e in mentors.items()
@@ -214,35 +259,150 @@ class Membership:
         self._open_link(target_of_redirect(redirect, entry.handle), self._ctx.clock())
 
     def check_merge(self) -> None:
-        """Two brokers in one room (a healed partition): move to the better one."""
+        """Two brokers in one room (a healed partition): move to the better one, once we
+        have connected to it and know its facts first hand (make before break)."""
         link = self.link
         if link is None or link.welcome is None:
             return
-        current = election.BrokerClaim(
+        now = self._ctx.clock()
+        probe = self._probe
+        if probe is not None:
+            if membership.link_verdict(probe.link.facts(), now) is not None:
+                self._end_probe(probe, now, retry=True)  # nothing there (a forged advert)
+            return
+        current = self._current_claim(link)
+        adverts = {
+            a.id_key: a
+            for a in self._adv.room_adverts()
+            if self._probed.get((a.id_key, a.broker_epoch, a.broker_since), -1.0) <= now
+        }
+        better = membership.merge_into(
+            current, [claim_of(self._hint(a)) for a in adverts.values()], self._peers.gone
+        )
+        if better is not None:
+            self._start_probe(adverts[better.key], now)
+
+    def _current_claim(self, link: Link) -> election.BrokerClaim:
+        assert link.welcome is not None
+        return election.BrokerClaim(
             key=link.target.key,
             mentor=self._peers.is_mentor(link.target.key),
             since=link.welcome.since,
             epoch=link.welcome.epoch,
         )
-        adverts = {a.id_key: a for a in self._adv.room_adverts()}
-        better = membership.merge_into(
-            current, [claim_of(a) for a in adverts.values()], self._peers.gone
+
+    def _start_probe(self, adv: Advert, now: float) -> None:
+        target = target_of_advert(adv)
+        sockets = self._transport.link(target.address, target.router_port, target.curve_key)
+        probe = _Probe(
+            link=Link(target=target, sockets=sockets, started=now),
+            advertised=(adv.id_key, adv.broker_epoch, adv.broker_since),
         )
-        if better is None:
+        self._probe = probe
+        sockets.start(
+            functools.partial(self._on_probe_frames, probe),
+            functools.partial(self._on_probe_events, probe),
+        )
+        sockets.send_nowait(self._hello())
+
+    def _on_probe_events(self, probe: _Probe, events: list[int]) -> None:
+        if probe.promoted:
+            self._on_link_events(probe.link, events)
             return
-        adv = adverts[better.key]
+        for event in events:
+            probe.link.reached = event != zmq.EVENT_DISCONNECTED
+
+    def _on_probe_frames(self, probe: _Probe, batch: list[list[bytes]]) -> None:
+        if probe.promoted:
+            self._on_frames(probe.link, False, batch)
+            return
+        if probe is not self._probe:
+            return
+        now = self._ctx.clock()
+        key = probe.link.target.key
+        for i, frames in enumerate(batch):
+            try:
+                msg, _sig = wire.decode(frames)
+            except wire.DecodeError:
+                self._ctx.count("malformed_from_broker")
+                continue
+            if isinstance(msg, wire.Welcome) and msg.broker_key == key:
+                probe.link.welcome = msg
+            elif isinstance(msg, wire.Roster) and msg.broker_key == key:
+                probe.entry = self._peers.verified_entry(msg, key)
+            elif isinstance(msg, wire.Refused) and msg.code == "handle_taken":
+                # The broker we would merge into holds our handle for another key (two
+                # halves of a room, one handle each side): its roster of authenticated
+                # connections decides, as our own broker's would once we moved there.
+                self._end_probe(probe, now, retry=False)
+                self.on_refused(probe.link, msg, now)
+                return
+            elif isinstance(msg, wire.Refused | wire.Redirect):
+                self._end_probe(probe, now, retry=True)  # not a broker after all
+                return
+            if probe.link.welcome is not None and probe.entry is not None:
+                self._decide_probe(probe, now)
+                if probe.promoted and batch[i + 1 :]:
+                    self._on_frames(probe.link, False, batch[i + 1 :])  # a mentor's queue
+                return
+
+    def _decide_probe(self, probe: _Probe, now: float) -> None:
+        link, welcome, entry = self.link, probe.link.welcome, probe.entry
+        assert welcome is not None
+        assert entry is not None
+        if link is None or link.welcome is None:
+            self._end_probe(probe, now, retry=False)
+            return
+        # What it proved counts as a sight of the room (a room code may pin its authority).
+        self._trust.observe([entry], entry.id_key)
+        current = self._current_claim(link)
+        verified = election.BrokerClaim(
+            key=entry.id_key,
+            mentor=self._trust.is_mentor(entry.handle, entry.id_key, entry.cert, entry.mentor),
+            since=welcome.since,
+            epoch=welcome.epoch,
+        )
+        if verified.key == current.key or election.better_broker(current, verified) is current:
+            self._ctx.count("merge_refused")
+            self._end_probe(probe, now, retry=True)
+            return
+        # It is better, by what it proved: move, on the connection it welcomed us on.
+        self._probe = None
+        target = probe.link.target
         if self._hosting.relay is not None:
             self._leave_broker_role(
                 wire.Redirect(
-                    broker_key=adv.id_key,
-                    curve_key=adv.curve_key,
-                    address=adv.address,
-                    router_port=adv.router_port,
-                    epoch=adv.broker_epoch,
+                    broker_key=target.key,
+                    curve_key=target.curve_key,
+                    address=target.address,
+                    router_port=target.router_port,
+                    epoch=welcome.epoch,
                 )
             )
-        self.last_epoch = max(self.last_epoch, adv.broker_epoch)
-        self._open_link(target_of_advert(adv), self._ctx.clock())
+        self.last_epoch = max(self.last_epoch, welcome.epoch)
+        self.drop_link()
+        link = probe.link
+        link.welcome = None  # on_welcome takes it as a first Welcome (subscribes, announces)
+        probe.promoted = True
+        self.link = link
+        self._peers.version = -1  # roster versions are per broker
+        self.on_welcome(link, welcome, now)
+
+    def _end_probe(self, probe: _Probe, now: float, *, retry: bool) -> None:
+        if probe is self._probe:
+            self._probe = None
+        if retry:
+            failed = probe.link.welcome is None
+            if failed:
+                self._ctx.count("probe_failed")
+            self._probed[probe.advertised] = now + (
+                PROBE_RETRY_FAILED_S if failed else PROBE_RETRY_S
+            )
+            if len(self._probed) > 1000:  # stale verdicts of adverts long changed
+                self._probed = {k: t for k, t in self._probed.items() if t > now}
+        if probe.link.welcome is not None:
+            probe.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="probe")))
+        probe.link.sockets.close()
 
     # ================================================================ the link
 
@@ -316,6 +476,12 @@ class Membership:
             ctx.count("welcome_wrong_key")
             return
         again = link.welcome is not None  # the broker had forgotten us (we were silent)
+        self._trust.refused = False  # until this broker says otherwise
+        if not again and self._held is None:
+            self._held = handle_key(ctx.cfg.handle)
+            # Written later, not on the way into the room (a cold start is busy enough).
+            if ctx.spawn(self._remember_handle()) is None:
+                self._save_held()
         link.welcome = msg
         link.last_beat = now
         if not again:
@@ -348,6 +514,9 @@ class Membership:
     def on_refused(self, link: Link, msg: wire.Refused, now: float) -> None:
         ctx = self._ctx
         if msg.code == "handle_taken":
+            # The broker holds the handle for another authenticated connection: that is
+            # evidence. No goodbye for the name: it would withdraw the holder's advert.
+            self.discovery.disown()
             ctx.fatal(NodeExit("handle_taken", safe_label(msg.message)))
         elif msg.code == "hello_first":
             # The broker dropped us (we were silent too long): joining again is news.
@@ -355,6 +524,10 @@ class Membership:
             self.send(self._hello())
         elif msg.code == "queue":
             ctx.error("queue", safe_label(msg.message))
+        elif msg.code == "mentor_unverified":
+            # The broker does not take our certificate (another authority's, or none):
+            # we are a student to the room (the queue command says so).
+            self._trust.refused = True
         elif msg.code == "not_broker":
             self._not_the_broker(link, now)
         else:
@@ -482,5 +655,10 @@ class Membership:
 
     def say_goodbye(self) -> None:
         """Leaving: tell our broker, so nobody waits for a heartbeat timeout."""
+        self._save_held()  # if we leave before it was written
         if self.link is not None and self.link.welcome is not None:
             self.link.sockets.send_nowait(wire.encode(wire.Goodbye(reason="quit")))
+
+
+def _as_student(adv: Advert) -> Advert:
+    return replace(adv, mentor=False)

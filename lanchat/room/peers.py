@@ -16,9 +16,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lanchat.room.context import RoomContext
+    from lanchat.room.trust import Trust
 
 __all__ = ["Peers"]
 
+# The broker sends its succession's first few (lanchat.core.relay.LAZY_HEAD + itself) with
+# a delta when they change; from a whole roster we keep as many.
+HEAD_KEPT = 9
 HELLO_CACHE_MAX = 10_000  # verified Hello signatures remembered (a roster repeats them)
 
 
@@ -27,8 +31,13 @@ class Peers:
         self,
         ctx: RoomContext,
         on_arrived: Callable[[list[bytes]], None],
+        trust: Trust,
     ) -> None:
         self._ctx = ctx
+        self._trust = trust
+        # Online peers that are mentors by certificate; those that only say so.
+        self.mentors: set[bytes] = set()
+        self.unverified: set[bytes] = set()
         self._on_arrived = on_arrived  # newcomers: what we queued for them can go now
         self.roster: list[wire.PeerEntry] = []  # the last roster, in succession order
         self.version = -1  # of the last roster; versions are per broker
@@ -41,6 +50,7 @@ class Peers:
         self.count = 0
         self.ask_broker: Callable[[list[bytes]], bool] = lambda _frames: False  # node wires
         self._who_waiting: list[str] = []  # prefixes of `who` answers awaiting a Found
+        self._head: tuple[bytes, ...] = ()  # the broker's succession order, its first few
 
     # ---- the roster
 
@@ -51,6 +61,7 @@ class Peers:
     def on_full_roster(self, roster: wire.Roster) -> None:
         """A whole roster: everyone is listed (not a hall's part of it)."""
         self.count = 0
+        self._head = tuple(e.id_key for e in roster.peers[:HEAD_KEPT])
         self._take_roster(roster)
 
     def _take_roster(self, roster: wire.Roster) -> None:
@@ -64,6 +75,12 @@ class Peers:
             # we would pick another successor than the rest of the room.
             self.gone.discard(e.id_key)
         self.version = roster.version
+        trust = self._trust
+        trust.observe(peers, roster.broker_key)
+        mentors = {e.id_key for e in peers if trust.is_mentor(e.handle, e.id_key, e.cert, e.mentor)}
+        self.unverified |= {e.id_key for e in peers if e.mentor and e.id_key not in mentors}
+        self.unverified -= mentors
+        before, self.mentors = self.mentors, mentors
         now_online = {e.id_key: e for e in peers if e.id_key != ctx.me.key}
         arrived = [key for key in now_online if key not in self.online]
         pins = ctx.profile.state.pins_by_handle() if arrived else {}
@@ -71,9 +88,14 @@ class Peers:
         for key, entry in now_online.items():
             if key not in self.online:
                 self._peer_up(entry, pins, to_pin)
-            elif self.online[key].status != entry.status:
-                state, _, text = entry.status.partition(":")
-                ctx.emit("peer_status", handle=entry.handle, status=state, text=safe_label(text))
+            else:
+                if key in mentors and key not in before:
+                    ctx.emit("mentor_added", handle=entry.handle)  # added while online
+                if self.online[key].status != entry.status:
+                    state, _, text = entry.status.partition(":")
+                    ctx.emit(
+                        "peer_status", handle=entry.handle, status=state, text=safe_label(text)
+                    )
         for key, entry in list(self.online.items()):
             if key not in now_online:
                 ctx.emit("peer_down", handle=entry.handle)
@@ -97,11 +119,20 @@ class Peers:
             entries.pop(key, None)
         for entry in delta.changed:
             entries[entry.id_key] = entry
-        cands = {
-            e.id_key: election.Candidate(e.id_key, e.mentor, e.priority, e.started_at)
+        # The broker's head first, as it ranked them (it alone knows who is verified),
+        # then the rest by the same rule as far as we can tell (the election reads the
+        # first of the roster who is not gone: the head decides it).
+        if delta.head or delta.base < 0:
+            self._head = delta.head  # sent when it changed, and in every snapshot
+        head = [key for key in dict.fromkeys(self._head) if key in entries]
+        in_head = set(head)
+        rest = [
+            election.Candidate(e.id_key, e.mentor, e.priority, e.started_at)
             for e in entries.values()
-        }
-        order = election.succession(cands.values(), delta.broker_key)
+            if e.id_key not in in_head
+        ]
+        ranked = election.succession(rest, delta.broker_key)
+        order = head + [c.key for c in ranked]
         if delta.base < 0 and delta.count and not self.count:
             self._ask_for_mine()
         self.count = delta.count
@@ -110,7 +141,7 @@ class Peers:
                 epoch=delta.epoch,
                 version=delta.version,
                 broker_key=delta.broker_key,
-                peers=tuple(entries[c.key] for c in order),
+                peers=tuple(entries[key] for key in order),
             )
         )
         return True
@@ -165,6 +196,11 @@ class Peers:
             election.Candidate(e.id_key, e.mentor, e.priority, e.started_at) for e in self.roster
         ]
 
+    def verified_entry(self, roster: wire.Roster, key: bytes) -> wire.PeerEntry | None:
+        """The entry of ``key`` in a roster (of a broker we are not with), if it checks."""
+        entry = next((e for e in roster.peers if e.id_key == key), None)
+        return entry if entry is not None and self._entry_ok(entry) else None
+
     def _entry_ok(self, entry: wire.PeerEntry) -> bool:
         ok = self._hello_ok.get(entry.hello_sig)
         if ok is None:
@@ -212,7 +248,7 @@ class Peers:
         ctx.emit(
             "peer_up",
             handle=entry.handle,
-            mentor=entry.mentor,
+            mentor=entry.id_key in self.mentors,
             status=presence,
             status_text=safe_label(text),
         )
@@ -220,10 +256,10 @@ class Peers:
     # ---- names and keys
 
     def is_mentor(self, key: bytes) -> bool:
+        """A mentor by certificate (lanchat.room.trust), not by its own say."""
         if key == self._ctx.me.key:
-            return self._ctx.cfg.mentor
-        entry = self.online.get(key)
-        return bool(entry and entry.mentor)
+            return self._trust.known_as_mentor
+        return key in self.mentors
 
     def display_handle(self, key: bytes, claimed: str) -> str:
         """The handle to show for an author: the roster's, the pinned one, or its claim."""
@@ -255,7 +291,7 @@ class Peers:
         out = []
         start = handle_key(prefix) if prefix else ""
         for entry in sorted(
-            self.online.values(), key=lambda e: (not e.mentor, handle_key(e.handle))
+            self.online.values(), key=lambda e: (e.id_key not in self.mentors, handle_key(e.handle))
         ):
             if start and not handle_key(entry.handle).startswith(start):
                 continue
@@ -263,7 +299,7 @@ class Peers:
             out.append(
                 {
                     "handle": entry.handle,
-                    "mentor": entry.mentor,
+                    "mentor": entry.id_key in self.mentors,
                     "friend": state == fs.Friendship.FRIEND,
                     "state": state,
                     "status": entry.status.partition(":")[0],

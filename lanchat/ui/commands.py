@@ -97,6 +97,7 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("/done", "/done [id]", "lower your hand, or end a help session"),
     CommandSpec("/queue", "/queue", "mentors: list the help queue", bare="alone"),
     CommandSpec("/claim", "/claim N", "mentors: help hand number N of the queue", bare="parsed"),
+    CommandSpec("/mentor", "/mentor add H", "mentors: make H (started with --mentor) a mentor"),
     CommandSpec(
         "/status",
         "/status online|away|busy [text]",
@@ -137,6 +138,7 @@ HELP_ROWS: Final[tuple[tuple[str, str], ...]] = (
     ("/serve-install [folder]", "serve lanchat to laptops without internet"),
     ("/hand [--anon] [topic]", "ask a mentor for help (--anon: name hidden)"),
     ("/done [id], /queue, /claim N", "end a hand · mentors: the queue, help hand N"),
+    ("/mentor add H", "mentors: make H (a --mentor) a mentor too"),
     ("/status S [text]", "online, away or busy, e.g. /status away lunch"),
     ("/set X on|off", "X: receipts, typing or notify (desktop pop-ups)"),
     ("/send H path, /share path", "offer a file to friend H / to the whole room"),
@@ -368,6 +370,12 @@ def _with_handle(cmd: str, key: str) -> _Parser:
     return parse
 
 
+def _mentor(_rest: str, words: list[str], _ctx: InputContext) -> Command:
+    if len(words) != 2 or words[0] != "add":
+        raise _UsageError()
+    return Command({"cmd": "add_mentor", "handle": _handle(words[1])})
+
+
 def _trust(_rest: str, words: list[str], _ctx: InputContext) -> Command:
     if len(words) != 2:
         raise _UsageError()
@@ -521,6 +529,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "/done": _done,
     "/queue": _bare(Cmd.QUEUE),
     "/claim": _claim,
+    "/mentor": _mentor,
     "/status": _status,
     "/set": _set,
     "/send": _send,

@@ -1419,6 +1419,22 @@ class ViewModel:
             now,
         )
 
+    def _on_authority(self, ev: Mapping[str, Any], now: float) -> None:
+        code = label(ev.get("code"))
+        self.note(
+            f"room code {code}: students who start with lanchat --room-code {code} "
+            "trust only this room's mentors",
+            now,
+        )
+
+    def _on_mentor_added(self, ev: Mapping[str, Any], now: float) -> None:
+        handle = label(ev.get("handle"))
+        if handle == self.status.handle:
+            self.note("you are now a mentor of this room", now)
+            return
+        self._peer(handle).mentor = True
+        self.note(f"{handle} is now a mentor of this room", now)
+
     def _on_error(self, ev: Mapping[str, Any], now: float) -> None:
         code = label(ev.get("code"))
         message = _text(ev.get("message")).replace("\n", " ") or code
