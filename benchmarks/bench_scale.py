@@ -120,6 +120,9 @@ def main() -> int:
         )
         broker = next(x for x in nodes if any(e["ev"] == "broker" and e["self"] for e in x.events))
         print(f"broker: {broker.handle}")
+        # Nobody left during the start: every peer_down is a node reported gone that was not.
+        downs = sum(1 for x in nodes for e in x.events if e["ev"] == "peer_down")
+        print(f"peer_down events during the start (nobody left): {downs}")
         rss = [x.rss_mib() for x in nodes]
         print(f"RSS per node: median {statistics.median(rss):.1f} MiB, max {max(rss):.1f} MiB")
         cpu0 = {x.handle: x.cpu_s() for x in nodes}

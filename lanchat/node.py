@@ -70,6 +70,7 @@ COMMAND_BURST_MAX: Final = 512  # commands taken at once (their public texts go 
 GOODBYE_GRACE_S: Final = 0.05  # for the goodbye to leave the socket before it is closed
 CLOSE_TIMEOUT_S: Final = 2.0
 TICK_LATE_S: Final = 0.001  # a scheduled tick runs just after its time, never just before
+STORAGE_RETRY_S: Final = 1.0  # writes the disk refused are tried again this often
 
 
 class Node:
@@ -96,7 +97,10 @@ class Node:
         )
         ctx = self.ctx = RoomContext(config, identity, profile, emit, clock, wall)
         ctx.spawn, ctx.tick_at, ctx.fatal = self._spawn, self._tick_at, self._fatal
-        self.friends = Friendships(profile.state)
+        # State (friendships, pins) is written behind, once per tick: a flood of changes
+        # must not rewrite the whole file for each (the profile's close writes the rest).
+        profile.state.defer_writes()
+        self.friends = Friendships(profile.state, wall)
         self.trust = Trust(
             ctx,
             send=self._send_to_broker,
@@ -139,6 +143,11 @@ class Node:
             on_file_offer=functools.partial(self.offers.on_offer, shared=False),
         )
         self.offers.private, self.offers.public = self.private, self.public
+        self.hosting.top_place = self.public.top_place
+        self.hosting.on_reconcile = self.public.on_client_reconcile
+        profile.history.on_fault = functools.partial(ctx.error, "storage")
+        profile.history.on_recovered = self._storage_recovered
+        profile.state.set_fault_handler(functools.partial(ctx.error, "storage"))
         self.helpdesk = Helpdesk(ctx, self.membership, self.private, self.peers)
         self.install = InstallService(ctx)
         self.commands = Commands(
@@ -164,6 +173,7 @@ class Node:
             wire.RosterDelta: lambda link, msg, _s, _n, _p: self._on_roster_delta(link, msg),
             wire.Found: lambda _l, msg, _s, _n, _p: self.peers.on_found(msg),
             wire.Ack: lambda _l, msg, _s, now, _p: self.public.on_ack(msg, now),
+            wire.Want: lambda _l, msg, _s, _n, _p: self.public.on_want(msg),
             wire.Direct: lambda _l, msg, sig, _n, _p: self.private.on_direct(msg, sig),
             wire.Grant: lambda _l, msg, sig, _n, _p: self.trust.on_grant(
                 msg, sig, self.peers.is_mentor(msg.sender)
@@ -186,6 +196,7 @@ class Node:
         self._last_private_resend = 0.0
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = float("inf")
+        self._last_storage_retry = 0.0
 
     # ---- what front ends and tests read
 
@@ -436,6 +447,14 @@ class Node:
         key = self.peers.online_key(handle)
         return self.peers.online.get(key) if key is not None else None
 
+    def _storage_recovered(self, saved: int) -> None:
+        self.ctx.emit(
+            "storage",
+            state="ok",
+            saved=saved,
+            message=f"history is saved again ({saved} message(s) kept in memory were written)",
+        )
+
     def _on_arrived(self, keys: list[bytes]) -> None:
         for key in keys:
             self.private.flush(key)  # what we queued for them while they were away
@@ -489,6 +508,10 @@ class Node:
             log.exception("error in a tick")
 
     def _tick(self, now: float) -> None:
+        self.profile.state.flush()
+        if now - self._last_storage_retry >= STORAGE_RETRY_S:
+            self._last_storage_retry = now
+            self.profile.retry()
         self.status.check_link(now)
         self.membership.tick(now)
         if not self.membership.welcomed():

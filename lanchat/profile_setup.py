@@ -83,6 +83,9 @@ def prepare(
     except IdentityError as exc:
         profile.close()
         return _fail(emit, "profile_error", str(exc))
+    except OSError as exc:  # the identity files cannot be written (read-only, full)
+        profile.close()
+        return _fail(emit, "profile_error", f"profile {directory} cannot be used: {exc}")
     except NetifError as exc:
         profile.close()
         return _fail(emit, "network", str(exc), EXIT_NETWORK)

@@ -3,7 +3,8 @@
 Layout of a profile directory (mode 0700):
 
 - ``lock``             flock held while a lanchat runs with this profile; holds the PID.
-- ``state.json``       TinyDB: settings, friendships, handle->key pins. Rewritten atomically.
+- ``state.json``       TinyDB: settings, friendships, handle->key pins. Rewritten atomically
+                       (a running node writes behind: at most one rewrite per tick).
 - ``history.sqlite3``  SQLite (WAL): messages, sequence counters, per-peer outbox.
 
 Neither store ever deletes or overwrites a file it cannot read; it raises ``ProfileCorrupt``
@@ -28,7 +29,7 @@ from tinydb.table import Document
 from lanchat import oscompat
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
     from tinydb.table import Table
@@ -50,6 +51,10 @@ __all__ = [
 LOCK_NAME = "lock"
 STATE_NAME = "state.json"
 HISTORY_NAME = "history.sqlite3"
+# Pins of keys we are not friends with, at most (the least recently seen go first): a
+# stream of throwaway identities must not grow the state file without end. A room of
+# 200 laptops needs 200.
+PINS_MAX = 300
 
 STATE_FORMAT = "lanchat-state"
 STATE_VERSION = 1
@@ -57,11 +62,27 @@ META_TABLE = "_meta"
 
 # Marks the SQLite file as ours ("LNCH"), so a foreign database is refused, not migrated.
 HISTORY_APPLICATION_ID = 0x4C4E4348
-HISTORY_SCHEMA_VERSION = 1
+HISTORY_SCHEMA_VERSION = 2
 
-_HISTORY_SCHEMA = """
+# Version 2 added the order of the room (place, seq) and the signed public envelopes, so
+# that any node can hand any message it holds to a node that lacks it (anti-entropy), for
+# as long as it keeps its history.
+_ENVELOPES_SCHEMA = """
+CREATE TABLE envelopes (
+    author TEXT NOT NULL,           -- hex identity key
+    seq INTEGER NOT NULL,           -- the author's number of its first text
+    count INTEGER NOT NULL,
+    place INTEGER,                  -- NULL: ours, not yet placed by a broker
+    frames BLOB NOT NULL,           -- header (4) + signature (64) + body
+    PRIMARY KEY (author, seq)
+) WITHOUT ROWID;
+CREATE INDEX messages_by_place ON messages (conversation, place);
+"""
+
+_HISTORY_SCHEMA = (
+    """
 CREATE TABLE messages (
-    n INTEGER PRIMARY KEY,          -- arrival order: recent() sorts by it, not by peer clocks
+    n INTEGER PRIMARY KEY,          -- arrival order
     id TEXT NOT NULL UNIQUE,        -- the UNIQUE index is the dedupe
     conversation TEXT NOT NULL,
     sender TEXT NOT NULL,
@@ -69,7 +90,9 @@ CREATE TABLE messages (
     text TEXT NOT NULL,
     sent_t REAL NOT NULL,
     received_t REAL NOT NULL,
-    outgoing INTEGER NOT NULL
+    outgoing INTEGER NOT NULL,
+    place INTEGER,                  -- public: the room's order (lanchat.core.antientropy)
+    seq INTEGER NOT NULL DEFAULT 0  -- public: the author's number
 );
 CREATE INDEX messages_by_conversation ON messages (conversation);
 CREATE TABLE counters (
@@ -84,6 +107,19 @@ CREATE TABLE outbox (
     PRIMARY KEY (peer_key, cseq)
 ) WITHOUT ROWID;
 """
+    + _ENVELOPES_SCHEMA
+)
+
+# From version 1: the messages stored before keep their arrival order, ahead of any
+# message placed by a broker (negative places, in arrival order).
+_MIGRATE_1_TO_2 = (
+    """
+ALTER TABLE messages ADD COLUMN place INTEGER;
+ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET place = n - (SELECT max(n) + 1 FROM messages) WHERE conversation = 'public';
+"""
+    + _ENVELOPES_SCHEMA
+)
 
 _SET_SEQ = (
     "INSERT INTO counters (name, value) VALUES (?, ?)"
@@ -143,6 +179,8 @@ class HistoryRecord(NamedTuple):
     sent_t: float  # author's clock (Unix s)
     received_t: float  # our clock
     outgoing: bool
+    place: int | None = None  # public: the room's order (lanchat.core.antientropy)
+    seq: int = 0  # public: the author's number
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +228,34 @@ class AtomicJSONStorage(Storage):
         super().__init__()
         self.path = path
         self._tmp_prefix = f".{path.name}."
+        # Write-behind (see defer_writes): the data as TinyDB last wrote it, and whether
+        # the file is behind it.
+        self._deferred = False
+        self._data: dict[str, dict[str, Any]] | None = None
+        self._dirty = False
+        # What the disk refused to take: kept (and read back) until :meth:`retry` saves it.
+        self.unsaved: dict[str, dict[str, Any]] | None = None
+        self.on_fault: Callable[[str], None] = lambda _message: None
+
+    def defer_writes(self) -> None:
+        """From now on a write only updates memory; :meth:`flush` writes the file.
+
+        TinyDB rewrites the whole file on every change: a burst of changes (a flood of
+        chat requests, a roster of newcomers) would cost O(n) each, O(n^2) in all. The
+        caller flushes once per tick and on close; a killed process loses what changed
+        since the last flush (at most one tick).
+        """
+        if not self._deferred:
+            self._data = self.read()
+            self._deferred = True
+
+    def flush(self) -> None:
+        if self._dirty and self._data is not None:
+            self._write_file(self._data)
+        self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
 
     def remove_stale_temp_files(self) -> None:
         """Delete temp files left by a writer that was killed; call only under the lock."""
@@ -197,6 +263,10 @@ class AtomicJSONStorage(Storage):
             tmp.unlink(missing_ok=True)
 
     def read(self) -> dict[str, dict[str, Any]] | None:
+        if self._deferred:
+            return self._data  # we are the only writer (the profile lock)
+        if self.unsaved is not None:
+            return self.unsaved
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -215,8 +285,33 @@ class AtomicJSONStorage(Storage):
         return result
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        if self._deferred:
+            # Not serialised here (that is O(n) again): the setters store plain JSON types.
+            self._data, self._dirty = data, True
+            return
+        self._write_file(data)
+
+    def _write_file(self, data: dict[str, dict[str, Any]]) -> None:
+        """Replace the file; if the disk refuses (full, read-only), keep ``data`` in memory."""
         # Serialise first: an unserialisable value must fail before any file is touched.
         payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+        try:
+            self._replace(payload)
+        except OSError as exc:
+            first = self.unsaved is None
+            self.unsaved = data
+            if first:
+                self.on_fault(_plain_disk_error(exc, self.path.parent))
+            return
+        self.unsaved = None
+
+    def retry(self) -> bool:
+        """Save what the disk refused before; True once nothing waits."""
+        if self.unsaved is not None:
+            self._write_file(self.unsaved)
+        return self.unsaved is None
+
+    def _replace(self, payload: bytes) -> None:
         fd, tmp_name = tempfile.mkstemp(
             dir=self.path.parent, prefix=self._tmp_prefix, suffix=".tmp"
         )  # mkstemp creates the file 0600, which os.replace carries over
@@ -234,7 +329,8 @@ class AtomicJSONStorage(Storage):
 
 
 class StateStore:
-    """Small, rarely written state in TinyDB; each setter is exactly one atomic file write."""
+    """Small, rarely written state in TinyDB; each setter is exactly one atomic file write,
+    or, after :meth:`defer_writes`, a change in memory that the next :meth:`flush` writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -245,6 +341,15 @@ class StateStore:
         self._settings: Table = self._db.table("settings")
         self._friends: Table = self._db.table("friendships")
         self._pins: Table = self._db.table("pins")
+        self._pins_cache: dict[str, Pin] | None = None  # pins_by_handle, until a pin changes
+
+    def defer_writes(self) -> None:
+        """Write behind: see `AtomicJSONStorage.defer_writes` (a running node's choice)."""
+        self._storage.defer_writes()
+
+    def flush(self) -> None:
+        """Write what changed since the last flush, in one atomic write (if anything did)."""
+        self._storage.flush()
 
     def _check_or_init_meta(self) -> None:
         data = self._storage.read()  # raises ProfileCorrupt on unreadable files
@@ -267,7 +372,15 @@ class StateStore:
             )
 
     def close(self) -> None:
+        self._storage.retry()
         self._db.close()
+
+    def retry(self) -> bool:
+        """Save state the disk refused before; True once nothing waits."""
+        return self._storage.retry()
+
+    def set_fault_handler(self, on_fault: Callable[[str], None]) -> None:
+        self._storage.on_fault = on_fault
 
     # settings
 
@@ -308,17 +421,29 @@ class StateStore:
 
     def pins_by_handle(self) -> dict[str, Pin]:
         """Every pinned handle (casefolded) with its pin, as :meth:`pin_for_handle` finds it."""
-        found: dict[str, Pin] = {}
-        # Trust on first use: a later key claiming the same handle must not displace it.
-        for pin in sorted(self.pins(), key=lambda p: p.first_seen):
-            found.setdefault(pin.handle.casefold(), pin)
-        return found
+        if self._pins_cache is None:
+            found: dict[str, Pin] = {}
+            # Trust on first use: a later key claiming the same handle must not displace it.
+            for pin in sorted(self.pins(), key=lambda p: p.first_seen):
+                found.setdefault(pin.handle.casefold(), pin)
+            # Read for every message shown (is its author the handle's pinned key?).
+            self._pins_cache = found
+        return dict(self._pins_cache)
+
+    def pinned_key(self, handle: str) -> str | None:
+        """The hex key pinned for ``handle`` (case-insensitive), if any; cheap (cached)."""
+        if self._pins_cache is None:
+            self.pins_by_handle()
+        assert self._pins_cache is not None
+        pin = self._pins_cache.get(handle.casefold())
+        return None if pin is None else pin.key
 
     def pin_for_key(self, key: str) -> Pin | None:
         doc = self._pins.get(Query().key == key)
         return None if doc is None else _pin(_one(doc))
 
     def set_pin(self, handle: str, key: str, now: float) -> None:
+        self._pins_cache = None
         doc = self._pins.get(Query().key == key)
         if doc is None:
             self._pins.insert({"handle": handle, "key": key, "first_seen": now, "last_seen": now})
@@ -328,6 +453,7 @@ class StateStore:
     def set_pins(self, pins: list[tuple[str, str]], now: float) -> None:
         """:meth:`set_pin` for many ``(handle, key)`` at once: a whole roster of newcomers
         costs one file write (and fsync), not one each."""
+        self._pins_cache = None
         known = {d["key"] for d in self._pins.all()}
         fresh = {k: h for h, k in pins if k not in known}  # a key twice: its last handle
         if fresh:
@@ -338,9 +464,21 @@ class StateStore:
         seen = [({"handle": h, "last_seen": now}, Query().key == k) for h, k in pins if k in known]
         if seen:
             self._pins.update_multiple(seen)
+        if fresh:
+            self._prune_pins()
+
+    def _prune_pins(self) -> None:
+        """Keep PINS_MAX pins of strangers at most; a friend's pin always stays."""
+        friends = {d["key"] for d in self._friends.all()}
+        strangers = [d for d in self._pins.all() if d["key"] not in friends]
+        extra = len(strangers) - PINS_MAX
+        if extra > 0:
+            strangers.sort(key=lambda d: d["last_seen"])
+            self._pins.remove(doc_ids=[_one(d).doc_id for d in strangers[:extra]])
 
     def remove_pin(self, key: str) -> None:
         """Forget the pin of this key (e.g. the user accepted a peer's new key)."""
+        self._pins_cache = None
         self._pins.remove(Query().key == key)
 
     def pins(self) -> list[Pin]:
@@ -386,7 +524,7 @@ def _pin(doc: dict[str, Any]) -> Pin:
 
 
 class HistoryStore:
-    """Message history, sequence counters and the outbox in SQLite.
+    """Message history, sequence counters, the outbox and public envelopes in SQLite.
 
     WAL mode: a commit appends pages to the log instead of rewriting the file, so the cost
     of one message does not grow with the history, and a crash never leaves a torn file.
@@ -399,6 +537,11 @@ class HistoryStore:
     opens its transaction at its first write: most receive batches of a sender (its own
     messages coming back, the broker's acknowledgements) write nothing, and an empty
     BEGIN/COMMIT pair cost more than the one INSERT of a message.
+
+    A write the disk refuses (full, read-only, I/O error) is not lost and not an exception:
+    it waits in memory, in order, with everything written after it, and :meth:`retry` writes
+    it all once the disk takes it again. Meanwhile reads include what waits, and
+    ``on_fault`` / ``on_recovered`` tell the node (an ``error`` event, not a traceback).
     """
 
     def __init__(self, path: Path) -> None:
@@ -410,6 +553,17 @@ class HistoryStore:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._seqs_due: dict[str, int] = {}  # set_seq inside the open batch
         self._batching = False
+        # Writes of the open transaction, to keep them if its COMMIT is refused.
+        self._journal: list[_Write] = []
+        # Writes the disk refused, in order; while any waits, new ones queue behind.
+        self._pending: list[_Write] = []
+        self._pending_records: dict[str, HistoryRecord] = {}
+        self._pending_envelopes: dict[tuple[str, int], tuple[int, int | None, bytes]] = {}
+        self._pending_places: dict[tuple[str, int], int] = {}  # (author, seq) -> place
+        self._counter_cache: dict[str, int] = {}
+        self.fault: str | None = None  # what the disk said, while writes wait in memory
+        self.on_fault: Callable[[str], None] = lambda _message: None
+        self.on_recovered: Callable[[int], None] = lambda _count: None
         try:
             self._open_checked()
         except BaseException:
@@ -430,14 +584,15 @@ class HistoryStore:
                 raise self._corrupt("an SQLite database that lanchat did not write")
             if version > HISTORY_SCHEMA_VERSION:
                 raise self._corrupt(f"written by a newer lanchat (schema version {version})")
-            if version != HISTORY_SCHEMA_VERSION:
+            if version not in (1, HISTORY_SCHEMA_VERSION):
                 raise self._corrupt(f"unknown lanchat schema version {version}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        if fresh:
+        if fresh or version == 1:
             # One transaction: a crash leaves either no schema or all of it, marker included.
             with self._transaction():
-                for statement in _HISTORY_SCHEMA.split(";"):
+                script = _HISTORY_SCHEMA if fresh else _MIGRATE_1_TO_2
+                for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA application_id={HISTORY_APPLICATION_ID}")
@@ -457,6 +612,8 @@ class HistoryStore:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.retry()  # a last chance for what waits in memory
         self._db.close()
 
     @contextlib.contextmanager
@@ -472,10 +629,11 @@ class HistoryStore:
         try:
             yield
             if self._seqs_due:
-                self._begin()
-                self._db.executemany(_SET_SEQ, self._seqs_due.items())
+                self._write(_SET_SEQ, list(self._seqs_due.items()), many=True)
+                self._counter_cache.update(self._seqs_due)
         except BaseException:
             self._seqs_due.clear()
+            self._journal.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
@@ -483,62 +641,223 @@ class HistoryStore:
             self._batching = False
         self._seqs_due.clear()
         if self._db.in_transaction:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._refused(exc)
+        self._journal.clear()
 
     def _begin(self) -> None:
         """Before a write: inside a batch, open its transaction if this is its first write."""
         if self._batching and not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
 
+    def _write(self, sql: str, params: Any, *, many: bool = False) -> sqlite3.Cursor | None:
+        """Run one write; None if the disk refused it (it then waits in memory)."""
+        write = _Write(sql, params, many)
+        if self._pending:
+            self._pending.append(write)  # behind what waits: the order is kept
+            return None
+        try:
+            self._begin()
+            cur = self._db.executemany(sql, params) if many else self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_refusal(exc):
+                raise
+            self._refused(exc, write)
+            return None
+        if self._db.in_transaction:
+            self._journal.append(write)
+        return cur
+
+    def _refused(self, exc: sqlite3.Error, write: _Write | None = None) -> None:
+        """The disk refused a write: keep it, and the open transaction's, in memory."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        self._pending[:0] = self._journal
+        self._journal = []
+        if write is not None:
+            self._pending.append(write)
+        if self.fault is None:
+            self.fault = _plain_disk_error(exc, self.path.parent)
+            self.on_fault(self.fault)
+
+    def retry(self) -> bool:
+        """Write what waits in memory, if the disk takes it now; True once nothing waits."""
+        if not self._pending:
+            return True
+        if self._batching or self._db.in_transaction:
+            return False
+        waiting = self._pending
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for write in waiting:
+                if write.many:
+                    self._db.executemany(write.sql, write.params)
+                else:
+                    self._db.execute(write.sql, write.params)
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            if not _is_disk_refusal(exc):
+                raise
+            return False
+        written = len(self._pending_records)
+        self._pending = []
+        self._pending_records.clear()
+        self._pending_envelopes.clear()
+        self._pending_places.clear()
+        self.fault = None
+        self.on_recovered(written)
+        return True
+
+    def waiting(self) -> int:
+        """Messages kept in memory because the disk refused them."""
+        return len(self._pending_records)
+
     # messages
 
     def append(self, rec: HistoryRecord) -> bool:
         """Store rec; False (and no change) if a message with this id is already stored."""
-        self._begin()
+        if rec.id in self._pending_records:
+            return False
         # The record's fields are the columns, in order (a bool binds as 0 or 1).
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO messages"
-            " (id, conversation, sender, sender_key, text, sent_t, received_t, outgoing)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        cur = self._write(
+            "INSERT OR IGNORE INTO messages (id, conversation, sender, sender_key, text,"
+            " sent_t, received_t, outgoing, place, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rec,
         )  # outside a batch, the INSERT is its own committed transaction
-        return cur.rowcount == 1
+        if cur is not None:
+            return cur.rowcount == 1
+        if self.has(rec.id):
+            self._pending.pop()  # a duplicate: nothing to write later either
+            return False
+        self._pending_records[rec.id] = rec
+        return True
 
     def has(self, msg_id: str) -> bool:
+        if msg_id in self._pending_records:
+            return True
         row = self._db.execute("SELECT 1 FROM messages WHERE id = ?", (msg_id,)).fetchone()
         return row is not None
 
     def recent(self, conversation: str | None, limit: int) -> list[HistoryRecord]:
-        """The last ``limit`` messages in arrival order, oldest first; None = all conversations."""
+        """The last ``limit`` messages, oldest first; None = all conversations.
+
+        The public room in the room's order (lanchat.core.antientropy.order_key: our own
+        messages not yet placed by a broker last); everything else in arrival order.
+        """
         if limit <= 0:
             return []
-        columns = "id, conversation, sender, sender_key, text, sent_t, received_t, outgoing"
+        columns = (
+            "id, conversation, sender, sender_key, text, sent_t, received_t, outgoing, place, seq"
+        )
         if conversation is None:
             rows = self._db.execute(
                 f"SELECT {columns} FROM messages ORDER BY n DESC LIMIT ?", (limit,)
+            ).fetchall()
+        elif conversation == "public":
+            rows = self._db.execute(
+                f"SELECT {columns} FROM messages WHERE conversation = ?"
+                " ORDER BY place IS NOT NULL, place DESC, substr(sender_key, 1, 16) DESC,"
+                " seq DESC, n DESC LIMIT ?",
+                (conversation, limit),
             ).fetchall()
         else:
             rows = self._db.execute(
                 f"SELECT {columns} FROM messages WHERE conversation = ? ORDER BY n DESC LIMIT ?",
                 (conversation, limit),
             ).fetchall()
-        return [
-            HistoryRecord(
-                id=r[0],
-                conversation=r[1],
-                sender=r[2],
-                sender_key=r[3],
-                text=r[4],
-                sent_t=r[5],
-                received_t=r[6],
-                outgoing=bool(r[7]),
-            )
-            for r in reversed(rows)
+        records = [_record(r) for r in reversed(rows)]
+        if self._pending_places:
+            places = self._pending_places
+            records = [
+                r._replace(place=places.get((r.sender_key, r.seq), r.place)) for r in records
+            ]
+        extra = [
+            r
+            for r in self._pending_records.values()
+            if conversation is None or r.conversation == conversation
         ]
+        if extra:
+            records = [r for r in records if r.id not in self._pending_records] + extra
+            if conversation == "public":
+                records.sort(key=_public_order)
+            records = records[-limit:]
+        return records
 
     def count(self) -> int:
-        """Number of stored messages."""
-        return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        """Number of stored messages (and kept in memory for the disk)."""
+        stored = int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        return stored + len(self._pending_records)
+
+    # public envelopes (anti-entropy)
+
+    def envelope_add(
+        self, author: str, seq: int, count: int, place: int | None, frames: bytes
+    ) -> None:
+        """A signed public envelope, to hand to nodes that lack it; kept once."""
+        cur = self._write(
+            "INSERT OR IGNORE INTO envelopes (author, seq, count, place, frames)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (author, seq, count, place, frames),
+        )
+        if cur is None:
+            self._pending_envelopes.setdefault((author, seq), (count, place, frames))
+
+    def set_place(self, author: str, seq: int, count: int, place: int) -> None:
+        """An envelope's place in the room's order (first given, or a smaller one)."""
+        self._write(
+            "UPDATE envelopes SET place = ? WHERE author = ? AND seq = ?", (place, author, seq)
+        )
+        ids = [f"{author[:16]}:{n}" for n in range(seq, seq + count)]
+        self._write(
+            "UPDATE messages SET place = ? WHERE id = ?", [(place, i) for i in ids], many=True
+        )
+        if self._pending:  # the updates wait too: reads must see them meanwhile
+            for n in range(seq, seq + count):
+                self._pending_places[(author, n)] = place
+        env = self._pending_envelopes.get((author, seq))
+        if env is not None:
+            self._pending_envelopes[(author, seq)] = (env[0], place, env[2])
+        for msg_id in ids:
+            rec = self._pending_records.get(msg_id)
+            if rec is not None:
+                self._pending_records[msg_id] = rec._replace(place=place)
+
+    def envelopes(self, author: str, first: int, last: int) -> list[tuple[int, int, int, bytes]]:
+        """``(seq, count, place, frames)`` of the placed envelopes holding any of first..last."""
+        rows = self._db.execute(
+            "SELECT seq, count, place, frames FROM envelopes WHERE author = ? AND seq <= ?"
+            " AND seq + count - 1 >= ? ORDER BY seq",
+            (author, last, first),
+        ).fetchall()
+        found = []
+        for a, b, c, d in rows:
+            place = self._pending_places.get((author, a), c)
+            if place is not None:
+                found.append((int(a), int(b), int(place), bytes(d)))
+        for (who, seq), (count, place, frames) in self._pending_envelopes.items():
+            if who == author and place is not None and seq <= last and seq + count - 1 >= first:
+                found.append((seq, count, place, frames))
+        return sorted(set(found))
+
+    def holdings(self) -> list[tuple[str, int, int, int | None]]:
+        """``(author, seq, count, place)`` of every envelope held."""
+        rows = self._db.execute("SELECT author, seq, count, place FROM envelopes").fetchall()
+        return [(str(a), int(b), int(c), None if d is None else int(d)) for a, b, c, d in rows]
+
+    def unplaced(self, author: str) -> list[tuple[int, int, bytes]]:
+        """``(seq, count, frames)`` of our envelopes no broker has placed yet, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, count, frames FROM envelopes WHERE author = ? AND place IS NULL"
+            " ORDER BY seq",
+            (author,),
+        ).fetchall()
+        return [(int(a), int(b), bytes(c)) for a, b, c in rows]
 
     # counters
 
@@ -546,6 +865,9 @@ class HistoryStore:
         due = self._seqs_due.get(name)
         if due is not None:
             return due
+        cached = self._counter_cache.get(name)
+        if cached is not None:
+            return cached
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
@@ -554,15 +876,15 @@ class HistoryStore:
         if self._batching:
             self._seqs_due[name] = value
         else:
-            self._db.execute(_SET_SEQ, (name, value))
+            self._counter_cache[name] = value
+            self._write(_SET_SEQ, (name, value))
 
     # outbox
 
     def outbox_add(self, item: OutboxItem) -> None:
         """Queue item; ValueError if (peer_key, cseq) is already queued."""
-        self._begin()
         try:
-            self._db.execute(
+            self._write(
                 "INSERT INTO outbox (peer_key, cseq, payload, created_t) VALUES (?, ?, ?, ?)",
                 (item.peer_key, item.cseq, item.payload, item.created_t),
             )
@@ -579,15 +901,59 @@ class HistoryStore:
         return [OutboxItem(peer_key, cseq, bytes(payload), t) for cseq, payload, t in rows]
 
     def outbox_remove_upto(self, peer_key: str, cseq: int) -> int:
-        self._begin()
-        cur = self._db.execute(
-            "DELETE FROM outbox WHERE peer_key = ? AND cseq <= ?", (peer_key, cseq)
-        )
-        return cur.rowcount
+        cur = self._write("DELETE FROM outbox WHERE peer_key = ? AND cseq <= ?", (peer_key, cseq))
+        return 0 if cur is None else cur.rowcount
 
     def outbox_peers(self) -> list[str]:
         rows = self._db.execute("SELECT DISTINCT peer_key FROM outbox ORDER BY peer_key")
         return [r[0] for r in rows]
+
+
+class _Write(NamedTuple):
+    sql: str
+    params: Any
+    many: bool
+
+
+def _record(r: Any) -> HistoryRecord:
+    return HistoryRecord(
+        id=r[0],
+        conversation=r[1],
+        sender=r[2],
+        sender_key=r[3],
+        text=r[4],
+        sent_t=r[5],
+        received_t=r[6],
+        outgoing=bool(r[7]),
+        place=r[8],
+        seq=r[9],
+    )
+
+
+def _public_order(r: HistoryRecord) -> tuple[int, int, str, int]:
+    if r.place is None:
+        return (1, 0, "", 0)  # ours, not placed yet: last, in the order we wrote them
+    return (0, r.place, r.sender_key[:16], r.seq)
+
+
+def _is_disk_refusal(exc: sqlite3.OperationalError) -> bool:
+    """Full, read-only, I/O error: the disk's doing, not a bug in a statement."""
+    text = str(exc).lower()
+    return any(w in text for w in ("full", "readonly", "read-only", "i/o", "disk"))
+
+
+def _plain_disk_error(exc: BaseException, directory: Path) -> str:
+    text = str(exc).lower()
+    if "full" in text or "no space" in text:
+        what = "the disk is full"
+    elif "readonly" in text or "read-only" in text:
+        what = "the profile became read-only"
+    else:
+        what = f"the disk reported an error ({exc})"
+    return (
+        f"cannot save history in {directory}: {what}. New messages are kept in memory and "
+        "saved as soon as the disk takes them again; they are lost if lanchat stops before"
+    )
 
 
 def _acquire_lock(directory: Path) -> int:
@@ -618,6 +984,13 @@ def _release_lock(fd: int) -> None:
     os.close(fd)
 
 
+def _unwritable(directory: Path, exc: BaseException) -> ProfileError:
+    return ProfileError(
+        f"profile {directory} cannot be used: {exc}. lanchat needs a profile it can write "
+        "(is the disk full or read-only?); free some space or pass --profile DIR"
+    )
+
+
 class Profile:
     """An open, locked profile directory with its two stores."""
 
@@ -633,18 +1006,31 @@ class Profile:
     def open(cls, directory: Path) -> Profile:
         """Create (0700) and lock the directory, then open both stores."""
         directory = Path(directory)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock_fd = _acquire_lock(directory)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock_fd = _acquire_lock(directory)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from exc
         state: StateStore | None = None
         try:
             state = StateStore(directory / STATE_NAME)
             history = HistoryStore(directory / HISTORY_NAME)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if state is not None:
+                state.close()
+            _release_lock(lock_fd)
+            raise _unwritable(directory, exc) from exc
         except BaseException:
             if state is not None:
                 state.close()
             _release_lock(lock_fd)
             raise
         return cls(directory, lock_fd, state, history)
+
+    def retry(self) -> bool:
+        """Save what the disk refused before (history, state); True once nothing waits."""
+        history = self.history.retry()
+        return self.state.retry() and history
 
     def close(self) -> None:
         """Close both stores and release the lock; safe to call twice."""

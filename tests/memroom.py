@@ -13,15 +13,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from lanchat.core import wire
+from lanchat.core.files import MIN_CHUNK_BYTES, FileOffer
 from lanchat.headless import encode_event
 from lanchat.identity import Identity
-from lanchat.inmemory import MemoryLan
+from lanchat.inmemory import MemoryLan, MemoryLink, MemoryTransport
 from lanchat.node import Node, NodeConfig
 from lanchat.store import Profile
 from lanchat.transport import DEFAULT_INFO_PORT
@@ -286,3 +289,104 @@ def peer_handles(member: Member) -> set[str]:
     member.do("who")
     answers = member.of("who")
     return {p["handle"].casefold() for p in answers[-1]["peers"]} if answers else set()
+
+
+class Rogue:
+    """A hostile client in the room, built from the real wire code: it talks to the broker
+    over links of the in-memory LAN, as one identity or as thousands of throwaway ones.
+
+    Its frames are encoded up front (``hello``, ``request``, ...), so that a flood costs the
+    shared event loop only the sending, as a separate process would."""
+
+    def __init__(self, room: Room, broker: Member, address: str = "127.0.0.250") -> None:
+        self.address = address
+        self.curve = Identity.generate()  # one transport key for every identity it uses
+        self.transport = room.lan.transport(address, self.curve.curve_public)
+        self.broker = broker
+        self.replies: list[Any] = []
+
+    def link(self) -> MemoryLink:
+        """A new connection to the broker."""
+        server = self.broker.node.transport
+        assert isinstance(server, MemoryTransport)
+        link = self.transport.link(self.broker.address, server.router_port, server.curve_public)
+        link.start(self._heard, lambda _events: None)
+        return link
+
+    def hello(self, ident: Identity, handle: str) -> list[bytes]:
+        hello = wire.Hello(
+            handle=handle,
+            room=ROOM,
+            id_key=ident.key,
+            curve_key=self.curve.curve_public,
+            started_at=time.time(),
+            address=self.address,
+            router_port=1,
+            info_port=1,
+        )
+        return wire.encode(hello, ident.sign(wire.signed_bytes(hello)))
+
+    @staticmethod
+    def request(ident: Identity, to: bytes, handle: str, cseq: int = 1) -> list[bytes]:
+        """A sealed, signed chat request from ``ident`` (claiming ``handle``) to ``to``."""
+        private = wire.Private(item="request", cseq=cseq, handle=handle, sent_t=time.time())
+        box = ident.seal_to(to, wire.encode_inner(private))
+        direct = wire.Direct(sender=ident.key, recipient=to, box=box)
+        return wire.encode(direct, ident.sign(wire.signed_bytes(direct)))
+
+    @staticmethod
+    def hand(i: int) -> list[bytes]:
+        hand = wire.Hand(
+            hand_id=f"{i:016x}", topic=f"help {i}", eph_key=bytes(32), raised_at=time.time()
+        )
+        return wire.encode(hand)
+
+    def shared_offer(self, ident: Identity, handle: str, seq: int) -> list[bytes]:
+        """A public message sharing a file that this rogue claims to serve."""
+        offer = FileOffer(
+            offer_id=f"{seq:032x}",
+            name=f"f{seq}.txt",
+            size=10,
+            sha256="0" * 64,
+            address=self.address,
+            port=1,
+            server_key=self.curve.curve_public,
+            chunk_size=MIN_CHUNK_BYTES,
+            shared=True,
+        )
+        pub = wire.Public(
+            author=ident.key,
+            handle=handle,
+            room=ROOM,
+            seq=seq,
+            text=f"shares the file {offer.name}",
+            sent_t=time.time(),
+            offer=offer.to_json(),
+        )
+        return wire.encode(pub, ident.sign(wire.signed_bytes(pub)))
+
+    def _heard(self, batch: list[list[bytes]]) -> None:
+        for frames in batch:
+            if sum(map(len, frames)) > 2_000:
+                continue  # a roster: a rogue in its own process would not read it here
+            with contextlib.suppress(wire.DecodeError):
+                self.replies.append(wire.decode(frames)[0])
+
+    def refused(self, code: str) -> int:
+        return sum(1 for m in self.replies if isinstance(m, wire.Refused) and m.code == code)
+
+
+async def probe_commands(
+    member: Member, until: asyncio.Event, every_s: float = 0.05
+) -> list[float]:
+    """Ask ``member`` for ``friends`` again and again until ``until`` is set: how long each
+    answer took (what a user at that node waits for a command)."""
+    waits: list[float] = []
+    loop = asyncio.get_running_loop()
+    while not until.is_set():
+        asked = loop.time()
+        member.do("friends")
+        await member.wait_new("friends")
+        waits.append(loop.time() - asked)
+        await asyncio.sleep(every_s)  # the pace of a user, not a synchronisation
+    return waits

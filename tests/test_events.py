@@ -58,7 +58,10 @@ def test_every_event_of_the_contract_has_a_type_with_its_fields() -> None:
 
 
 def test_optional_fields_are_left_out_and_names_lose_their_underscore() -> None:
-    live = events.event_of("public", {"id": "a:1", "from": "ann", "text": "hi", "sent_t": 1.5})
+    order = [3, "a" * 16, 1]
+    live = events.event_of(
+        "public", {"id": "a:1", "from": "ann", "text": "hi", "sent_t": 1.5, "order": order}
+    )
     assert live.to_json(2.0) == {
         "ev": "public",
         "t": 2.0,
@@ -66,8 +69,9 @@ def test_optional_fields_are_left_out_and_names_lose_their_underscore() -> None:
         "from": "ann",
         "text": "hi",
         "sent_t": 1.5,
+        "order": order,
     }
-    replayed = events.Public(id="a:1", from_="ann", text="hi", sent_t=1.5, replay=True)
+    replayed = events.Public(id="a:1", from_="ann", text="hi", sent_t=1.5, order=order, replay=True)
     assert replayed.to_json(2.0)["replay"] is True
     # A required field that is None is still written: file_offered to the whole room.
     room_share = events.FileOffered(id="f", name="n", size=1, to=None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,12 +13,24 @@ from lanchat.core import relay as relay_mod
 from lanchat.core import wire
 from lanchat.core.relay import (
     BEAT_INTERVAL_S,
+    BUSY_MAX_S,
     CLIENT_TIMEOUT_S,
+    FIRST_CONTACTS_BURST,
+    FIRST_CONTACTS_PER_S,
+    HANDS_BURST,
+    HANDS_PER_S,
     JOIN_BEAT_S,
+    JOINS_BURST,
+    MAX_CLIENTS,
+    PROBE_WAIT_S,
     ROSTER_MIN_INTERVAL_S,
+    SHARED_OFFERS_BURST,
+    STATUS_CHANGES_BURST,
     BrokerRelay,
     Effect,
+    Probe,
     Publish,
+    Reconcile,
     ToClient,
 )
 from lanchat.identity import Identity, verify
@@ -88,6 +102,7 @@ def opened(effects: list[Effect]) -> list[tuple[bytes | None, Any]]:
     """``(rid or None for Publish, decoded message)`` per effect."""
     out: list[tuple[bytes | None, Any]] = []
     for eff in effects:
+        assert not isinstance(eff, Reconcile | Probe)
         msg, _ = wire.decode(eff.frames)
         out.append((eff.rid if isinstance(eff, ToClient) else None, msg))
     return out
@@ -289,7 +304,7 @@ def test_public_is_relayed_with_increasing_bseq_and_acked(
         pub, sig = signed_public(alice, seq)
         [(to_all, relayed), (to_author, ack)] = opened(send(relay, b"r-a", pub, sig))
         assert to_all is None
-        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig)
+        assert relayed == wire.Relay(epoch=EPOCH, bseq=seq, inner=pub, inner_sig=sig, place=seq)
         assert (to_author, ack) == (b"r-a", wire.Ack(seq=seq))
     assert relay.bseq == 3
 
@@ -299,7 +314,11 @@ def test_replayed_public_is_acked_but_not_relayed_again(
 ) -> None:
     join(relay, b"r-a", alice, "alice")
     post(relay, b"r-a", alice, 1)
-    assert opened(post(relay, b"r-a", alice, 1, T0 + 5)) == [(b"r-a", wire.Ack(seq=1))]
+    [(to, placed), (_, ack)] = opened(post(relay, b"r-a", alice, 1, T0 + 5))
+    # Acknowledged again, with its place to the author only (epoch 0: not renumbered).
+    assert to == b"r-a"
+    assert (placed.epoch, placed.place, placed.inner.seq) == (0, 1, 1)
+    assert ack == wire.Ack(seq=1)
     assert relay.bseq == 1
     assert relay.counters == {"duplicate": 1}
 
@@ -437,7 +456,8 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     relay: BrokerRelay, alice: Identity, bob: Identity
 ) -> None:
     history = [signed_public(alice, 1), signed_public(bob, 1), signed_public(alice, 2)]
-    relay.seed([*history, history[0], signed_public(bob, 2, room="attic")])
+    placed = [(m, s, p) for p, (m, s) in enumerate(history, start=1)]
+    relay.seed([*placed, placed[0], (*signed_public(bob, 2, room="attic"), 9)])
     assert relay.bseq == 3  # the repeat and the other room's message are not kept
     join(relay, b"r-a", alice, "alice")
     resent = opened(send(relay, b"r-a", wire.Resend(epoch=EPOCH, first=1, last=3)))
@@ -447,10 +467,11 @@ def test_seed_makes_earlier_messages_resendable_and_relays_an_authors_resend_onc
     [(to, relayed), (_, ack)] = opened(post(relay, b"r-a", alice, 2))
     assert to is None
     assert relayed.inner.seq == 2
+    assert relayed.place == 3  # the place it had, not a new one
     assert ack == wire.Ack(seq=2)
     assert relay.bseq == 4
     # ... and only once.
-    assert opened(post(relay, b"r-a", alice, 2)) == [(b"r-a", wire.Ack(seq=2))]
+    assert [m for _, m in opened(post(relay, b"r-a", alice, 2))][1:] == [wire.Ack(seq=2)]
     assert relay.bseq == 4
 
 
@@ -478,11 +499,16 @@ def test_silent_clients_time_out_and_the_roster_is_republished(
     relay.tick(T0 + 1.0)  # the relay ticks all the time (a gap would mean it was asleep)
     # Not yet at the timeout itself (strictly longer), only a Beat.
     assert [type(m) for _, m in opened(relay.tick(T0 + CLIENT_TIMEOUT_S))] == [wire.Beat]
+    # Silent: its node is probed before it is reported gone.
     effects = relay.tick(T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S)
-    msgs = [m for _, m in opened(effects)]
-    assert [type(m) for m in msgs] == [wire.Roster, wire.Beat]
+    assert effects[0] == Probe(b"r-a", "10.0.0.2", 47100)
+    [(_, beat)] = opened(effects[1:])
+    assert isinstance(beat, wire.Beat)
+    # Nothing listens there any more (the process died): gone at once.
+    later = T0 + CLIENT_TIMEOUT_S + BEAT_INTERVAL_S + 0.01
+    msgs = [m for _, m in opened(relay.probed(b"r-a", False, later))]
+    assert [type(m) for m in msgs] == [wire.Roster]
     assert handles(msgs[0]) == ["bob"]
-    assert msgs[1].roster_version == msgs[0].version
     assert relay.counters == {"client_timeout": 1}
     [(_, refused)] = opened(post(relay, b"r-a", alice, 1, T0 + 3))
     assert refused.code == "hello_first"
@@ -531,20 +557,22 @@ def test_sync_is_not_answered_to_a_client_with_all_that_was_published(
 ) -> None:
     join(relay, b"r-a", alice, "alice")
     effects = opened(join(relay, b"r-b", bob, "bob"))
-    [joined] = [m for to, m in effects if to == b"r-b" and isinstance(m, wire.Roster)]
-    # bob's copy at joining is newer than anything published yet (the wave is coalesced)
-    assert send(relay, b"r-b", wire.Sync(roster_version=joined.version)) == []
-    # a client that missed a publish gets the roster
-    [(to, roster)] = opened(send(relay, b"r-b", wire.Sync(roster_version=joined.version - 2)))
+    # In a wave of joins, the newcomer's roster comes with the next (coalesced) publish.
+    assert not [m for to, m in effects if isinstance(m, wire.Roster)]
+    assert send(relay, b"r-b", wire.Sync(roster_version=relay.roster_version)) == []
+    # a client that missed a publish gets the last one published (encoded once)
+    [(to, roster)] = opened(send(relay, b"r-b", wire.Sync(roster_version=-1)))
     assert to == b"r-b"
-    assert sorted(handles(roster)) == ["alice", "bob"]
+    assert sorted(handles(roster)) == ["alice"]
+    published = opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))
+    rosters = [(to, sorted(handles(m))) for to, m in published if isinstance(m, wire.Roster)]
+    assert rosters == [(None, ["alice", "bob"]), (b"r-b", ["alice", "bob"])]
 
 
 def test_goodbye_removes_the_client(relay: BrokerRelay, alice: Identity, bob: Identity) -> None:
     join(relay, b"r-a", alice, "alice")
     join(relay, b"r-b", bob, "bob")
-    [(to, roster)] = opened(send(relay, b"r-a", wire.Goodbye(reason="bye"), now=T0 + 1))
-    assert to is None
+    [roster] = [m for to, m in opened(send(relay, b"r-a", wire.Goodbye(), now=T0 + 1)) if not to]
     assert handles(roster) == ["bob"]
     assert relay.client_count() == 1
     # The handle is free again, for anyone.
@@ -573,8 +601,8 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     assert [type(m) for to, m in first if to is None] == [wire.Roster]
     for i in (1, 2):
         effects = opened(join(relay, f"r-{i}".encode(), people[i], f"p{i}"))
-        # The newcomer gets the roster directly; everyone else waits for the next one.
-        assert [to for to, m in effects if isinstance(m, wire.Roster)] == [f"r-{i}".encode()]
+        # Everyone waits for the next one, the newcomer too (it gets it directly then).
+        assert [to for to, m in effects if isinstance(m, wire.Roster)] == []
     [first_roster] = [m for to, m in first if to is None]
     assert relay.roster_due() == T0 + ROSTER_MIN_INTERVAL_S
     early = [m for _, m in opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S / 2))]
@@ -582,7 +610,9 @@ def test_a_wave_of_joins_is_published_as_one_roster(relay: BrokerRelay) -> None:
     # A Beat never announces a version nobody was sent (that would make all ask for it).
     beats = [m for m in early if isinstance(m, wire.Beat)]
     assert all(b.roster_version == first_roster.version for b in beats)
-    [roster] = [m for _, m in opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))]
+    published = opened(relay.tick(T0 + ROSTER_MIN_INTERVAL_S))
+    assert [to for to, _ in published] == [None, b"r-1", b"r-2"]
+    roster = published[0][1]
     assert isinstance(roster, wire.Roster)
     assert sorted(handles(roster)) == ["p0", "p1", "p2"]
     assert relay.roster_due() is None
@@ -625,10 +655,13 @@ def test_a_broker_that_was_asleep_does_not_time_out_its_clients(
     # Nothing ran for 30 s (a closed lid): on waking up, alice gets a fresh chance.
     assert [type(m) for _, m in opened(relay.tick(T0 + 30))] == [wire.Beat]
     assert relay.client_count() == 1
-    # Still silent after that: she times out as usual.
+    # Still silent after that: she times out as usual (her node probed, and gone).
     relay.tick(T0 + 30.5)
     assert relay.client_count() == 1
-    assert next(type(m) for _, m in opened(relay.tick(T0 + 31.1))) is wire.Roster
+    [probe] = [e for e in relay.tick(T0 + 31.1) if isinstance(e, Probe)]
+    assert next(type(m) for _, m in opened(relay.probed(probe.rid, False, T0 + 31.2))) is (
+        wire.Roster
+    )
     assert relay.client_count() == 0
 
 
@@ -665,15 +698,18 @@ def test_ten_thousand_raised_hands_from_one_identity_leave_three(
             # The same identity on a new connection (a reconnect) shares the count.
             join(relay, b"r-s2", alice, "student")
         rid = b"r-s" if i < 5_000 else b"r-s2"
-        effects = send(relay, rid, hand)
+        effects = send(relay, rid, hand, now=T0 + i / 1_000)  # 10,000 in 10 s
         if i >= 3:
-            assert [(to, type(m)) for to, m in opened(effects)] == [(rid, wire.Refused)]
+            # Within the identity's hand budget, a refusal; beyond it, nothing at all.
+            assert [(to, type(m)) for to, m in opened(effects)] in ([(rid, wire.Refused)], [])
         if i in (1_000, 9_999):
             gc.collect()
             objects.append(len(gc.get_objects()))
     entries = relay._queue.snapshot().entries
     assert [e.hand_id for e in entries] == [f"{i:08x}" for i in range(3)]
-    assert relay.counters["queue_refused"] == 9_997
+    refused, dropped = relay.counters["queue_refused"], relay.counters["hand_budget"]
+    assert refused + dropped == 9_997
+    assert refused <= HANDS_BURST + 10 * HANDS_PER_S
     # Nothing is kept per refused hand (a kept one is a record and its topic, 9,000 of them
     # thousands of objects).
     assert objects[1] - objects[0] < 100
@@ -729,3 +765,185 @@ def test_a_lookup_answers_keys_and_handle_prefixes_with_the_count(relay: BrokerR
     assert (found.prefix, found.count) == ("AN", 4)
     [(_, none)] = opened(send(relay, b"r-2", wire.Lookup(), now=T0 + 1))
     assert none.peers == ()
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def test_a_connection_speaks_for_one_identity(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    hello, _sig = signed_hello(bob, "bob")
+    # Bob's Hello over Alice's connection (same transport key, as a rogue reusing it).
+    bob_hello = replace(hello, curve_key=alice.curve_public)
+    bob_sig = bob.sign(wire.signed_bytes(bob_hello))
+    effects = relay.receive(b"r-a", alice.curve_public, wire.encode(bob_hello, bob_sig), T0)
+    assert [(to, m.code) for to, m in opened(effects)] == [(b"r-a", "identity_bound")]
+    assert relay.counters["hello_rebind"] == 1
+    assert [p.handle for p in relay.roster().peers] == ["alice"]
+    # The same identity again on its own connection: a changed Hello, welcome.
+    assert any(isinstance(m, wire.Welcome) for _, m in opened(join(relay, b"r-a", alice, "al")))
+
+
+def test_throwaway_identities_share_one_recipients_first_contact_budget(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    friend = Identity.generate()
+    join(relay, b"r-f", friend, "friend")
+    msg, sig = _direct(friend, alice.key)
+    assert send(relay, b"r-f", msg, sig) != []  # a first contact, within budget: a pair now
+    passed = 0
+    for i in range(300):  # 300 strangers in 1 s, each one request
+        stranger = Identity.generate()
+        now = T0 + i / 300
+        join(relay, f"r-{i}".encode(), stranger, f"s{i}", now=now)
+        msg, sig = _direct(stranger, alice.key)
+        passed += bool(send(relay, f"r-{i}".encode(), msg, sig, now=now))
+        # An established pair is not held up by the flood.
+        msg, sig = _direct(friend, alice.key)
+        assert send(relay, b"r-f", msg, sig, now=now) != []
+    assert passed <= FIRST_CONTACTS_BURST + FIRST_CONTACTS_PER_S
+    assert relay.counters["first_contact_budget"] == 300 - passed
+
+
+def test_room_size_and_join_rate_are_bounded(relay: BrokerRelay) -> None:
+    welcomed = 0
+    for i in range(MAX_CLIENTS + 50):
+        # Slower than the join rate (and no tick: nobody times out).
+        effects = join(relay, f"r-{i}".encode(), Identity.generate(), f"n{i}", now=T0 + i / 10)
+        welcomed += any(isinstance(m, wire.Welcome) for _, m in opened(effects))
+    assert welcomed == MAX_CLIENTS
+    assert relay.counters["room_full"] == 50
+    fresh = BrokerRelay(
+        key=b"k" * 32, handle="boss", room=ROOM, epoch=1, since=0.0, pub_port=1, verify=verify
+    )
+    welcomed = sum(
+        any(
+            isinstance(m, wire.Welcome)
+            for _, m in opened(join(fresh, f"r-{i}".encode(), Identity.generate(), f"n{i}"))
+        )
+        for i in range(int(JOINS_BURST) + 20)
+    )
+    assert welcomed == JOINS_BURST  # all at one instant: the burst, then "busy"
+    assert fresh.counters["join_budget"] == 20
+
+
+def test_status_changes_and_shared_offers_have_a_budget(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    for i in range(1_000):
+        send(relay, b"r-a", wire.Heartbeat(t=0.0, status=f"busy:{i}"), now=T0 + i / 1_000)
+    assert relay.counters["status_budget"] >= 1_000 - STATUS_CHANGES_BURST - 2
+    offers = 0
+    for i in range(1_000):
+        pub = wire.Public(
+            author=alice.key,
+            handle="alice",
+            room=ROOM,
+            seq=i + 1,
+            text="shares",
+            sent_t=5.0,
+            offer='{"id": "x"}',
+        )
+        effects = send(relay, b"r-a", pub, alice.sign(wire.signed_bytes(pub)), now=T0 + 1)
+        offers += any(isinstance(e, Publish) for e in effects)
+    assert offers == SHARED_OFFERS_BURST
+    assert relay.counters["offer_budget"] == 1_000 - SHARED_OFFERS_BURST
+
+
+# ---------------------------------------------------------------- anti-entropy
+
+
+def carried(msg: wire.Public, sig: bytes, place: int) -> list[bytes]:
+    return wire.carried(place, wire.envelope_of(wire.signed_bytes(msg), sig))
+
+
+def test_places_count_on_from_the_highest_seen_and_a_carried_message_keeps_its_place(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    join(relay, b"r-b", bob, "bob")
+    relay.clock = 10  # the node's history held place 10
+    [(_, first), _ack] = opened(post(relay, b"r-a", alice, 1))
+    assert first.place == 11
+    # Bob carries a message of the other half of a partition: placed 14 there.
+    pub, sig = signed_public(alice, 2)
+    [(to, relayed)] = opened(relay.receive(b"r-b", bob.curve_public, carried(pub, sig, 14), T0))
+    assert to is None
+    assert relayed.place == 14
+    assert relayed.bseq == first.bseq + 1
+    assert relay.counters["carried"] == 1
+    # Carried again, by anyone, at the same or a later place: nothing.
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 14), T0) == []
+    assert relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 20), T0) == []
+    # At a smaller place: relayed again, the smaller place wins.
+    [(_, again)] = opened(relay.receive(b"r-a", alice.curve_public, carried(pub, sig, 12), T0))
+    assert again.place == 12
+    # The next fresh message counts on from above everything seen.
+    [(_, nxt), _ack] = opened(post(relay, b"r-a", alice, 3))
+    assert nxt.place == 15
+
+
+def test_a_carried_message_with_a_bad_signature_is_dropped(
+    relay: BrokerRelay, alice: Identity, bob: Identity
+) -> None:
+    join(relay, b"r-b", bob, "bob")
+    pub, sig = signed_public(alice, 1)
+    forged = dataclasses.replace(pub, text="x")
+    assert relay.receive(b"r-b", bob.curve_public, carried(forged, sig, 3), T0) == []
+    assert relay.counters["bad_signature"] == 1
+
+
+def test_a_clients_have_and_want_go_to_the_node_and_raise_the_clock(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    have = wire.Have(top=50, authors=(wire.SeqRanges(author=alice.key, ranges=(1, 3)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(have), T0) == [
+        Reconcile(b"r-a", have)
+    ]
+    assert relay.clock == 50
+    want = wire.Want(authors=(wire.SeqRanges(author=alice.key, ranges=(2, 2)),))
+    assert relay.receive(b"r-a", alice.curve_public, wire.encode(want), T0) == [
+        Reconcile(b"r-a", want)
+    ]
+
+
+def test_a_silent_client_whose_node_answers_is_busy_not_gone_until_busy_max(
+    relay: BrokerRelay, alice: Identity
+) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    now = T0
+    probes = 0
+    while relay.client_count():
+        now += BEAT_INTERVAL_S
+        for eff in relay.tick(now):
+            if isinstance(eff, Probe):
+                probes += 1
+                assert relay.probed(eff.rid, True, now + 0.01) == []  # a starved node
+        assert now < T0 + BUSY_MAX_S + CLIENT_TIMEOUT_S * 2, "kept for ever"
+    assert now > T0 + BUSY_MAX_S  # kept while busy, then gone all the same
+    assert probes >= BUSY_MAX_S // (CLIENT_TIMEOUT_S + BEAT_INTERVAL_S) - 1
+    assert relay.counters["busy_kept"] == probes
+
+
+def test_a_probe_that_never_comes_back_is_gone(relay: BrokerRelay, alice: Identity) -> None:
+    join(relay, b"r-a", alice, "alice")
+    relay.tick(T0)
+    t = T0
+    probes: list[Probe] = []
+    while not probes:
+        t += BEAT_INTERVAL_S
+        probes = [e for e in relay.tick(t) if isinstance(e, Probe)]
+    probed_at = t
+    while t < probed_at + PROBE_WAIT_S - BEAT_INTERVAL_S:
+        t += BEAT_INTERVAL_S
+        relay.tick(t)
+        assert relay.client_count() == 1
+    relay.tick(probed_at + PROBE_WAIT_S + 0.1)
+    assert relay.client_count() == 0
+    assert relay.probed(b"r-a", True, t + 2) == []  # too late: nothing happens

@@ -4,12 +4,15 @@ timeouts (heartbeats, re-announcements), which are seconds by design."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from memroom import STUDENTS, Member, Room, in_room, logged_errors, run
+
+from lanchat.core import reliability
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -231,6 +234,155 @@ def test_a_killed_student_that_restarts_at_once_is_back_in_the_room(tmp_path: Pa
         who = await ann.wait("who")
         assert sorted(p["handle"] for p in who["peers"]) == ["bob", "cat", "dan", "mia"]
 
+
+# ---------------------------------------------------------------- nothing lost, one order
+
+
+async def histories(room: Room) -> dict[str, list[dict[str, Any]]]:
+    """Every running node's answer to ``history`` of the room (all of it)."""
+    before = {m.handle: len(m.of("history")) for m in room.running()}
+    for member in room.running():
+        member.do("history", limit=10_000)
+    answers = {}
+    for member in room.running():
+        n = before[member.handle]
+        await member.until(lambda m=member, n=n: len(m.of("history")) > n, "history")  # type: ignore[misc]
+        answers[member.handle] = member.of("history")[n]["messages"]
+    return answers
+
+
+async def check_room(room: Room, said: set[str], timeout: float = 20.0) -> float:
+    """The one check of the fault tests: every message said (and acknowledged) is held by
+    every node, shown to each once, and every node's history is the same, in the same
+    order. Returns how long the room took to get there (s)."""
+    started = time.monotonic()
+    for member in room.running():
+        own = {e["id"] for e in member.of("sent")}
+        others = said - own
+        await member.until(
+            lambda m=member, want=others: want <= set(m.public_ids()),  # type: ignore[misc]
+            f"all {len(others)} messages of the others",
+            timeout=timeout,
+        )
+        assert max(member.public_ids().values(), default=1) == 1, "a message shown twice"
+    took = time.monotonic() - started
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = await histories(room)
+        orders = {h: [m["id"] for m in msgs] for h, msgs in answers.items()}
+        placed = all(m["order"] is not None for msgs in answers.values() for m in msgs)
+        if placed and len({tuple(o) for o in orders.values()}) == 1:
+            break
+        if time.monotonic() > deadline:
+            first = next(iter(orders.values()))
+            diffs = {h: o for h, o in orders.items() if o != first}
+            raise AssertionError(f"histories differ: {first} vs {diffs}")
+        await asyncio.sleep(0.2)  # our own lines wait for their relay to be placed
+    (order,) = {tuple(o) for o in orders.values()}
+    assert set(order) == said
+    assert len(order) == len(said)
+    return took
+
+
+async def chat(room: Room, members: list[Member], rounds: int, tag: str) -> set[str]:
+    """Every member says ``rounds`` texts, interleaved; returns the ids once all are sent."""
+    for i in range(rounds):
+        for member in members:
+            member.do("say", text=f"{member.handle} {tag} {i}")
+        await asyncio.sleep(0.05)
+    ids: set[str] = set()
+    for member in members:
+        sent = await member.count("sent", rounds, **{})
+        ids |= {e["id"] for e in sent}
+    return ids
+
+
+def all_sent(room: Room) -> set[str]:
+    return {e["id"] for m in room.running() for e in m.of("sent")}
+
+
+def test_a_partition_heals_with_every_message_everywhere_in_one_order_without_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Authors forget acknowledged messages at once: only anti-entropy can bring the
+    # halves' messages together.
+    monkeypatch.setattr(reliability, "RETAIN_S", 0.0)
+
+    async def scenario(room: Room) -> None:
+        mia = room["mia"]
+        students = [room[h] for h in STUDENTS]
+        await chat(room, room.running(), 2, "before")
+        room.lan.partition(
+            [mia.address, room["ann"].address],
+            [room[h].address for h in ("bob", "cat", "dan")],
+            detect_s=0.1,
+        )
+        for member in (room["bob"], room["cat"], room["dan"]):
+            await member.wait("broker", epoch=2)
+        for i in range(5):
+            for member in room.running():
+                member.do("say", text=f"{member.handle} apart {i}")
+            await asyncio.sleep(0.1)
+        for member in room.running():
+            await member.count("sent", 7)
+        healed = time.monotonic()
+        room.lan.heal()
+        for member in students[1:]:
+            await member.wait("broker", handle="mia", epoch=1)
+        await chat(room, room.running(), 1, "after")
+        took = await check_room(room, all_sent(room))
+        print(
+            f"reconciled {(time.monotonic() - healed) * 1000:.0f} ms after the heal "
+            f"(check {took * 1000:.0f} ms)"
+        )
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_three_way_partition_heals_into_one_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reliability, "RETAIN_S", 0.0)
+
+    async def scenario(room: Room) -> None:
+        groups = [["mia", "ann"], ["bob", "cat"], ["dan"]]
+        room.lan.partition(*([room[h].address for h in g] for g in groups), detect_s=0.1)
+        for h in ("bob", "cat", "dan"):
+            await room[h].wait("broker", epoch=2)
+        for i in range(4):
+            for member in room.running():
+                member.do("say", text=f"{member.handle} apart {i}")
+            await asyncio.sleep(0.1)
+        for member in room.running():
+            await member.count("sent", 4)
+        room.lan.heal()
+        for h in ("bob", "cat", "dan"):
+            await room[h].wait("broker", handle="mia", epoch=1)
+        await check_room(room, all_sent(room))
+
+    in_room(tmp_path, scenario)
+
+
+def test_an_author_restarted_before_its_message_was_placed_sends_it_then(
+    tmp_path: Path,
+) -> None:
+    async def scenario(room: Room) -> None:
+        dan = room["dan"]
+        room.lan.partition([dan.address], [m.address for m in room.running() if m is not dan])
+        dan.do("say", text="said alone, then stopped")
+        await dan.until(lambda: dan.node.profile.history.count() >= 1, "the text stored")
+        directory = dan.node.profile.directory
+        await room.kill(dan)
+        room.lan.heal()
+        again = room.add("dan", directory=directory)
+        room.start(again)
+        await room.settled("mia")
+        for member in room.running():
+            if member is not again:
+                await member.hear({"said alone, then stopped"})
+        said = {e["id"] for m in room.running() for e in m.of("public")}
+        await check_room(room, said)
+
     in_room(tmp_path, scenario)
 
 
@@ -260,5 +412,107 @@ def test_brokers_dying_one_after_another_lose_and_double_nothing(tmp_path: Path)
             texts = {f"{peer.handle} {when} {n}" for n in (1, 2, 3) for when in ("before", "after")}
             await member.hear(texts)
             assert max(member.public_ids().values()) == 1
+
+
+def test_a_full_disk_is_one_storage_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    async def scenario(room: Room) -> None:
+        dan = room["dan"]
+        history = dan.node.profile.history
+        pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+        history._db.execute(f"PRAGMA max_page_count={pages}")  # "database or disk is full"
+        big = "y" * 2000
+        for i in range(20):
+            room["ann"].do("say", text=f"{big} {i}")
+            dan.do("say", text=f"dan {i}")
+        await dan.count("sent", 20)
+        errors = await dan.count("error", 1, code="storage")
+        assert "disk is full" in errors[0]["message"]
+        said = all_sent(room)
+        await check_room(room, said)  # dan's history answer includes what waits in memory
+        assert history.waiting() > 0
+        history._db.execute("PRAGMA max_page_count=1073741823")
+        saved = await dan.wait("storage", state="ok")
+        assert saved["saved"] > 0
+        assert len(dan.of("error", code="storage")) == 1
+        assert history.waiting() == 0
+        await check_room(room, said)
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_broker_that_drops_one_message_is_noticed_by_its_author_and_the_receivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(room: Room) -> None:
+        from lanchat.core import wire
+        from lanchat.core.relay import BrokerRelay, ToClient
+
+        mia, dan = room["mia"], room["dan"]
+        relay = mia.node.hosting.relay
+        assert relay is not None
+        honest = BrokerRelay.receive
+
+        def censor(
+            self: BrokerRelay, rid: bytes, key: bytes, frames: list[bytes], now: float
+        ) -> Any:
+            msg, _ = wire.decode(frames)
+            if self is relay and isinstance(msg, wire.Public) and msg.text == "dan 2":
+                # Acknowledged to dan, never numbered nor published.
+                return [ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))]
+            return honest(self, rid, key, frames, now)
+
+        monkeypatch.setattr(BrokerRelay, "receive", censor)
+        for i in range(1, 4):
+            dan.do("say", text=f"dan {i}")
+            await dan.count("sent", i)
+        for member in room.running():
+            if member is not dan:
+                await member.hear({"dan 1", "dan 3"})
+                assert "dan 2" not in member.public_texts()
+        unseen = await dan.wait("warning", code="unseen")
+        assert unseen["id"].endswith(":2")
+        for member in room.running():
+            if member is not dan:
+                withheld = await member.wait("warning", code="withheld")
+                assert withheld["handle"] == "dan"
+
+    in_room(tmp_path, scenario)
+
+
+def test_a_message_the_broker_lost_is_fetched_from_its_author(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(room: Room) -> None:
+        from lanchat.core import wire
+        from lanchat.core.relay import BrokerRelay, ToClient
+
+        mia, dan = room["mia"], room["dan"]
+        relay = mia.node.hosting.relay
+        assert relay is not None
+        honest = BrokerRelay.receive
+        lost: list[int] = []
+
+        def lossy(
+            self: BrokerRelay, rid: bytes, key: bytes, frames: list[bytes], now: float
+        ) -> Any:
+            msg, _ = wire.decode(frames)
+            if self is relay and isinstance(msg, wire.Public) and msg.text == "dan 2" and not lost:
+                lost.append(msg.seq)  # acknowledged, then lost (once)
+                return [ToClient(rid, wire.encode(wire.Ack(seq=msg.seq)))]
+            return honest(self, rid, key, frames, now)
+
+        monkeypatch.setattr(BrokerRelay, "receive", lossy)
+        for i in range(1, 4):
+            dan.do("say", text=f"dan {i}")
+            await dan.count("sent", i)
+        # The receivers see the gap, ask the broker; it lacks it too and asks dan.
+        for member in room.running():
+            if member is not dan:
+                await member.hear({"dan 1", "dan 2", "dan 3"})
+        await check_room(room, all_sent(room))
+        for member in room.running():
+            assert not member.of("warning", code="withheld")
+        assert not dan.of("warning", code="unseen")
+        assert lost
 
     in_room(tmp_path, scenario)

@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 
 from lanchat import oscompat
 from lanchat.store import (
+    PINS_MAX,
     HistoryRecord,
+    HistoryStore,
     OutboxItem,
     Pin,
     Profile,
     ProfileCorrupt,
+    ProfileError,
     ProfileLocked,
     default_profile_dir,
 )
@@ -564,3 +567,161 @@ def test_corrupt_history_is_reported_and_left_alone(
     assert path.read_bytes() == content
     assert not (profile_dir / "history.sqlite3-wal").exists()
     assert_unlocked(profile_dir)  # the failed open released the lock
+
+
+def test_deferred_writes_cost_one_atomic_write_per_flush(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    original = oscompat.replace_durably
+    monkeypatch.setattr(
+        oscompat, "replace_durably", lambda a, b: (writes.append(1), original(a, b))
+    )
+    profile = Profile.open(profile_dir)
+    state = profile.state
+    state.defer_writes()
+    before = (profile_dir / "state.json").read_bytes()
+    writes.clear()
+    for i in range(1_000):  # a flood of changes, as strangers' requests would make
+        state.set_friendship(f"{i:064x}", f"s{i}", "pending_in")
+    assert writes == []
+    assert (profile_dir / "state.json").read_bytes() == before  # nothing written yet...
+    assert state.friendship(f"{999:064x}") == "pending_in"  # ...but read back from memory
+    state.flush()
+    state.flush()  # nothing changed since: no write
+    assert len(writes) == 1
+    state.set_setting("k", "v")
+    profile.close()  # the last change is written on close
+    assert len(writes) == 2
+    with Profile.open(profile_dir) as again:
+        assert again.state.get_setting("k") == "v"
+        assert len(again.state.friendships()) == 1_000
+
+
+def test_pins_of_strangers_are_bounded_and_a_friends_pin_stays(profile: Profile) -> None:
+    state = profile.state
+    state.set_pin("friend", KEY_A, now=0.0)
+    state.set_friendship(KEY_A, "friend", "friend")
+    for start in range(0, PINS_MAX + 100, 50):
+        batch = [(f"s{i}", f"{i + 1:064x}") for i in range(start, start + 50)]
+        state.set_pins(batch, now=float(start + 1))
+    pins = {p.key for p in state.pins()}
+    assert len(pins) == PINS_MAX + 1
+    assert KEY_A in pins  # the oldest of all, but a friend's
+    assert f"{1:064x}" not in pins  # the least recently seen strangers went first
+    assert state.pinned_key("S349") == f"{350:064x}"
+
+
+# the disk refusing writes (full, read-only): kept in memory, written later, never lost
+
+
+def fill_disk(history: HistoryStore) -> None:
+    """The database may not grow: SQLite answers "database or disk is full", as on a full
+    filesystem (tests/test_faults_lan.py fills a real one)."""
+    pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+    history._db.execute(f"PRAGMA max_page_count={pages}")
+
+
+def free_disk(history: HistoryStore) -> None:
+    history._db.execute("PRAGMA max_page_count=1073741823")
+
+
+def test_a_full_disk_keeps_messages_in_memory_says_so_once_and_writes_them_later(
+    profile: Profile, profile_dir: Path
+) -> None:
+    history = profile.history
+    faults: list[str] = []
+    saved: list[int] = []
+    history.on_fault, history.on_recovered = faults.append, saved.append
+    history.append(record("m:0"))
+    fill_disk(history)
+    big = "x" * 3000  # more than a page each: the first one already needs a new page
+    for i in range(1, 30):
+        with history.batch():
+            assert history.append(record(f"m:{i}", text=big, t=i))
+            history.set_seq("public", i)
+    assert not history.append(record("m:5"))  # still one of each
+    assert len(faults) == 1
+    assert "disk is full" in faults[0]
+    waiting = history.waiting()
+    assert waiting >= 25  # all but what fitted in the free pages
+    assert history.count() == 30
+    assert [r.id for r in history.recent("public", 100)] == [f"m:{i}" for i in range(30)]
+    assert history.max_seq("public") == 29
+    assert not history.retry()  # still full
+    free_disk(history)
+    assert history.retry()
+    assert saved == [waiting]
+    assert history.waiting() == 0
+    assert history.fault is None
+    profile.close()
+    with Profile.open(profile_dir) as again:
+        assert again.history.count() == 30
+        assert again.history.max_seq("public") == 29
+
+
+def test_a_read_only_profile_at_start_is_a_profile_error(tmp_path: Path) -> None:
+    directory = tmp_path / "ro"
+    Profile.open(directory).close()
+    if sys.platform == "win32" or os.geteuid() == 0:
+        pytest.skip("root writes to read-only files (tests/test_faults_lan.py mounts one)")
+    for path in [directory, *directory.iterdir()]:
+        path.chmod(0o500 if path.is_dir() else 0o400)
+    try:
+        with pytest.raises(ProfileError, match="cannot be used"):
+            Profile.open(directory)
+    finally:
+        for path in [directory, *directory.iterdir()]:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def test_a_database_turned_read_only_is_the_same_fault_with_its_own_words(
+    profile: Profile,
+) -> None:
+    history = profile.history
+    faults: list[str] = []
+    history.on_fault = faults.append
+    history._db.execute("PRAGMA query_only=1")  # "attempt to write a readonly database"
+    assert history.append(record("m:1"))
+    assert faults
+    assert "read-only" in faults[0]
+    assert [r.id for r in history.recent("public", 10)] == ["m:1"]
+    history._db.execute("PRAGMA query_only=0")
+    assert history.retry()
+    assert history.waiting() == 0
+
+
+_V1_SCHEMA = """
+CREATE TABLE messages (n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    conversation TEXT NOT NULL, sender TEXT NOT NULL, sender_key TEXT NOT NULL,
+    text TEXT NOT NULL, sent_t REAL NOT NULL, received_t REAL NOT NULL, outgoing INTEGER NOT NULL);
+CREATE INDEX messages_by_conversation ON messages (conversation);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox (peer_key TEXT NOT NULL, cseq INTEGER NOT NULL, payload BLOB NOT NULL,
+    created_t REAL NOT NULL, PRIMARY KEY (peer_key, cseq)) WITHOUT ROWID;
+PRAGMA application_id=1280197448;
+PRAGMA user_version=1;
+"""
+
+
+def test_a_version_1_history_is_migrated_keeping_its_order_ahead_of_placed_messages(
+    profile_dir: Path,
+) -> None:
+    import sqlite3
+
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(profile_dir / "history.sqlite3")
+    db.executescript(_V1_SCHEMA)
+    for i, text in enumerate(["first", "second", "third"]):
+        db.execute(
+            "INSERT INTO messages (id, conversation, sender, sender_key, text, sent_t,"
+            " received_t, outgoing) VALUES (?, 'public', 'ada', ?, ?, ?, ?, 0)",
+            (f"old:{i}", KEY_A, text, 10 - i, 10 - i),  # clocks disagree: arrival wins
+        )
+    db.commit()
+    db.close()
+    with Profile.open(profile_dir) as p:
+        p.history.append(record("new:1")._replace(place=1, seq=1))
+        got = [r.text for r in p.history.recent("public", 10)]
+        assert got == ["first", "second", "third", "hi"]
+        assert p.history.holdings() == []

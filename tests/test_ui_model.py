@@ -1214,3 +1214,49 @@ def test_serve_install_asks_the_node_and_shows_the_lines_for_the_room() -> None:
     assert shown[1].endswith("py -m pip install --index-url http://10.0.0.5:8765/simple/ lanchat")
     assert shown[2].endswith("python3 -m venv ~/lanchat-env && ...")
     assert url in shown[3]
+
+
+def test_an_impostors_lines_are_marked_with_its_key(model: ViewModel) -> None:
+    model.apply(ev("accepted", by="ann"))
+    model.apply(ev("public", id="a:1", **{"from": "ann"}, text="the real one", sent_t=1.0))
+    fake = {"impostor": True, "fingerprint": "1234-5678-9abc-def0-1234"}
+    model.apply(ev("public", id="b:1", **{"from": "ann"}, text="trust me", sent_t=2.0, **fake))
+    model.apply(ev("private", id="b>m:1", **{"from": "ann"}, text="psst", sent_t=3.0, **fake))
+    real, impostor = list(model.conversations[PUBLIC].lines)[-2:]
+    assert (real.sender, real.unverified) == ("ann", False)
+    assert impostor.sender == "ann [unverified key 1234-5678-9abc-def0-1234]"
+    assert impostor.unverified
+    assert list(model.conversations["@ann"].lines)[-1].unverified
+    shown = render.conversation(model, 100, 20)
+    # No friend mark and no colour of the real ann: the warning style, with the key.
+    assert ("class:warning", impostor.sender) in shown
+
+
+def test_public_lines_follow_the_rooms_order_and_our_own_moves_to_its_place(
+    model: ViewModel,
+) -> None:
+    def public(text: str, place: int, sent_t: float = 100.0) -> dict[str, Any]:
+        return ev(
+            "public", id=f"a:{place}", text=text, sent_t=sent_t, order=[place, "a" * 16, place]
+        )
+
+    model.apply(ev("status", state="connected", text="connected"))
+    model.apply(public("one", 1))
+    model.apply(public("three", 3))
+    model.sent({"cmd": "say", "text": "mine"}, 100.5, msg_id="me:1")
+    # The other half of a healed partition: placed before "three", arriving after it.
+    model.apply(public("two", 2, sent_t=101.0))
+    assert [t for t in texts(model) if t in {"one", "two", "three", "mine"}] == [
+        "one",
+        "two",
+        "three",
+        "mine",
+    ]
+    # The broker placed ours between one and two: every screen shows it there.
+    model.apply(ev("placed", id="me:1", order=[1, "f" * 16, 1]))
+    assert [t for t in texts(model) if t in {"one", "two", "three", "mine"}] == [
+        "one",
+        "mine",
+        "two",
+        "three",
+    ]

@@ -100,8 +100,10 @@ EXAMPLES: list[tuple[Any, bytes]] = [
     (wire.Lookup(prefix="an", keys=(KEY_A,)), b""),
     (wire.Found(prefix="an", peers=(_hello().entry(SIG),), count=900), b""),
     (_public(), SIG),
-    (Relay(epoch=2, bseq=11, inner=_public(), inner_sig=SIG), b""),
+    (Relay(epoch=2, bseq=11, inner=_public(), inner_sig=SIG, place=40), b""),
     (Ack(seq=7), b""),
+    (wire.Have(top=12, authors=(wire.SeqRanges(author=KEY_A, ranges=(1, 4, 6, 9)),)), b""),
+    (wire.Want(authors=(wire.SeqRanges(author=KEY_B, ranges=(5, 5)),)), b""),
     (Resend(epoch=2, first=3, last=9), b""),
     (Goodbye(reason="bye"), b""),
     (Direct(sender=KEY_A, recipient=KEY_B, box=b"\x00sealed\xff" * 10), SIG),
@@ -263,6 +265,8 @@ def _other_value(value: Any) -> Any:
         return value + 1
     if isinstance(value, str):
         return value + "x"
+    if isinstance(value, tuple):
+        return (*value, *value)
     assert isinstance(value, bytes)
     return value + b"x"
 
@@ -277,11 +281,28 @@ def test_hello_and_its_roster_entry_are_never_equal() -> None:
 
 def test_relay_envelope_carries_the_public_frames_unchanged() -> None:
     pub = _public()
-    frames = encode(Relay(epoch=3, bseq=42, inner=pub, inner_sig=SIG))
+    frames = encode(Relay(epoch=3, bseq=42, inner=pub, inner_sig=SIG, place=7))
     assert frames[0] == b"LC\x01\x08"
-    assert json.loads(frames[1]) == {"epoch": 3, "bseq": 42}
+    assert json.loads(frames[1]) == {"epoch": 3, "bseq": 42, "place": 7}
     assert frames[2] == b""
     assert frames[3:] == encode(pub, SIG)
+
+
+def test_a_stored_envelope_is_carried_as_a_relay_of_epoch_0_without_decoding() -> None:
+    pub = _public()
+    envelope = wire.envelope_of(wire.signed_bytes(pub), SIG)
+    assert wire.envelope_frames(envelope) == encode(pub, SIG)
+    relay, _ = decode(wire.carried(9, envelope))
+    assert relay == Relay(epoch=0, bseq=0, inner=pub, inner_sig=SIG, place=9)
+
+
+@pytest.mark.parametrize(
+    "ranges", [(), (1,), (3, 2), (0, 4), (1, 4, 3, 6), tuple(range(1, 2 * wire.MAX_RANGES + 3))]
+)
+def test_seq_ranges_are_positive_ascending_pairs(ranges: tuple[int, ...]) -> None:
+    want = wire.Want(authors=(wire.SeqRanges(author=KEY_A, ranges=ranges),))
+    with pytest.raises(DecodeError):
+        decode(encode(want))
 
 
 def test_hello_entry_and_hello_of_are_inverse() -> None:

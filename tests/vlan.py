@@ -459,6 +459,24 @@ class VirtualLan:
     def link_up(self, i: int, side: Side = "host") -> None:
         self._set_link(i, side, "up")
 
+    def partition(self, *groups: Sequence[int]) -> None:
+        """Split the switch: the hosts of each group after the first go to a bridge of their
+        own (as if the switch were cut in pieces); hosts in no group stay on the first."""
+        sw = self.switch_ns
+        for n, group in enumerate(groups[1:], start=1):
+            bridge = f"br{n}"
+            if bridge not in _ip(["-o", "link", "show"], ns=sw):
+                _ip(["link", "add", bridge, "type", "bridge", "mcast_snooping", "0"], ns=sw)
+                _ip(["link", "set", bridge, "up"], ns=sw)
+            for i in group:
+                self._check_host(i)
+                _ip(["link", "set", f"p{i}", "master", bridge], ns=sw)
+
+    def heal(self) -> None:
+        """Every port back on the one bridge."""
+        for i in range(1, self.hosts + 1):
+            _ip(["link", "set", f"p{i}", "master", BRIDGE], ns=self.switch_ns)
+
     def _set_link(self, i: int, side: Side, state: str) -> None:
         if side == "host":
             _ip(["link", "set", HOST_IF, state], ns=self.ns(i))

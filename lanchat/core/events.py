@@ -127,6 +127,7 @@ class Warning(Event):
     code: str
     message: str
     handle: str | None = field(default=None, metadata=_OPTIONAL)
+    id: str | None = field(default=None, metadata=_OPTIONAL)  # the message it is about
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,16 @@ class Trusted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Storage(Event):
+    """The disk takes writes again after an ``error`` ``storage``."""
+
+    EV: ClassVar[str] = "storage"
+    state: str
+    saved: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Error(Event):
     EV: ClassVar[str] = "error"
     code: str
@@ -168,7 +179,19 @@ class Public(Event):
     from_: str
     text: str
     sent_t: float
+    order: list[Any]  # the message's place in the room's one order (compare as lists)
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)  # not the pinned key
+    fingerprint: str | None = field(default=None, metadata=_OPTIONAL)
     replay: bool | None = field(default=None, metadata=_OPTIONAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed(Event):
+    """Our own public message got its place in the room's order: its line moves there."""
+
+    EV: ClassVar[str] = "placed"
+    id: str
+    order: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +202,8 @@ class Private(Event):
     text: str
     sent_t: float
     hand: str | None = field(default=None, metadata=_OPTIONAL)
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
+    fingerprint: str | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +249,7 @@ class Request(Event):
     EV: ClassVar[str] = "request"
     from_: str
     fingerprint: str
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +291,7 @@ class FileOffer(Event):
     sha256: str
     fingerprint: str
     shared: bool
+    impostor: bool | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)

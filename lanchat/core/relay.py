@@ -13,7 +13,10 @@ What it enforces, so a misbehaving client cannot hurt the others:
 - a token bucket per client bounds how fast one client can make the broker relay;
 - a student has at most MAX_HANDS_PER_STUDENT hands up, counted per identity key
   (lanchat.core.helpqueue), whatever its client claims to enforce;
-- malformed frames are dropped and counted.
+- malformed frames are dropped and counted;
+- one connection speaks for one identity, and every kind of message a node can make
+  others store or show has a budget per identity (and Directs one per recipient for
+  strangers), at the end of this file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lanchat.core import wire
+from lanchat.core.budget import Budgets
 from lanchat.core.election import Candidate, succession
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.helpqueue import HelpQueue, QueueError
@@ -34,7 +38,9 @@ __all__ = [
     "JOIN_BEAT_S",
     "BrokerRelay",
     "Effect",
+    "Probe",
     "Publish",
+    "Reconcile",
     "ToClient",
     "Verify",
 ]
@@ -65,11 +71,39 @@ LAZY_MENTORS_MAX = 64
 LAZY_SPEAKERS = 32
 HALL_BEAT_INTERVAL_S = 1.0
 CLIENT_TIMEOUT_S = 2.0
+# A client silent for CLIENT_TIMEOUT_S is probed before it is reported gone: a TCP connect
+# to its info port. Its kernel answers for it even when the process gets no CPU (a
+# 100-laptop start, SIGSTOP): busy, not gone, until BUSY_MAX_S of silence. A closed port
+# (the process died) is gone at once; no answer to the connect within PROBE_CONNECT_S
+# (the laptop left) too. PROBE_WAIT_S is only a backstop for an answer that never comes
+# back, generous because a starved broker handles even a prompt answer late.
+BUSY_MAX_S = 60.0
+PROBE_CONNECT_S = 2.0
+PROBE_WAIT_S = 4.0
 BACKLOG_SIZE = 2000
 RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
 # One client may make the broker relay this many messages per second (burst the same).
 RATE_PER_CLIENT = 10_000.0
+# Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays under the largest
+# frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 1 MiB); from
+# LAZY_FROM_CLIENTS on nobody is sent the whole roster anyway (a hall).
+MAX_CLIENTS = 2000
+# New identities admitted: a failover of a whole hall of 1,000 is the burst (all of them
+# come to the successor at once: benchmarks/bench_broker.py), then 50 a second.
+JOINS_PER_S = 50.0
+JOINS_BURST = 1200.0
+DIRECTS_PER_S = 200.0  # per sender identity: texts, receipts, typing, acks, offers
+DIRECTS_BURST = 400.0
+FIRST_CONTACTS_PER_S = 5.0  # per recipient: Directs between two keys never paired yet
+FIRST_CONTACTS_BURST = 30.0
+PAIRS_KEPT = 50_000
+HANDS_PER_S = 0.5  # raises per identity (3 kept at most: see helpqueue)
+HANDS_BURST = 10.0
+STATUS_CHANGES_PER_S = 1.0  # per identity; every change is a roster to everyone
+STATUS_CHANGES_BURST = 5.0
+SHARED_OFFERS_PER_S = 1.0  # public messages carrying a file offer, per identity
+SHARED_OFFERS_BURST = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +117,25 @@ class Publish:
     frames: list[bytes]
 
 
-Effect = ToClient | Publish
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A client's summary (Have) or request (Want): the broker's node answers it from its
+    history (lanchat.room.public), which this machine does not hold."""
+
+    rid: bytes
+    msg: wire.Have | wire.Want
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Is this silent client's node still there? Answer with :meth:`BrokerRelay.probed`."""
+
+    rid: bytes
+    address: str
+    port: int
+
+
+Effect = ToClient | Publish | Reconcile | Probe
 
 
 @dataclass(slots=True)
@@ -95,6 +147,8 @@ class _Client:
     mentor: bool = False  # a mentor by certificate (mentor_check), not by its own say
     tokens: float = RATE_PER_CLIENT
     refilled: float = 0.0
+    probed_at: float | None = None  # a probe is out
+    busy_since: float | None = None  # silent, but its node answered a probe
 
     def take_token(self, now: float, cost: int = 1) -> bool:
         self.tokens = min(RATE_PER_CLIENT, self.tokens + (now - self.refilled) * RATE_PER_CLIENT)
@@ -103,6 +157,31 @@ class _Client:
             return False
         self.tokens -= cost
         return True
+
+
+# Encoded once: thousands of newcomers may be refused in a second.
+_BUSY = wire.encode(wire.Refused(code="busy", message="too many newcomers; try again in a moment"))
+_ROOM_FULL = wire.encode(
+    wire.Refused(code="room_full", message=f"this room has {MAX_CLIENTS} members already")
+)
+
+
+@dataclass(slots=True)
+class _RelayBudgets:
+    joins: Budgets[bytes] = field(default_factory=lambda: Budgets(JOINS_PER_S, JOINS_BURST))
+    directs: Budgets[bytes] = field(default_factory=lambda: Budgets(DIRECTS_PER_S, DIRECTS_BURST))
+    first_contacts: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(FIRST_CONTACTS_PER_S, FIRST_CONTACTS_BURST)
+    )
+    hands: Budgets[bytes] = field(default_factory=lambda: Budgets(HANDS_PER_S, HANDS_BURST))
+    status: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(STATUS_CHANGES_PER_S, STATUS_CHANGES_BURST)
+    )
+    shared_offers: Budgets[bytes] = field(
+        default_factory=lambda: Budgets(SHARED_OFFERS_PER_S, SHARED_OFFERS_BURST)
+    )
+    # Pairs of keys (in either direction) a Direct already went between.
+    pairs: OrderedDict[tuple[bytes, bytes], None] = field(default_factory=OrderedDict)
 
 
 @dataclass(slots=True)
@@ -118,6 +197,9 @@ class BrokerRelay:
     # None takes the claim as it is (tests of the relay alone).
     mentor_check: Callable[[wire.Hello], bool] | None = None
     bseq: int = 0
+    # The room's order (lanchat.core.antientropy): the last place given, never below a
+    # place this relay has seen.
+    clock: int = 0
     first_live: int = 1
     roster_version: int = 0
     counters: dict[str, int] = field(default_factory=dict)
@@ -126,9 +208,9 @@ class BrokerRelay:
     _backlog: deque[tuple[int, list[bytes]]] = field(
         default_factory=lambda: deque(maxlen=BACKLOG_SIZE)
     )
-    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> place
     _queue: HelpQueue = field(default_factory=HelpQueue)
-    _seeded: set[str] = field(default_factory=set)
+    _seeded: dict[str, int] = field(default_factory=dict)  # id -> place
     _next_beat: float = 0.0
     _last_tick: float = -1e9
     _roster_sent: float = -1e9
@@ -141,10 +223,12 @@ class BrokerRelay:
     _speakers: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     _view: frozenset[bytes] = frozenset()  # the hall's shared entries at the last publish
     _published_head: tuple[bytes, ...] = ()
+    _budgets: _RelayBudgets = field(default_factory=_RelayBudgets)
+    _roster_waiting: list[bytes] = field(default_factory=list)  # newcomers, for the next
 
     # ------------------------------------------------------------ inputs
 
-    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes]]) -> None:
+    def seed(self, history: Iterable[tuple[wire.Public | wire.PublicBatch, bytes, int]]) -> None:
         """Carry recent public messages over a failover, so late joiners still see them.
 
         Seeded messages are not counted as relayed: what this broker's node received, some
@@ -152,10 +236,11 @@ class BrokerRelay:
         again (it re-sends its recent messages to every new broker), they go out once more,
         and receivers drop what they already have.
         """
-        for msg, sig in history:
-            if msg.room == self.room and msg.msg_id not in self._seeded:
-                self._seeded.add(msg.msg_id)
-                self._append_relay(msg, sig)
+        for msg, sig, place in history:
+            self.clock = max(self.clock, place)
+            if msg.room == self.room and place > 0 and msg.msg_id not in self._seeded:
+                self._seeded[msg.msg_id] = place
+                self._append_relay(msg, sig, place)
         self.first_live = self.bseq + 1
 
     def receive(
@@ -174,8 +259,9 @@ class BrokerRelay:
             # Typically a client of the previous broker: tell it to introduce itself.
             return [self._refuse(rid, "hello_first", "send a Hello first")]
         client.last_seen = now
+        client.busy_since = None
         if isinstance(msg, wire.Heartbeat):
-            if msg.status != client.status:
+            if msg.status != client.status and self._status_budget(client, now):
                 client.status = msg.status
                 self._touched.add(client.hello.id_key)
                 return self._roster_changed(now)
@@ -186,13 +272,20 @@ class BrokerRelay:
             return self._direct(client, msg, sig, frames, now)
         if isinstance(msg, wire.Resend):
             return self._resend(rid, msg)
+        if isinstance(msg, wire.Relay):
+            return self._carried(msg)
+        if isinstance(msg, wire.Have):
+            self.clock = max(self.clock, msg.top)
+            return [Reconcile(rid, msg)]
+        if isinstance(msg, wire.Want):
+            return [Reconcile(rid, msg)]
         if isinstance(msg, wire.Sync):
             if msg.roster_version >= self._published:
                 # It has all we published, or newer (its copy at joining): what changed
                 # since goes out with the next publish. After a failover, a whole room of
                 # newcomers asks at once, as each subscription comes up.
                 return []
-            return [ToClient(rid, self._snapshot_frames())]
+            return [ToClient(rid, self._sync_frames())]
         if isinstance(msg, wire.Lookup):
             return self._lookup(rid, client, msg, now)
         if isinstance(msg, wire.Goodbye):
@@ -205,6 +298,8 @@ class BrokerRelay:
                 effects += self._queue_effects()
             return effects
         if isinstance(msg, wire.Hand | wire.Claim | wire.HandDone | wire.HelpMsg):
+            if isinstance(msg, wire.Hand) and not self._hand_budget(client, now):
+                return []
             return self._help(rid, client, msg, frames)
         return self._drop("unexpected_kind")
 
@@ -216,7 +311,18 @@ class BrokerRelay:
             for client in self._clients.values():
                 client.last_seen = max(client.last_seen, now - CLIENT_TIMEOUT_S / 2)
         self._last_tick = now
-        gone = [rid for rid, c in self._clients.items() if now - c.last_seen > CLIENT_TIMEOUT_S]
+        gone = []
+        for rid, c in self._clients.items():
+            if now - c.last_seen <= CLIENT_TIMEOUT_S:
+                continue
+            if c.probed_at is not None:
+                if now - c.probed_at > PROBE_WAIT_S:
+                    gone.append(rid)  # the probe's answer never came back
+            elif (c.busy_since is None or now - c.busy_since < BUSY_MAX_S) and c.hello.info_port:
+                c.probed_at = now
+                effects.append(Probe(rid, c.hello.address, c.hello.info_port))
+            else:
+                gone.append(rid)
         for rid in gone:
             self._forget(rid)
             self._count("client_timeout")
@@ -230,6 +336,22 @@ class BrokerRelay:
             beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self._published)
             effects.append(Publish(wire.encode(beat)))
         return effects
+
+    def probed(self, rid: bytes, alive: bool, now: float) -> list[Effect]:
+        """The answer to a :class:`Probe`: busy (kept, and asked again later) or gone."""
+        client = self._clients.get(rid)
+        if client is None or client.probed_at is None:
+            return []
+        client.probed_at = None
+        if alive:
+            if client.busy_since is None:
+                client.busy_since = client.last_seen
+            client.last_seen = now
+            self._count("busy_kept")
+            return []
+        self._forget(rid)
+        self._count("client_timeout")
+        return self._roster_changed(now)
 
     def close(self, reason: str = "broker leaving") -> list[Effect]:
         return [Publish(wire.encode(wire.Goodbye(reason=reason)))]
@@ -261,6 +383,10 @@ class BrokerRelay:
             epoch=self.epoch, version=self.roster_version, broker_key=self.key, peers=peers
         )
 
+    def rid_of(self, key: bytes) -> bytes | None:
+        """The connection of the client with this identity key, if it is connected."""
+        return self._rid_by_key.get(key)
+
     def client_count(self) -> int:
         return len(self._clients)
 
@@ -272,6 +398,9 @@ class BrokerRelay:
         if hello.curve_key != transport_key:
             self._count("hello_key_mismatch")
             return [self._refuse(rid, "bad_hello", "Hello does not match the connection's key")]
+        refused = self._admission(rid, hello, now)  # first: a flood of newcomers costs little
+        if refused is not None:
+            return [refused]
         if not self.verify(hello.id_key, wire.signed_bytes(hello), sig):
             self._count("bad_signature")
             return [self._refuse(rid, "bad_hello", "Hello signature does not verify")]
@@ -328,11 +457,8 @@ class BrokerRelay:
         published = self._roster_changed(now)
         # The roster goes to the newcomer directly too: its SUB may not be connected yet,
         # and in a wave of joins the published one is held back a moment (see below).
-        effects: list[Effect] = [
-            ToClient(rid, wire.encode(welcome)),
-            ToClient(rid, self._snapshot_frames(hello.id_key)),
-            *published,
-        ]
+        effects: list[Effect] = [ToClient(rid, wire.encode(welcome)), *self._roster_to(rid)]
+        effects += published
         if mentor:
             effects.append(ToClient(rid, wire.encode(self._queue.snapshot())))
         elif hello.mentor:
@@ -357,21 +483,49 @@ class BrokerRelay:
             or msg.handle != client.hello.handle
         ):
             return self._drop("public_not_own")
+        if not self._shared_offer_budget(client, msg, now):
+            return []  # no Ack: as rate limited (and before the costly signature check)
         if not self.verify(msg.author, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")
         count = len(msg.texts) if isinstance(msg, wire.PublicBatch) else 1
         ack = ToClient(rid, wire.encode(wire.Ack(seq=msg.seq, count=count)))
-        if msg.msg_id in self._seen:
+        place = self._seen.get(msg.msg_id)
+        if place is not None:
             self._count("duplicate")
-            return [ack]
+            # Its place, to the author only: it may never have seen its relay (it stopped
+            # right after our Ack), and it places its own line by it.
+            placed = wire.Relay(epoch=0, bseq=0, inner=msg, inner_sig=sig, place=place)
+            return [ToClient(rid, wire.encode(placed)), ack]
         if not client.take_token(now, count):
             # No Ack: the author keeps it in its outbox and sends it again later.
             return self._drop("rate_limited")
-        self._seeded.discard(msg.msg_id)
-        self._remember(msg.msg_id)
+        place = self._seeded.pop(msg.msg_id, 0)
+        if not place:
+            self.clock += 1
+            place = self.clock
+        self._remember(msg.msg_id, place)
         self._spoke(msg.author)
-        frames = self._append_relay(msg, sig)
+        frames = self._append_relay(msg, sig, place)
         return [Publish(frames), ack]
+
+    def _carried(self, msg: wire.Relay) -> list[Effect]:
+        """A message some node holds and this relay lacked (anti-entropy): relayed once,
+        at the place it already has; again only if that place is smaller than the one we
+        knew (the smaller wins everywhere)."""
+        inner = msg.inner
+        if inner.room != self.room or msg.place < 1:
+            return self._drop("carried_bad")
+        known = self._seen.get(inner.msg_id) or self._seeded.get(inner.msg_id)
+        if known is not None and known <= msg.place:
+            return self._drop("carried_known")
+        if not self.verify(inner.author, wire.signed_bytes(inner), msg.inner_sig):
+            return self._drop("bad_signature")
+        self._seeded.pop(inner.msg_id, None)
+        self._seen.pop(inner.msg_id, None)
+        self._remember(inner.msg_id, msg.place)
+        self.clock = max(self.clock, msg.place)
+        self._count("carried")
+        return [Publish(self._append_relay(inner, msg.inner_sig, msg.place))]
 
     def _direct(
         self,
@@ -383,14 +537,24 @@ class BrokerRelay:
     ) -> list[Effect]:
         if msg.sender != client.hello.id_key:
             return self._drop("direct_not_own")
-        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
-            return self._drop("bad_signature")
         target = self._rid_by_key.get(msg.recipient)
         if target is None:
             # The sender keeps the item queued and sends it again when the peer is back.
             return self._drop("recipient_offline")
         if not client.take_token(now):
             return self._drop("rate_limited")
+        pair = (min(msg.sender, msg.recipient), max(msg.sender, msg.recipient))
+        first = pair not in self._budgets.pairs
+        if not self._direct_budget(msg, now):
+            return []  # as rate limited: the sender's channel sends it again
+        if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
+            return self._drop("bad_signature")
+        if first and self._lazy():
+            # A hall: the recipient may not hold the sender (it opens Directs only from
+            # members it holds): its entry first, as if it had looked it up.
+            entry = client.hello.entry(client.sig, client.status)
+            found = wire.Found(peers=(entry,), count=len(self._clients))
+            return [ToClient(target, wire.encode(found)), ToClient(target, list(frames))]
         return [ToClient(target, list(frames))]
 
     def _help(
@@ -475,16 +639,19 @@ class BrokerRelay:
 
     # ------------------------------------------------------------ helpers
 
-    def _append_relay(self, msg: wire.Public | wire.PublicBatch, sig: bytes) -> list[bytes]:
+    def _append_relay(
+        self, msg: wire.Public | wire.PublicBatch, sig: bytes, place: int
+    ) -> list[bytes]:
         self.bseq += 1
-        frames = wire.encode(wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig))
+        relay = wire.Relay(epoch=self.epoch, bseq=self.bseq, inner=msg, inner_sig=sig, place=place)
+        frames = wire.encode(relay)
         self._backlog.append((self.bseq, frames))
         return frames
 
-    def _remember(self, msg_id: str) -> bool:
+    def _remember(self, msg_id: str, place: int) -> bool:
         if msg_id in self._seen:
             return False
-        self._seen[msg_id] = None
+        self._seen[msg_id] = place
         if len(self._seen) > SEEN_IDS_MAX:
             self._seen.popitem(last=False)
         return True
@@ -526,7 +693,11 @@ class BrokerRelay:
         self._roster_dirty = False
         self._roster_sent = now
         base, self._published = self._published, self.roster_version
-        return [Publish(self._delta_frames(base))]
+        frames = self._delta_frames(base)
+        waiting, self._roster_waiting = self._roster_waiting, []
+        # Newcomers of the wave: the whole roster (a hall's snapshot), not the delta.
+        whole = self._snapshot_frames() if waiting else frames
+        return [Publish(frames), *(ToClient(r, whole) for r in waiting if r in self._clients)]
 
     def _delta_frames(self, base: int) -> list[bytes]:
         """What everyone gets for the new version: the changes since version ``base`` (the
@@ -667,3 +838,93 @@ class BrokerRelay:
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    # ------------------------------------------------------------ budgets
+    # What one identity may make the others store or show, whatever its client claims to
+    # enforce. A message over budget is dropped and counted, unanswered: an honest sender's
+    # reliable channel or outbox sends it again later, a flooding one learns nothing.
+
+    def _admission(self, rid: bytes, hello: wire.Hello, now: float) -> ToClient | None:
+        """One identity per connection; new identities within the room's size and join rate.
+
+        A client that re-sent Hello under fresh keys could otherwise speak as thousands of
+        throwaway identities over one connection (each one a chat request to someone).
+        """
+        bound = self._clients.get(rid)
+        if bound is not None and bound.hello.id_key != hello.id_key:
+            self._count("hello_rebind")
+            return self._refuse(rid, "identity_bound", "this connection speaks for another key")
+        if hello.id_key in self._rid_by_key:
+            return None  # known here: a reconnect, a changed Hello
+        if len(self._clients) >= MAX_CLIENTS:
+            self._count("room_full")
+            return ToClient(rid, _ROOM_FULL)
+        if not self._budgets.joins.take(b"", now):
+            self._count("join_budget")
+            return ToClient(rid, _BUSY)
+        return None
+
+    def _direct_budget(self, msg: wire.Direct | wire.Grant, now: float) -> bool:
+        """Per sender; and per recipient for pairs that never spoke: throwaway identities each
+        sending one chat request share the recipient's budget, not one each."""
+        budgets = self._budgets
+        if not budgets.directs.take(msg.sender, now):
+            self._count("direct_budget")
+            return False
+        pair = (min(msg.sender, msg.recipient), max(msg.sender, msg.recipient))
+        if pair in budgets.pairs:
+            budgets.pairs.move_to_end(pair)
+            return True
+        if not budgets.first_contacts.take(msg.recipient, now):
+            self._count("first_contact_budget")
+            return False
+        budgets.pairs[pair] = None
+        if len(budgets.pairs) > PAIRS_KEPT:
+            budgets.pairs.popitem(last=False)
+        return True
+
+    def _hand_budget(self, client: _Client, now: float) -> bool:
+        """Raises beyond it are dropped unanswered (those within get a Refused if refused)."""
+        if self._budgets.hands.take(client.hello.id_key, now):
+            return True
+        self._count("hand_budget")
+        return False
+
+    def _status_budget(self, client: _Client, now: float) -> bool:
+        """A change over budget waits: every Heartbeat repeats the status, so it comes in later."""
+        if self._budgets.status.take(client.hello.id_key, now):
+            return True
+        self._count("status_budget")
+        return False
+
+    def _shared_offer_budget(
+        self, client: _Client, msg: wire.Public | wire.PublicBatch, now: float
+    ) -> bool:
+        if not isinstance(msg, wire.Public) or not msg.offer:
+            return True
+        if self._budgets.shared_offers.take(client.hello.id_key, now):
+            return True
+        self._count("offer_budget")
+        return False
+
+    def _roster_to(self, rid: bytes) -> list[Effect]:
+        """The roster for a newcomer: the one just published, else the next one.
+
+        Encoding a roster costs O(size); one for every newcomer (a roster version each) made
+        a stream of joins (throwaway identities) cost the broker O(size) per join.
+        """
+        if not self._roster_dirty:
+            # Published now: the whole roster (encoded once per version; a delta went out),
+            # or in a hall the snapshot of the shared entries.
+            return [ToClient(rid, self._snapshot_frames())]
+        self._roster_waiting.append(rid)
+        return []
+
+    def _sync_frames(self) -> list[bytes]:
+        """For a client that found a gap: in a hall the snapshot, else the roster."""
+        return self._snapshot_frames() if self._lazy() else self._published_frames()
+
+    def _published_frames(self) -> list[bytes]:
+        """The last roster published (what a Sync asks for), encoded once."""
+        version, frames = self._roster_encoded
+        return frames if version >= self._published else self._roster_frames()

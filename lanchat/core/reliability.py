@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "RETAIN_S",
@@ -105,12 +109,21 @@ class PublicOutbox:
             return 0
         return self._requeue_in_flight(now)
 
-    def for_new_broker(self, now: float) -> list[list[bytes]]:
+    def for_new_broker(
+        self, now: float, placed: Callable[[int], bool] | None = None
+    ) -> list[list[bytes]]:
         """Acked messages a new broker must see again (the old one may not have published
-        them to everyone), oldest first. Pending ones go back in line for :meth:`sendable`."""
+        them to everyone), oldest first. Pending ones go back in line for :meth:`sendable`.
+
+        ``placed(seq)``: true for a message whose relay came back to us; anti-entropy
+        carries those with their place, and a raw copy would get another one."""
         self.expire(now)
         self._requeue_in_flight(now)
-        return [i.frames for i in self._items.values() if i.acked_at is not None]
+        return [
+            i.frames
+            for i in self._items.values()
+            if i.acked_at is not None and (placed is None or not placed(i.seq))
+        ]
 
     def _requeue_in_flight(self, now: float) -> int:
         again = [i.seq for i in self._items.values() if i.acked_at is None and i.sent_at]

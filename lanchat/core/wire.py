@@ -42,6 +42,7 @@ __all__ = [
     "Hand",
     "HandDone",
     "HandStatus",
+    "Have",
     "Heartbeat",
     "Hello",
     "HelpMsg",
@@ -61,13 +62,18 @@ __all__ = [
     "Resend",
     "Roster",
     "RosterDelta",
+    "SeqRanges",
     "Signal",
     "Sync",
+    "Want",
     "Welcome",
+    "carried",
     "decode",
     "decode_inner",
     "encode",
     "encode_inner",
+    "envelope_frames",
+    "envelope_of",
     "hello_of",
     "signed_bytes",
 ]
@@ -118,9 +124,13 @@ class Kind(IntEnum):
     SIGNAL = 23
     PUBLIC_BATCH = 24
     GRANT = 25
-    ROSTER_DELTA = 26
-    LOOKUP = 27
-    FOUND = 28
+    # Anti-entropy for the public room (lanchat.core.antientropy):
+    HAVE = 26
+    WANT = 27
+    # Room state as deltas, a hall's lookups (lanchat.core.relay):
+    ROSTER_DELTA = 28
+    LOOKUP = 29
+    FOUND = 30
 
 
 class _Record:
@@ -459,7 +469,13 @@ class PublicBatch(_Record):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Relay(_Record):
-    """Broker -> everyone (PUB): a Public stamped with the broker's sequence number."""
+    """Broker -> everyone (PUB): a Public stamped with the broker's sequence number.
+
+    ``place`` is the message's place in the room's order (lanchat.core.antientropy), given
+    by the broker that accepted it first and kept wherever it travels. A Relay with epoch
+    0 is not part of a broker's live numbering: a message carried by anti-entropy (a node
+    answering a Want, or carrying what a broker lacks to it).
+    """
 
     KIND: ClassVar[Kind] = Kind.RELAY
     SIGNED: ClassVar[bool] = False
@@ -467,6 +483,7 @@ class Relay(_Record):
     bseq: int = 0
     inner: Public | PublicBatch = field(default_factory=Public)
     inner_sig: bytes = field(default=b"", metadata={"len": SIGNATURE_BYTES})
+    place: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -542,6 +559,53 @@ class Sync(_Record):
     KIND: ClassVar[Kind] = Kind.SYNC
     SIGNED: ClassVar[bool] = False
     roster_version: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class SeqRanges(_Record):
+    """One author's message numbers, as flattened inclusive ranges (first, last, ...)."""
+
+    author: bytes = _key()
+    ranges: tuple[int, ...] = ()
+
+    def check(self) -> None:
+        r = self.ranges
+        if not r or len(r) % 2 or len(r) > MAX_RANGES * 2:
+            raise DecodeError(f"ranges are 1 to {MAX_RANGES} pairs of numbers")
+        if any(n < 1 for n in r) or any(r[i] > r[i + 1] for i in range(len(r) - 1)):
+            raise DecodeError("ranges must be positive and ascending")
+
+
+MAX_RANGES = 64  # per author in a Have or Want: more holes than that go in the next round
+MAX_AUTHORS = 1000
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Have(_Record):
+    """Client -> broker: the public messages I hold (per author), and the highest place
+    I have seen. The broker sends what I lack and asks (Want) for what it lacks."""
+
+    KIND: ClassVar[Kind] = Kind.HAVE
+    SIGNED: ClassVar[bool] = False
+    top: int = 0
+    authors: tuple[SeqRanges, ...] = ()
+
+    def check(self) -> None:
+        if len(self.authors) > MAX_AUTHORS:
+            raise DecodeError(f"a Have lists at most {MAX_AUTHORS} authors")
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Want(_Record):
+    """Either way: send me these public messages (each as a Relay of epoch 0)."""
+
+    KIND: ClassVar[Kind] = Kind.WANT
+    SIGNED: ClassVar[bool] = False
+    authors: tuple[SeqRanges, ...] = ()
+
+    def check(self) -> None:
+        if len(self.authors) > MAX_AUTHORS:
+            raise DecodeError(f"a Want lists at most {MAX_AUTHORS} authors")
 
 
 def _hand_id() -> Any:
@@ -713,6 +777,8 @@ Message = (
     | Grant
     | Redirect
     | Sync
+    | Have
+    | Want
     | Hand
     | Claim
     | HandDone
@@ -746,6 +812,8 @@ _OUTER: dict[Kind, type[Any]] = {
         Grant,
         Redirect,
         Sync,
+        Have,
+        Want,
         Hand,
         Claim,
         HandDone,
@@ -903,10 +971,31 @@ def encode(msg: Message, sig: bytes = b"") -> list[bytes]:
         raise ValueError(f"{type(msg).__name__} needs {'a' if msg.SIGNED else 'no'} signature")
     if isinstance(msg, Relay):
         relay_body = json.dumps(
-            {"epoch": msg.epoch, "bseq": msg.bseq}, separators=(",", ":")
+            {"bseq": msg.bseq, "epoch": msg.epoch, "place": msg.place}, separators=(",", ":")
         ).encode()
         return [_header(Kind.RELAY), relay_body, b"", *encode(msg.inner, msg.inner_sig)]
     return [_header(msg.KIND), _body(msg), sig]
+
+
+def carried(place: int, envelope: bytes) -> list[bytes]:
+    """The frames of a Relay of epoch 0 (anti-entropy) for a stored envelope, without
+    decoding it: ``envelope`` is header (4) + signature (64) + body, as :func:`envelope_of`
+    makes it."""
+    body = json.dumps({"bseq": 0, "epoch": 0, "place": place}, separators=(",", ":")).encode()
+    sig_end = 4 + SIGNATURE_BYTES
+    return [_header(Kind.RELAY), body, b"", envelope[:4], envelope[sig_end:], envelope[4:sig_end]]
+
+
+def envelope_of(signed: bytes, sig: bytes) -> bytes:
+    """One blob for a signed public message: header + signature + body (``signed`` is
+    :func:`signed_bytes`, the header and body)."""
+    return signed[:4] + sig + signed[4:]
+
+
+def envelope_frames(envelope: bytes) -> list[bytes]:
+    """The three frames of the message an envelope holds."""
+    sig_end = 4 + SIGNATURE_BYTES
+    return [envelope[:4], envelope[sig_end:], envelope[4:sig_end]]
 
 
 def encode_inner(msg: Private | PrivateAck | Signal) -> bytes:
@@ -961,14 +1050,16 @@ def decode(frames: typing.Sequence[bytes]) -> tuple[Message, bytes]:
         if frames[2]:
             raise DecodeError("Relay must not carry a signature")
         meta = _parse_body(frames[1])
-        if not isinstance(meta, dict) or set(meta) != {"epoch", "bseq"}:
-            raise DecodeError("Relay body must be {epoch, bseq}")
+        if not isinstance(meta, dict) or set(meta) != {"epoch", "bseq", "place"}:
+            raise DecodeError("Relay body must be {epoch, bseq, place}")
         epoch = _from_json(int, {}, meta["epoch"], "epoch")
         bseq = _from_json(int, {}, meta["bseq"], "bseq")
+        place = _from_json(int, {}, meta["place"], "place")
         inner, inner_sig = _decode_one(
             frames[3:], {Kind.PUBLIC: Public, Kind.PUBLIC_BATCH: PublicBatch}
         )
-        return Relay(epoch=epoch, bseq=bseq, inner=inner, inner_sig=inner_sig), b""
+        relay = Relay(epoch=epoch, bseq=bseq, inner=inner, inner_sig=inner_sig, place=place)
+        return relay, b""
     if len(frames) != 3:
         raise DecodeError(f"expected 3 frames, got {len(frames)}")
     msg, sig = _decode_one(frames, _OUTER)

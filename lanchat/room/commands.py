@@ -199,16 +199,27 @@ class Commands:
             if with_handle is None
             else conversation_of(self._private.key_for_handle(with_handle))
         )
-        return [
-            {
+        from lanchat.core.antientropy import order_key
+
+        messages: list[dict[str, Any]] = []
+        for r in self._ctx.profile.history.recent(conv, limit):
+            if self._private.blocked(bytes.fromhex(r.sender_key)):
+                continue  # never shown
+            entry = {
                 "id": r.id,
                 "from": r.sender,
                 "text": clean_text(r.text),
                 "sent_t": r.sent_t,
                 "outgoing": r.outgoing,
             }
-            for r in self._ctx.profile.history.recent(conv, limit)
-        ]
+            if conv == PUBLIC:
+                # The room's order (null: ours, not yet placed by a broker; shown last).
+                place = r.place
+                entry["order"] = (
+                    None if place is None else list(order_key(place, r.sender_key, r.seq))
+                )
+            messages.append(entry)
+        return messages
 
     def _done(self, args: _Args) -> None:
         hand_id = args.cmd.get("id")

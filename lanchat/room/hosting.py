@@ -3,6 +3,8 @@ ROUTER socket, its effects sent on our ROUTER and PUB sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -13,7 +15,7 @@ from lanchat.core import wire
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from lanchat.core.relay import BrokerRelay, Publish, ToClient
+    from lanchat.core.relay import BrokerRelay, Probe, Publish, Reconcile, ToClient
     from lanchat.ports import RoomTransport
     from lanchat.room.context import RoomContext
     from lanchat.transport import Incoming
@@ -40,9 +42,14 @@ class Hosting:
         self.relay: BrokerRelay | None = None
         # Whether a client's mentor claim holds (its certificate; lanchat.room.trust).
         self.mentor_check: Callable[[wire.Hello], bool] | None = None
-        self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes]] = deque(
+        # (message, signature, place): place 0 for ours that no broker has placed yet.
+        self.recent: deque[tuple[wire.Public | wire.PublicBatch, bytes, int]] = deque(
             maxlen=RECENT_RELAYS
         )
+        # Wired by the root to the public room: the highest place we hold (where a new
+        # relay counts on from), and a client's Have or Want (answered from our history).
+        self.top_place: Callable[[], int] = lambda: 0
+        self.on_reconcile: Callable[[bytes, wire.Have | wire.Want], None] = lambda _r, _m: None
 
     @property
     def epoch(self) -> int:
@@ -67,6 +74,7 @@ class Hosting:
             verify=ident.verify,
             mentor_check=self.mentor_check,
         )
+        self.relay.clock = self.top_place()
         self.relay.seed(self.recent)
 
     def stop(self, redirect: wire.Redirect | None = None) -> None:
@@ -109,11 +117,43 @@ class Hosting:
     def client_count(self) -> int:
         return self.relay.client_count() if self.relay is not None else 0
 
-    def _apply_all(self, effects: Iterable[ToClient | Publish]) -> None:
-        from lanchat.core.relay import ToClient  # loaded: only a relay makes effects
+    def rid_of(self, key: bytes) -> bytes | None:
+        return self.relay.rid_of(key) if self.relay is not None else None
+
+    def send_to_client(self, rid: bytes, frames: list[bytes]) -> None:
+        self._transport.send_router_nowait(rid, frames)
+
+    def _apply_all(self, effects: Iterable[ToClient | Publish | Reconcile | Probe]) -> None:
+        from lanchat.core.relay import Probe, Publish, ToClient  # loaded: a relay is running
 
         for eff in effects:
             if isinstance(eff, ToClient):
                 self._transport.send_router_nowait(eff.rid, eff.frames)
-            else:
+            elif isinstance(eff, Publish):
                 self._transport.publish_nowait(eff.frames)
+            elif isinstance(eff, Probe):
+                self._ctx.spawn(self._probe(eff))
+            else:
+                self.on_reconcile(eff.rid, eff.msg)
+
+    async def _probe(self, probe: Probe) -> None:
+        """Busy or gone: a TCP connect to the client's info port. Its kernel accepts for a
+        live process however starved (ZeroMQ's own I/O thread listens there); a dead
+        process's port refuses at once; a laptop that left does not answer."""
+        from lanchat.core.relay import PROBE_CONNECT_S
+
+        alive = False
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(probe.address, probe.port), PROBE_CONNECT_S
+            )
+        except (OSError, TimeoutError):
+            pass
+        else:
+            alive = True
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        relay = self.relay
+        if relay is not None:
+            self._apply_all(relay.probed(probe.rid, alive, self._ctx.clock()))

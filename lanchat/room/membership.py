@@ -71,6 +71,9 @@ class _Probe:
     promoted: bool = False  # it proved better: its connection is now our link
 
 
+BUSY_AGAIN_S: Final = 1.0  # a broker admitting newcomers at its pace (core/relay.py budgets)
+
+
 class Membership:
     def __init__(
         self,
@@ -530,6 +533,11 @@ class Membership:
             self._trust.refused = True
         elif msg.code == "not_broker":
             self._not_the_broker(link, now)
+        elif msg.code in ("busy", "room_full"):
+            # The broker is there and answering: wait our turn rather than elect another.
+            ctx.count("broker_busy")
+            link.started = now
+            self._ctx.spawn(self._busy_again(link))
         else:
             ctx.error(safe_label(msg.code), f"broker refused us: {safe_label(msg.message)}")
 
@@ -581,6 +589,11 @@ class Membership:
         if link is self.link and link.welcome is None:
             if self._to_advertised_broker(link, self._ctx.clock()):
                 return
+            link.sockets.send_nowait(self._hello())
+
+    async def _busy_again(self, link: Link) -> None:
+        await asyncio.sleep(BUSY_AGAIN_S)
+        if link is self.link and link.welcome is None:
             link.sockets.send_nowait(self._hello())
 
     def not_broker_answer(self) -> wire.Redirect | wire.Refused:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from lanchat import identity as ident
+from lanchat.core.budget import Budgets
 from lanchat.core.files import IncomingOffers
 from lanchat.room.context import CommandError
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from lanchat.room.public import PublicRoom
 
 __all__ = ["Offers"]
+
+OFFERS_IN_PER_S = 0.2  # file offers shown per sender (the broker has its own budget)
+OFFERS_IN_BURST = 20.0
 
 
 class Offers:
@@ -44,6 +48,7 @@ class Offers:
         self._files: FileService | None = None  # most sessions never move a file
         self._out: dict[str, tuple[FileOffer, bytes | None]] = {}  # id -> (offer, to)
         self._in = IncomingOffers()  # bounded per sender and in all
+        self._shown: Budgets[bytes] = Budgets(OFFERS_IN_PER_S, OFFERS_IN_BURST)  # per sender
 
     def service(self) -> FileService:
         """The file server and downloader, bound and serving from the first use on."""
@@ -117,6 +122,9 @@ class Offers:
         if offer.shared != shared:
             ctx.count("bad_offer")
             return
+        if not self._shown.take(sender, ctx.clock()):
+            ctx.count("offer_budget")
+            return
         if not self._in.add(offer, sender):
             ctx.count("offer_repeated")
             return
@@ -129,6 +137,7 @@ class Offers:
             sha256=offer.sha256,
             fingerprint=ident.fingerprint(sender),
             shared=shared,
+            **{k: v for k, v in self._peers.marks(sender, handle).items() if k != "fingerprint"},
         )
 
     def accept(self, offer_id: str) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lanchat import identity as ident
 from lanchat.core import election, wire
 from lanchat.core import friendship as fs
+from lanchat.core.budget import Budgets
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.text import safe_label
 from lanchat.store import Pin
@@ -24,6 +25,8 @@ __all__ = ["Peers"]
 # a delta when they change; from a whole roster we keep as many.
 HEAD_KEPT = 9
 HELLO_CACHE_MAX = 10_000  # verified Hello signatures remembered (a roster repeats them)
+STATUS_SHOWN_PER_S = 1.0  # peer_status events per peer (the broker has its own budget)
+STATUS_SHOWN_BURST = 5.0
 
 
 class Peers:
@@ -51,6 +54,8 @@ class Peers:
         self.ask_broker: Callable[[list[bytes]], bool] = lambda _frames: False  # node wires
         self._who_waiting: list[str] = []  # prefixes of `who` answers awaiting a Found
         self._head: tuple[bytes, ...] = ()  # the broker's succession order, its first few
+        self._status_shown: dict[bytes, str] = {}  # what the last event said, per peer
+        self._status_budget: Budgets[bytes] = Budgets(STATUS_SHOWN_PER_S, STATUS_SHOWN_BURST)
 
     # ---- the roster
 
@@ -88,16 +93,23 @@ class Peers:
         for key, entry in now_online.items():
             if key not in self.online:
                 self._peer_up(entry, pins, to_pin)
+                self._status_shown[key] = entry.status
             else:
                 if key in mentors and key not in before:
                     ctx.emit("mentor_added", handle=entry.handle)  # added while online
-                if self.online[key].status != entry.status:
+                if self._status_shown.get(key) != entry.status:
+                    # Over budget, the change waits for a later roster (shown as it is then).
+                    if not self._status_budget.take(key, ctx.clock()):
+                        ctx.count("status_budget")
+                        continue
+                    self._status_shown[key] = entry.status
                     state, _, text = entry.status.partition(":")
                     ctx.emit(
                         "peer_status", handle=entry.handle, status=state, text=safe_label(text)
                     )
         for key, entry in list(self.online.items()):
             if key not in now_online:
+                self._status_shown.pop(key, None)
                 ctx.emit("peer_down", handle=entry.handle)
         self.online = now_online
         if to_pin:
@@ -168,27 +180,37 @@ class Peers:
         if found.count:
             self.count = found.count
         known = {e.id_key for e in self.roster}
-        new = [e for e in found.peers if e.id_key not in known]
+        new = [e for e in found.peers if e.id_key not in known and e.id_key != self._ctx.me.key]
         if new and self.roster:
-            broker = self.roster[0].id_key
-            entries = [*self.roster, *new]
-            cands = {
-                e.id_key: election.Candidate(e.id_key, e.mentor, e.priority, e.started_at)
-                for e in entries
-            }
-            by_key = {e.id_key: e for e in entries}
-            order = election.succession(cands.values(), broker)
-            self._take_roster(
-                wire.Roster(
-                    epoch=0,
-                    version=self.version,
-                    broker_key=broker,
-                    peers=tuple(by_key[c.key] for c in order),
+            # After what we hold, in the broker's order: the head (who takes over) stays.
+            if len(new) == 1 and not found.prefix:
+                self._add_one(new[0])  # a first contact's sender (a hall's Direct)
+            else:
+                self._take_roster(
+                    wire.Roster(
+                        epoch=0,
+                        version=self.version,
+                        broker_key=self.roster[0].id_key,
+                        peers=(*self.roster, *new),
+                    )
                 )
-            )
         if found.prefix and found.prefix in self._who_waiting:
             self._who_waiting.remove(found.prefix)
             self._ctx.emit("who", peers=self.who(found.prefix), count=self.count or None)
+
+    def _add_one(self, entry: wire.PeerEntry) -> None:
+        """One more member held, in O(1): a flood of first contacts in a hall must not
+        cost a pass over everyone held for each."""
+        if not self._entry_ok(entry):
+            return
+        ctx = self._ctx
+        self.roster.append(entry)
+        self.identity_of_curve[entry.curve_key] = entry.id_key
+        self.online[entry.id_key] = entry
+        # Checked against the pins, not pinned on sight: a flood of throwaway identities
+        # writing to someone would fill them (it is pinned once a roster or a lookup has it).
+        self._peer_up(entry, ctx.profile.state.pins_by_handle(), [])
+        self._on_arrived([entry.id_key])
 
     def succession(self) -> list[election.Candidate]:
         """The last roster as the election reads it (the broker first, then best-first)."""
@@ -268,6 +290,15 @@ class Peers:
             return entry.handle
         pin = self._ctx.profile.state.pin_for_key(key.hex())
         return pin.handle if pin is not None else safe_label(claimed)
+
+    def marks(self, key: bytes, handle: str) -> dict[str, Any]:
+        """Fields that mark what ``key`` says under ``handle`` when the handle is pinned to
+        another key (an impostor, or a reinstall the user has not trusted yet): nothing for
+        the pinned key itself."""
+        pinned = self._ctx.profile.state.pinned_key(handle)
+        if pinned is None or pinned == key.hex():
+            return {}
+        return {"impostor": True, "fingerprint": ident.fingerprint(key)}
 
     def handle_of(self, key: bytes) -> str:
         """The handle we know a key by, or "?"."""

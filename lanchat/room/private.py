@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from lanchat import identity as ident
 from lanchat.core import friendship as fs
 from lanchat.core import wire
+from lanchat.core.budget import Budgets
 from lanchat.core.channel import ReliableChannel
 from lanchat.core.handles import HandleError, handle_key, validate_handle
 from lanchat.core.reliability import InboundChannel
@@ -30,6 +31,12 @@ __all__ = ["PrivateChat", "conversation_of", "private_id"]
 REQUEST_GAP_S: Final = 3.0  # a pending request is re-sent at most this often
 REQUESTS_PER_MIN: Final = 20
 REQUEST_WINDOW_S: Final = 60.0
+# What others can make us store or show (the broker enforces the same per sender).
+PENDING_IN_MAX: Final = 50  # chat requests waiting for our answer; the oldest goes
+DIRECTS_IN_PER_S: Final = 200.0  # per sender, before we open anything
+DIRECTS_IN_BURST: Final = 400.0
+# A repeated typing hint refreshes the indicator (stale after ~5 s): at most this often.
+TYPING_REPEAT_S: Final = 2.0
 
 
 def conversation_of(key: bytes) -> str:
@@ -59,6 +66,8 @@ class PrivateChat:
         self._all_loaded = False  # every queue of the store is in _channels
         self._last_request: dict[bytes, float] = {}
         self._request_times: list[float] = []
+        self._directs_in: Budgets[bytes] = Budgets(DIRECTS_IN_PER_S, DIRECTS_IN_BURST)
+        self._typing: dict[bytes, tuple[bool, float]] = {}  # last hint shown: (active, when)
 
     # ================================================================ handles and keys
 
@@ -199,8 +208,10 @@ class PrivateChat:
         entry = self._peers.online.get(key)
         if entry is None or not self._membership.welcomed():
             return
-        held = self._ctx.profile.state.pin_for_handle(entry.handle)
-        if held is not None and held.key != key.hex():
+        if self._all_loaded and key not in self._channels:
+            return  # nothing ever queued for it (a roster of newcomers: no work per key)
+        held = self._ctx.profile.state.pinned_key(entry.handle)
+        if held is not None and held != key.hex():
             return  # impersonation suspected: hold everything back
         base, items = self._channel(key).outbound.pending()
         for _cseq, item in items:
@@ -226,6 +237,14 @@ class PrivateChat:
         ctx = self._ctx
         if msg.recipient != ctx.me.key:
             ctx.count("direct_not_for_me")
+            return
+        if msg.sender not in self._peers.online:
+            # Not in our roster (yet): we would have no name for it but the one it claims.
+            # Unacknowledged, so an honest sender sends it again once we see it online.
+            ctx.count("direct_from_stranger")
+            return
+        if not self._directs_in.take(msg.sender, ctx.clock()):
+            ctx.count("direct_budget")
             return
         if not ident.verify(msg.sender, wire.signed_bytes(msg), sig):
             ctx.count("bad_signature")
@@ -262,8 +281,10 @@ class PrivateChat:
                     # them, so their state follows and they can ask again.
                     self._queue(sender, fs.Notice.REJECT.value, "")
                 return
+            self._typing.pop(sender, None)  # a text ends its typing hint
             msg_id = private_id(sender, ctx.me.key, item.cseq)
-            shown = self.show(msg_id, conversation_of(sender), handle, sender.hex(), item)
+            marks = self._peers.marks(sender, handle)
+            shown = self.show(msg_id, conversation_of(sender), handle, sender.hex(), item, **marks)
             if shown and ctx.cfg.auto_read:
                 self._send_signal(sender, "read", item.cseq)
             return
@@ -286,6 +307,8 @@ class PrivateChat:
         if outcome.silenced:
             ctx.count("blocked")
             return
+        if outcome.state is fs.Friendship.PENDING_IN and state is not fs.Friendship.PENDING_IN:
+            self._make_room_for_a_request()
         self._friends.set(sender, handle, outcome.state)
         if outcome.send is not None:
             self._queue(sender, outcome.send.value, "")
@@ -294,11 +317,24 @@ class PrivateChat:
                 ctx.emit("accepted", by=handle)
             elif outcome.state == fs.Friendship.PENDING_IN and state != fs.Friendship.PENDING_IN:
                 # A repeated request while one is pending is not news (no request floods).
-                ctx.emit("request", **{"from": handle}, fingerprint=ident.fingerprint(sender))
+                marks = self._peers.marks(sender, handle)
+                marks["fingerprint"] = ident.fingerprint(sender)
+                ctx.emit("request", **{"from": handle}, **marks)
         elif move is fs.Move.GOT_ACCEPT and state != fs.Friendship.FRIEND:
             ctx.emit("accepted", by=handle)
         elif move is fs.Move.GOT_REJECT:
             ctx.emit("rejected", by=handle)
+
+    def _make_room_for_a_request(self) -> None:
+        """At most PENDING_IN_MAX requests wait for an answer: the oldest goes unanswered
+        (its sender may ask again), so strangers cannot make us store without end."""
+        waiting = self._friends.pending_in()
+        for key in waiting[: max(0, len(waiting) - PENDING_IN_MAX + 1)]:
+            self._friends.set(key, self._peers.handle_of(key), fs.Friendship.NONE)
+            self._ctx.count("request_dropped")
+
+    def blocked(self, key: bytes) -> bool:
+        return self._friends.blocked(key)
 
     def show(
         self,
@@ -354,7 +390,11 @@ class PrivateChat:
             return
         who = self._peers.handle_of(peer)
         if signal.what == "typing":
-            ctx.emit("typing", **{"from": who}, active=signal.value > 0)
+            active, now = signal.value > 0, ctx.clock()
+            shown, at = self._typing.get(peer, (None, -1e9))
+            if shown is not active or now - at >= TYPING_REPEAT_S:  # else: not news
+                self._typing[peer] = (active, now)
+                ctx.emit("typing", **{"from": who}, active=active)
             return
         hist = ctx.profile.history
         counter = f"read:{peer.hex()}"

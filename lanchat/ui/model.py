@@ -34,7 +34,7 @@ from lanchat.ui.commands import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "FOLD_LINES",
@@ -110,6 +110,10 @@ class Line:
     sender: str = ""
     msg_id: str | None = None
     mention: bool = False
+    unverified: bool = False  # under a handle whose pinned key is another (see `marked`)
+    # The room's order (the node's ``order`` field): public messages are shown by it, so
+    # every screen shows the room's messages in the same order.
+    order: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +328,14 @@ def _number(value: object, default: float) -> float:
 
 def _line_text(value: object) -> str:
     return " ".join(_text(value).split())
+
+
+def marked(ev: Mapping[str, Any], name: str) -> str:
+    """``name`` as shown for an event from a key that is not the one pinned for that handle
+    (an impostor, or a new key not trusted yet): with the key's fingerprint."""
+    if ev.get("impostor") is not True:
+        return name
+    return f"{name} [unverified key {label(ev.get('fingerprint'))}]"
 
 
 def _optional_label(value: object) -> str:
@@ -903,25 +915,67 @@ class ViewModel:
         self._presence(peer, f"{peer.handle} left", now)
 
     def _on_public(self, ev: Mapping[str, Any], now: float) -> bool:
-        sender = label(ev.get("from"))
+        sender = marked(ev, label(ev.get("from")))
         text = _text(ev.get("text"))
         mention = self._mention is not None and self._mention.search(text) is not None
         conv = self.conversations[PUBLIC]
-        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), mention)
+        unverified = ev.get("impostor") is True
+        line = Line(
+            _sent_t(ev, now),
+            LineKind.MESSAGE,
+            text,
+            sender,
+            _id(ev),
+            mention,
+            unverified,
+            _order(ev),
+        )
         if ev.get("replay") is True:  # history or catch-up: shown in place, quietly
             self._merge_lines(conv, [line])
             return False
         self._add(conv, line)
+        self._keep_order(conv, line)
         if mention and self.current != PUBLIC:
             conv.attention = True
         return mention
+
+    def _on_placed(self, ev: Mapping[str, Any], now: float) -> None:
+        """Our message got its place in the room's order: its line moves there."""
+        del now
+        msg_id, order = _id(ev), _order(ev)
+        conv = self.conversations[PUBLIC]
+        if msg_id is None or order is None:
+            return
+        for line in reversed(conv.lines):
+            if line.msg_id == msg_id:
+                placed = dataclasses.replace(line, order=order)
+                self._replace(conv, line, placed)
+                self._keep_order(conv, placed)
+                return
+
+    def _keep_order(self, conv: Conversation, line: Line) -> None:
+        """After ``line`` got its order: re-sort if its ordered neighbours disagree."""
+        order = line.order
+        if order is None:
+            return
+        lines = conv.lines
+        index = next((i for i in range(len(lines) - 1, -1, -1) if lines[i] is line), None)
+        if index is None:
+            return
+        rank = (0, order)
+        before = next((r for x in _walk(lines, index - 1, -1) if (r := _rank(x))), None)
+        after = next((r for x in _walk(lines, index + 1, 1) if (r := _rank(x))), None)
+        if (before is None or before <= rank) and (after is None or rank <= after):
+            return  # the common case: it arrived in order
+        _sort_ordered(conv)
 
     def _on_private(self, ev: Mapping[str, Any], now: float) -> bool:
         peer = self._peer(label(ev.get("from")))
         key = peer_key(peer.handle)
         conv = self._conversation(key, peer.handle)
         text = _text(ev.get("text"))
-        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, peer.handle, _id(ev))
+        sender, unverified = marked(ev, peer.handle), ev.get("impostor") is True
+        line = Line(_sent_t(ev, now), LineKind.MESSAGE, text, sender, _id(ev), False, unverified)
         hand = ev.get("hand")
         if isinstance(hand, str) and hand:
             conv.hand = hand  # a help session: no receipts there
@@ -946,7 +1000,7 @@ class ViewModel:
         self.requests.pop(key, None)
         self.requests[key] = peer.handle
         self.note(
-            f"{peer.handle} wants to chat privately (key {peer.fingerprint}): "
+            f"{marked(ev, peer.handle)} wants to chat privately (key {peer.fingerprint}): "
             f"/accept {peer.handle} or /reject {peer.handle}",
             now,
         )
@@ -1317,7 +1371,8 @@ class ViewModel:
         while len(self.offers) > _MAX_PENDING:
             del self.offers[next(iter(self.offers))]
         to = " to the room" if offer.shared else ""
-        what = f"{offer.sender} offers {offer.name} ({human_size(offer.size)}){to}"
+        who = marked(ev, offer.sender)
+        what = f"{who} offers {offer.name} ({human_size(offer.size)}){to}"
         if offer.shared:
             conv = self.conversations[PUBLIC]
         else:
@@ -1543,6 +1598,7 @@ class ViewModel:
         if fresh:
             merged = sorted([*conv.lines, *fresh], key=lambda line: line.t)
             conv.lines = deque(merged, maxlen=self.max_lines)
+            _sort_ordered(conv)
             self.scroll = min(self.scroll, max(0, len(conv.lines) - 1))
         return len(fresh)
 
@@ -1565,16 +1621,21 @@ class ViewModel:
             if echo is not None:
                 if msg_id is not None:  # now its id is known (receipts refer to it)
                     echoes.remove(echo)
-                    self._replace(conv, echo, dataclasses.replace(echo, msg_id=msg_id))
+                    known = dataclasses.replace(echo, msg_id=msg_id, order=_order(rec))
+                    self._replace(conv, echo, known)
                     waiting = self._awaiting_id.get(conv.key)
                     if waiting and echo in waiting:
                         waiting.remove(echo)
                 continue
             kind = LineKind.OWN if own else LineKind.MESSAGE
-            fresh.append(Line(t, kind, text, label(rec.get("from")), msg_id))
-        if fresh:
+            line = Line(t, kind, text, label(rec.get("from")), msg_id, order=_order(rec))
+            if own and msg_id is not None and line.order is not None and msg_id in ids:
+                continue
+            fresh.append(line)
+        if fresh or conv.key == PUBLIC:
             merged = sorted([*conv.lines, *fresh], key=lambda line: line.t)
             conv.lines = deque(merged, maxlen=self.max_lines)
+            _sort_ordered(conv)
             self.scroll = min(self.scroll, max(0, len(conv.lines) - 1))
         return len(fresh)
 
@@ -1597,6 +1658,48 @@ def _mention_pattern(handle: str) -> re.Pattern[str] | None:
 def _sent_t(ev: Mapping[str, Any], now: float) -> float:
     """When a message was written (its ``sent_t``), else when it arrived."""
     return _number(ev.get("sent_t"), now) or now
+
+
+def _order(record: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A message's place in the room's order (``[place, author, seq]``), if it has one."""
+    value = record.get("order")
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and isinstance(value[0], int)
+        and isinstance(value[1], str)
+        and isinstance(value[2], int)
+    ):
+        return tuple(value)
+    return None
+
+
+def _walk(lines: deque[Line], start: int, step: int) -> Iterator[Line]:
+    i = start
+    while 0 <= i < len(lines):
+        yield lines[i]
+        i += step
+
+
+def _rank(line: Line) -> tuple[Any, ...] | None:
+    """Where a line goes among the room's messages: by its place; ours not placed yet
+    after every placed one (as the history lists them); None: a note, left where it is."""
+    if line.order is not None:
+        return (0, line.order)
+    if line.kind is LineKind.OWN:
+        return (1, line.t)
+    return None
+
+
+def _sort_ordered(conv: Conversation) -> None:
+    """Put the room's messages in the room's order, in the slots they occupy; notes stay
+    where they are."""
+    if conv.key != PUBLIC:
+        return  # private chats: in send order already
+    slots = [i for i, line in enumerate(conv.lines) if _rank(line) is not None]
+    ordered = sorted((conv.lines[i] for i in slots), key=lambda line: _rank(line) or ())
+    for i, line in zip(slots, ordered, strict=True):
+        conv.lines[i] = line
 
 
 def _id(record: Mapping[str, Any]) -> str | None:

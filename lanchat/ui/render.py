@@ -380,6 +380,8 @@ def _sender(model: ViewModel, line: Line, markers: Markers) -> Fragments:
     """The sender's name in its own colour, with the mentor / friend mark in front of it."""
     if line.kind is LineKind.OWN:
         return [("class:sender.own", line.sender)]
+    if line.unverified:  # not the key this handle is known by: no colour, no marks of trust
+        return [("class:warning", line.sender)]
     marks = (markers.mentor if model.is_mentor(line.sender) else "") + (
         markers.friend if model.is_friend(line.sender) else ""
     )
