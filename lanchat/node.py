@@ -125,6 +125,7 @@ class Node:
             trust=self.trust,
         )
         self.discovery = self.membership.discovery
+        self.peers.ask_broker = self.membership.send  # a hall's lookups (room/peers.py)
         self.offers = Offers(ctx, self.transport, self.peers, self.friends)
         self.public = PublicRoom(
             ctx,
@@ -171,6 +172,8 @@ class Node:
             wire.Relay: self._on_relay,
             wire.Beat: self._on_beat,
             wire.Roster: lambda link, msg, _s, _n, _p: self._on_roster(link, msg),
+            wire.RosterDelta: lambda link, msg, _s, _n, _p: self._on_roster_delta(link, msg),
+            wire.Found: lambda _l, msg, _s, _n, _p: self.peers.on_found(msg),
             wire.Ack: lambda _l, msg, _s, now, _p: self.public.on_ack(msg, now),
             wire.Want: lambda _l, msg, _s, _n, _p: self.public.on_want(msg),
             wire.Direct: lambda _l, msg, sig, _n, _p: self.private.on_direct(msg, sig),
@@ -412,7 +415,16 @@ class Node:
             return
         if roster.version <= self.peers.version and link.welcome is not None:
             return
-        self.peers.on_roster(roster)
+        self.peers.on_full_roster(roster)
+        self.helpdesk.resume_held()
+
+    def _on_roster_delta(self, link: Link, delta: wire.RosterDelta) -> None:
+        if delta.broker_key != link.target.key or delta.version <= self.peers.version:
+            return
+        if not self.peers.on_roster_delta(delta):
+            # A gap (a delta missed, or ours is older than its base): the whole roster.
+            self.membership.send(wire.encode(wire.Sync(roster_version=self.peers.version)))
+            return
         self.helpdesk.resume_held()
 
     def _on_goodbye(

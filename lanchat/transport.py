@@ -65,6 +65,15 @@ _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks who may connect (R
 # disconnect). Node relies on this to tell a busy broker from a vanished one.
 HEARTBEAT_IVL_MS = 400
 HEARTBEAT_TIMEOUT_MS = 1500
+# The broker's side needs no fast detection (its relay times a silent client out after
+# 2 s; libzmq does not tell it which peer went): its own PINGs only clear dead connections.
+# At 0.4 s, with each client's DEALER and SUB pinging too, a hall of 1,000 cost the broker's
+# I/O thread ~26 % of a core and 16 Mbit/s of air while idle (benchmarks/bench_broker.py).
+SERVER_HEARTBEAT_IVL_MS = 5000
+SERVER_HEARTBEAT_TIMEOUT_MS = 15000
+# A client's SUB: the DEALER's heartbeats already tell a vanished broker within 1.5 s.
+SUB_HEARTBEAT_IVL_MS = 2000
+SUB_HEARTBEAT_TIMEOUT_MS = 6000
 # Plain ints: zmq's enums cost a Python-level operator call on every use.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -115,8 +124,8 @@ def curve_server_socket(ctx: zmq.Context[_S], kind: int, public: bytes, secret: 
     sock.curve_secretkey = _z85(secret)
     # The ZAP handler stamps each client's CURVE key on its messages ("User-Id").
     sock.zap_domain = _ZAP_DOMAIN
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, SERVER_HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, SERVER_HEARTBEAT_TIMEOUT_MS)
     return sock
 
 
@@ -395,6 +404,8 @@ class BrokerLink:
         if self.sub is not None:
             return
         sub = self.sub = self._client_socket(zmq.SUB)
+        sub.setsockopt(zmq.HEARTBEAT_IVL, SUB_HEARTBEAT_IVL_MS)
+        sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, SUB_HEARTBEAT_TIMEOUT_MS)
         sub.setsockopt(zmq.RCVHWM, _HWM)
         limit_frames(sub, MAX_FRAMES_BYTES)
         sub.setsockopt(zmq.SUBSCRIBE, b"")

@@ -715,6 +715,58 @@ def test_ten_thousand_raised_hands_from_one_identity_leave_three(
     assert objects[1] - objects[0] < 100
 
 
+def _apply(keys: set[bytes], version: int, delta: wire.RosterDelta) -> set[bytes]:
+    """The keys a client holds after applying ``delta`` to its copy (as room/peers does)."""
+    assert delta.base <= version < delta.version
+    return (keys - set(delta.left)) | {e.id_key for e in delta.changed}
+
+
+def test_in_a_room_of_ten_a_join_is_published_as_a_delta_of_one_entry(
+    relay: BrokerRelay,
+) -> None:
+    people = [Identity.generate() for _ in range(12)]
+    for i in range(10):
+        join(relay, b"r-%d" % i, people[i], f"p{i}")
+    relay.tick(T0 + 1)  # the coalesced wave goes out
+    sync = send(relay, b"r-0", wire.Sync(roster_version=-1), now=T0 + 1)
+    [(_, held)] = opened(sync)
+    assert isinstance(held, wire.Roster)
+    keys, version = {e.id_key for e in held.peers}, held.version
+    effects = join(relay, b"r-10", people[10], "p10", now=T0 + 3)
+    [pub] = [e for e in effects if isinstance(e, Publish)]
+    delta = wire.decode(pub.frames)[0]
+    assert isinstance(delta, wire.RosterDelta)
+    assert [e.handle for e in delta.changed] == ["p10"]
+    assert delta.left == ()
+    # O(N) for the room, not O(N^2): one entry (and the succession's head if it changed,
+    # at most 9 keys), not the whole roster.
+    assert len(delta.head) <= 9
+    assert sum(map(len, pub.frames)) * 4 < sum(map(len, wire.encode(relay.roster())))
+    keys, version = _apply(keys, version, delta), delta.version
+    send(relay, b"r-3", wire.Goodbye(reason="bye"), now=T0 + 3.01)  # coalesced
+    [pub] = [
+        e for e in relay.tick(T0 + 4) if isinstance(e, Publish) and e.frames[0] == pub.frames[0]
+    ]
+    delta = wire.decode(pub.frames)[0]
+    assert isinstance(delta, wire.RosterDelta)
+    assert (delta.changed, delta.left) == ((), (people[3].key,))
+    assert _apply(keys, version, delta) == {e.id_key for e in relay.roster().peers}
+
+
+def test_a_lookup_answers_keys_and_handle_prefixes_with_the_count(relay: BrokerRelay) -> None:
+    people = [Identity.generate() for _ in range(4)]
+    for i, name in enumerate(("anna", "Andy", "bob", "carl")):
+        join(relay, b"r-%d" % i, people[i], name)
+    ask = wire.Lookup(prefix="AN", keys=(people[3].key,))
+    [(to, found)] = opened(send(relay, b"r-2", ask, now=T0 + 1))
+    assert to == b"r-2"
+    assert isinstance(found, wire.Found)
+    assert [e.handle for e in found.peers] == ["Andy", "anna", "carl"]
+    assert (found.prefix, found.count) == ("AN", 4)
+    [(_, none)] = opened(send(relay, b"r-2", wire.Lookup(), now=T0 + 1))
+    assert none.peers == ()
+
+
 # ---------------------------------------------------------------- budgets
 
 

@@ -105,6 +105,8 @@ class PeerStatus(Event):
 class Who(Event):
     EV: ClassVar[str] = "who"
     peers: list[dict[str, Any]]
+    # In a hall (over lanchat.core.relay.LAZY_FROM_CLIENTS): how many are connected.
+    count: int | None = field(default=None, metadata=_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)

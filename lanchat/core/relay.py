@@ -21,6 +21,7 @@ What it enforces, so a misbehaving client cannot hurt the others:
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -56,6 +57,19 @@ ROSTER_MIN_INTERVAL_S = 0.05  # a room of a few: a wave of joins is announced to
 # than ROSTER_MAX_INTERVAL_S (a newcomer waits that long at most to be seen).
 ROSTER_S_PER_CLIENT_SQUARED = 0.000_05
 ROSTER_MAX_INTERVAL_S = 1.0
+# From this many clients on, a change goes out as a RosterDelta (what changed since the
+# last published roster) instead of the whole roster: a join then costs the room O(N)
+# bytes, not O(N^2). Below it the whole roster is a few KB, as small as a delta's framing.
+DELTA_FROM_CLIENTS = 8
+# A hall: from this many clients on, nobody is sent everyone. A member holds the count,
+# the head of the succession (mentors first: who takes over), every mentor and the recent
+# speakers; others only when it looks them up. Giving each of 1,000 members an entry for
+# each other (~370 B) would move ~370 MB: minutes of a crowded Wi-Fi's capacity.
+LAZY_FROM_CLIENTS = 150
+LAZY_HEAD = 8
+LAZY_MENTORS_MAX = 64
+LAZY_SPEAKERS = 32
+HALL_BEAT_INTERVAL_S = 1.0
 CLIENT_TIMEOUT_S = 2.0
 # A client silent for CLIENT_TIMEOUT_S is probed before it is reported gone: a TCP connect
 # to its info port. Its kernel answers for it even when the process gets no CPU (a
@@ -71,11 +85,14 @@ RESEND_MAX = 500
 SEEN_IDS_MAX = 50_000
 # One client may make the broker relay this many messages per second (burst the same).
 RATE_PER_CLIENT = 10_000.0
-# Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays well under the
-# largest frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 256 KiB).
-MAX_CLIENTS = 400
-JOINS_PER_S = 20.0  # new identities admitted (a failover of a whole room: the burst)
-JOINS_BURST = 300.0
+# Budgets (see "budgets" below). A roster of MAX_CLIENTS entries stays under the largest
+# frame a client takes (wire: ~370 bytes an entry, MAX_FRAMES_BYTES 1 MiB); from
+# LAZY_FROM_CLIENTS on nobody is sent the whole roster anyway (a hall).
+MAX_CLIENTS = 2000
+# New identities admitted: a failover of a whole hall of 1,000 is the burst (all of them
+# come to the successor at once: benchmarks/bench_broker.py), then 50 a second.
+JOINS_PER_S = 50.0
+JOINS_BURST = 1200.0
 DIRECTS_PER_S = 200.0  # per sender identity: texts, receipts, typing, acks, offers
 DIRECTS_BURST = 400.0
 FIRST_CONTACTS_PER_S = 5.0  # per recipient: Directs between two keys never paired yet
@@ -200,6 +217,12 @@ class BrokerRelay:
     _roster_dirty: bool = False
     _published: int = 0
     _roster_encoded: tuple[int, list[bytes]] = (-1, [])  # (version, frames)
+    # Since the last published roster: who joined or changed, who left (see _delta_frames).
+    _touched: set[bytes] = field(default_factory=set)
+    _gone: set[bytes] = field(default_factory=set)
+    _speakers: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    _view: frozenset[bytes] = frozenset()  # the hall's shared entries at the last publish
+    _published_head: tuple[bytes, ...] = ()
     _budgets: _RelayBudgets = field(default_factory=_RelayBudgets)
     _roster_waiting: list[bytes] = field(default_factory=list)  # newcomers, for the next
 
@@ -240,6 +263,7 @@ class BrokerRelay:
         if isinstance(msg, wire.Heartbeat):
             if msg.status != client.status and self._status_budget(client, now):
                 client.status = msg.status
+                self._touched.add(client.hello.id_key)
                 return self._roster_changed(now)
             return []
         if isinstance(msg, wire.Public | wire.PublicBatch):
@@ -261,7 +285,9 @@ class BrokerRelay:
                 # since goes out with the next publish. After a failover, a whole room of
                 # newcomers asks at once, as each subscription comes up.
                 return []
-            return [ToClient(rid, self._published_frames())]
+            return [ToClient(rid, self._sync_frames())]
+        if isinstance(msg, wire.Lookup):
+            return self._lookup(rid, client, msg, now)
         if isinstance(msg, wire.Goodbye):
             left = self._forget(rid)
             effects: list[Effect] = self._roster_changed(now)
@@ -304,7 +330,7 @@ class BrokerRelay:
         if gone or (due is not None and now >= due):
             effects += self._roster_changed(now)
         if now >= self._next_beat:
-            self._next_beat = now + BEAT_INTERVAL_S
+            self._next_beat = now + self._beat_interval()
             # The version everyone can have: a coalesced change is not announced until sent,
             # or every client would ask for it (Sync) at once.
             beat = wire.Beat(epoch=self.epoch, bseq=self.bseq, roster_version=self._published)
@@ -411,10 +437,14 @@ class BrokerRelay:
         )
         self._clients[rid].refilled = now
         self._rid_by_key[hello.id_key] = rid
+        self._touched.add(hello.id_key)
         # The newcomer's SUB connects a moment after its Welcome and misses whatever is
         # published meanwhile (the roster of the next one to join): an early Beat tells it
         # which roster version and relay it should have, and it asks for what it lacks.
-        self._next_beat = min(self._next_beat, now + JOIN_BEAT_S)
+        if not self._lazy():
+            # Not in a hall: there, a join storm would make it ten Beats a second to
+            # everyone (15 Mbit/s at 1,000), and the snapshot comes directly anyway.
+            self._next_beat = min(self._next_beat, now + JOIN_BEAT_S)
         welcome = wire.Welcome(
             epoch=self.epoch,
             broker_handle=self.handle,
@@ -474,6 +504,7 @@ class BrokerRelay:
             self.clock += 1
             place = self.clock
         self._remember(msg.msg_id, place)
+        self._spoke(msg.author)
         frames = self._append_relay(msg, sig, place)
         return [Publish(frames), ack]
 
@@ -512,10 +543,18 @@ class BrokerRelay:
             return self._drop("recipient_offline")
         if not client.take_token(now):
             return self._drop("rate_limited")
+        pair = (min(msg.sender, msg.recipient), max(msg.sender, msg.recipient))
+        first = pair not in self._budgets.pairs
         if not self._direct_budget(msg, now):
             return []  # as rate limited: the sender's channel sends it again
         if not self.verify(msg.sender, wire.signed_bytes(msg), sig):
             return self._drop("bad_signature")
+        if first and self._lazy():
+            # A hall: the recipient may not hold the sender (it opens Directs only from
+            # members it holds): its entry first, as if it had looked it up.
+            entry = client.hello.entry(client.sig, client.status)
+            found = wire.Found(peers=(entry,), count=len(self._clients))
+            return [ToClient(target, wire.encode(found)), ToClient(target, list(frames))]
         return [ToClient(target, list(frames))]
 
     def _help(
@@ -621,6 +660,7 @@ class BrokerRelay:
         client = self._clients.pop(rid, None)
         if client is not None and self._rid_by_key.get(client.hello.id_key) == rid:
             del self._rid_by_key[client.hello.id_key]
+            self._gone.add(client.hello.id_key)
         return client
 
     def roster_due(self) -> float | None:
@@ -652,10 +692,133 @@ class BrokerRelay:
             return []
         self._roster_dirty = False
         self._roster_sent = now
-        self._published = self.roster_version
-        frames = self._roster_frames()
+        base, self._published = self._published, self.roster_version
+        frames = self._delta_frames(base)
         waiting, self._roster_waiting = self._roster_waiting, []
-        return [Publish(frames), *(ToClient(r, frames) for r in waiting if r in self._clients)]
+        # Newcomers of the wave: the whole roster (a hall's snapshot), not the delta.
+        whole = self._snapshot_frames() if waiting else frames
+        return [Publish(frames), *(ToClient(r, whole) for r in waiting if r in self._clients)]
+
+    def _delta_frames(self, base: int) -> list[bytes]:
+        """What everyone gets for the new version: the changes since version ``base`` (the
+        last published), or in a small room the whole roster as before.
+
+        ``changed`` lists everyone who joined or changed since ``base`` as they are now,
+        ``left`` everyone who was connected at some point since and is not now, so a
+        client holding any version from ``base`` on (a newcomer's copy at joining) can
+        apply it; a client holding another asks for the whole roster (Sync).
+        """
+        touched, gone = self._touched, self._gone
+        self._touched, self._gone = set(), set()
+        if len(self._clients) < DELTA_FROM_CLIENTS or (self._view and not self._lazy()):
+            # A small room; or a hall that shrank below LAZY_FROM_CLIENTS: its members
+            # hold only part of it, so once the whole roster, then deltas again.
+            self._view, self._published_head = frozenset(), ()
+            return self._roster_frames()
+        by_key = {c.hello.id_key: c for c in self._clients.values()}
+        count = 0
+        if self._lazy():
+            # A hall: only the shared entries (newly shared ones in full), and the count.
+            view = self._hall_view()
+            touched = (touched & view) | (view - self._view)
+            self._view, count = view, len(by_key)
+        changed = tuple(
+            by_key[key].hello.entry(by_key[key].sig, by_key[key].status)
+            for key in sorted(touched)
+            if key in by_key
+        )
+        left = tuple(sorted(key for key in gone if key not in by_key))
+        delta = wire.RosterDelta(
+            epoch=self.epoch,
+            base=base,
+            version=self.roster_version,
+            broker_key=self.key,
+            changed=changed,
+            left=left,
+            count=count,
+            head=self._head_if_changed(),
+        )
+        return wire.encode(delta)
+
+    # ------------------------------------------------------------ a hall (lazy lists)
+
+    def _beat_interval(self) -> float:
+        # A hall: every Beat goes to everyone (~190 B on the air each: 3.8 Mbit/s at 1,000
+        # every 0.4 s); clients give a connected broker 8 s of Beat silence.
+        return HALL_BEAT_INTERVAL_S if self._lazy() else BEAT_INTERVAL_S
+
+    def _lazy(self) -> bool:
+        return len(self._clients) >= LAZY_FROM_CLIENTS
+
+    def _spoke(self, author: bytes) -> None:
+        self._speakers[author] = None
+        self._speakers.move_to_end(author)
+        if len(self._speakers) > LAZY_SPEAKERS:
+            self._speakers.popitem(last=False)
+
+    def _hall_view(self) -> frozenset[bytes]:
+        """The entries every member of a hall holds: the broker, the head of the
+        succession, the mentors (at most LAZY_MENTORS_MAX) and the recent speakers."""
+        head = list(self._head())
+        mentors = [c.hello.id_key for c in self._clients.values() if c.mentor]
+        speakers = [k for k in self._speakers if k in self._rid_by_key]
+        return frozenset(head + mentors[:LAZY_MENTORS_MAX] + speakers)
+
+    def _lookup(self, rid: bytes, client: _Client, msg: wire.Lookup, now: float) -> list[Effect]:
+        """A hall's member asks for whom it does not hold: keys (its friends, requests),
+        or handles by prefix (`who an`, Tab completion); at most MAX_LOOKUP entries."""
+        if not client.take_token(now, 1 + len(msg.keys)):
+            return self._drop("rate_limited")
+        wanted = set(msg.keys)
+        prefix = handle_key(msg.prefix) if msg.prefix else None
+        found = [
+            c.hello.entry(c.sig, c.status)
+            for c in self._clients.values()
+            if c.hello.id_key in wanted
+            or (prefix is not None and handle_key(c.hello.handle).startswith(prefix))
+        ]
+        found.sort(key=lambda e: handle_key(e.handle))
+        answer = wire.Found(
+            prefix=msg.prefix, peers=tuple(found[: wire.MAX_LOOKUP]), count=len(self._clients)
+        )
+        return [ToClient(rid, wire.encode(answer))]
+
+    def _head(self) -> tuple[bytes, ...]:
+        """The broker and the next LAZY_HEAD of the succession, as `roster` ranks them,
+        without building the whole roster (a join storm asks once per newcomer): O(N)."""
+        cands = (
+            Candidate(c.hello.id_key, c.mentor, c.hello.priority, c.hello.started_at)
+            for c in self._clients.values()
+            if c.hello.id_key != self.key
+        )
+        best = heapq.nsmallest(LAZY_HEAD, cands, key=Candidate.rank)
+        return (self.key, *(c.key for c in best))
+
+    def _head_if_changed(self) -> tuple[bytes, ...]:
+        # In a delta only when it changed since the last publish (9 keys: ~400 B to each).
+        head = self._head()
+        if head == self._published_head:
+            return ()
+        self._published_head = head
+        return head
+
+    def _snapshot_frames(self, newcomer: bytes | None = None) -> list[bytes]:
+        """For a newcomer or a client that found a gap: the whole roster, or in a hall the
+        shared entries (and the newcomer's own) as a snapshot delta with the count."""
+        if not self._lazy():
+            return self._roster_frames()
+        keys = self._hall_view() | ({newcomer} if newcomer is not None else set())
+        by_key = {c.hello.id_key: c for c in self._clients.values() if c.hello.id_key in keys}
+        snapshot = wire.RosterDelta(
+            epoch=self.epoch,
+            base=-1,
+            version=self.roster_version,
+            broker_key=self.key,
+            changed=tuple(c.hello.entry(c.sig, c.status) for c in by_key.values()),
+            count=len(self._clients),
+            head=self._head(),
+        )
+        return wire.encode(snapshot)
 
     def _roster_frames(self) -> list[bytes]:
         """The roster, encoded once per version: after a failover a whole room of newcomers
@@ -751,9 +914,15 @@ class BrokerRelay:
         a stream of joins (throwaway identities) cost the broker O(size) per join.
         """
         if not self._roster_dirty:
-            return [ToClient(rid, self._roster_frames())]  # published now: encoded already
+            # Published now: the whole roster (encoded once per version; a delta went out),
+            # or in a hall the snapshot of the shared entries.
+            return [ToClient(rid, self._snapshot_frames())]
         self._roster_waiting.append(rid)
         return []
+
+    def _sync_frames(self) -> list[bytes]:
+        """For a client that found a gap: in a hall the snapshot, else the roster."""
+        return self._snapshot_frames() if self._lazy() else self._published_frames()
 
     def _published_frames(self) -> list[bytes]:
         """The last roster published (what a Sync asks for), encoded once."""

@@ -36,6 +36,7 @@ __all__ = [
     "Claim",
     "DecodeError",
     "Direct",
+    "Found",
     "Goodbye",
     "Grant",
     "Hand",
@@ -46,6 +47,7 @@ __all__ = [
     "Hello",
     "HelpMsg",
     "Kind",
+    "Lookup",
     "Message",
     "PeerEntry",
     "Private",
@@ -59,6 +61,7 @@ __all__ = [
     "Relay",
     "Resend",
     "Roster",
+    "RosterDelta",
     "SeqRanges",
     "Signal",
     "Sync",
@@ -78,8 +81,9 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAGIC = b"LC"
 # Whole message, all frames together. Large enough for a 4,000-character text in any
-# script (<= 16 KiB UTF-8), sealed and base64'd, or a roster of a few hundred peers.
-MAX_FRAMES_BYTES = 256 * 1024
+# script (<= 16 KiB UTF-8), sealed and base64'd, or a roster of a hall: ~370 B a peer,
+# so 1,000 laptops are ~370 KB (benchmarks/bench_broker.py; 256 KiB cut rooms at ~700).
+MAX_FRAMES_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 4000
 SIGNATURE_BYTES = 64
 KEY_BYTES = 32
@@ -123,6 +127,10 @@ class Kind(IntEnum):
     # Anti-entropy for the public room (lanchat.core.antientropy):
     HAVE = 26
     WANT = 27
+    # Room state as deltas, a hall's lookups (lanchat.core.relay):
+    ROSTER_DELTA = 28
+    LOOKUP = 29
+    FOUND = 30
 
 
 class _Record:
@@ -329,6 +337,68 @@ class Roster(_Record):
     version: int = 0
     broker_key: bytes = _key()
     peers: tuple[PeerEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class RosterDelta(_Record):
+    """Broker -> everyone (PUB): roster ``base`` became ``version`` (the Clone pattern).
+
+    ``changed`` holds the entries that are new or changed (a join, a status change),
+    ``left`` the identity keys no longer connected. A receiver whose roster is not
+    ``base`` of this broker missed something: it asks for the whole roster (Sync). The
+    succession order is the receiver's to compute (lanchat.core.election.succession).
+    """
+
+    KIND: ClassVar[Kind] = Kind.ROSTER_DELTA
+    SIGNED: ClassVar[bool] = False
+    epoch: int = 0
+    base: int = 0
+    version: int = 0
+    broker_key: bytes = _key()
+    changed: tuple[PeerEntry, ...] = ()
+    left: tuple[bytes, ...] = ()
+    # A hall (lanchat.core.relay.LAZY_FROM_CLIENTS): how many are connected, when the
+    # entries are only those that matter to everyone (0: a room that lists everyone).
+    # ``base`` -1: a snapshot of those entries, replacing the receiver's copy.
+    count: int = 0
+    # The broker's succession order, from its first (the broker) on: whoever takes over is
+    # in it, in the order the broker ranked them (it alone knows who is verified).
+    head: tuple[bytes, ...] = ()
+
+    def check(self) -> None:
+        if self.version <= self.base:
+            raise DecodeError("a roster delta goes forward")
+        if any(len(key) != KEY_BYTES for key in (*self.left, *self.head)):
+            raise DecodeError(f"field 'left' holds {KEY_BYTES}-byte keys")
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Lookup(_Record):
+    """Client -> broker, in a hall: the entries of these keys, or of handles that start
+    with ``prefix`` (case-insensitive; "" asks for none by prefix)."""
+
+    KIND: ClassVar[Kind] = Kind.LOOKUP
+    SIGNED: ClassVar[bool] = False
+    prefix: str = _short(_MAX_HANDLE)
+    keys: tuple[bytes, ...] = ()
+
+    def check(self) -> None:
+        if len(self.keys) > MAX_LOOKUP or any(len(k) != KEY_BYTES for k in self.keys):
+            raise DecodeError(f"a lookup names at most {MAX_LOOKUP} {KEY_BYTES}-byte keys")
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Found(_Record):
+    """Broker -> client: the answer to a Lookup (at most MAX_LOOKUP entries)."""
+
+    KIND: ClassVar[Kind] = Kind.FOUND
+    SIGNED: ClassVar[bool] = False
+    prefix: str = _short(_MAX_HANDLE)
+    peers: tuple[PeerEntry, ...] = ()
+    count: int = 0
+
+
+MAX_LOOKUP = 256
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -694,6 +764,9 @@ Message = (
     | Heartbeat
     | Beat
     | Roster
+    | RosterDelta
+    | Lookup
+    | Found
     | Public
     | PublicBatch
     | Relay
@@ -726,6 +799,9 @@ _OUTER: dict[Kind, type[Any]] = {
         Heartbeat,
         Beat,
         Roster,
+        RosterDelta,
+        Lookup,
+        Found,
         Public,
         PublicBatch,
         Relay,

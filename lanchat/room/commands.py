@@ -101,7 +101,7 @@ class Commands:
             Cmd.MSG: self._msg,
             Cmd.HAND: self._hand,
             Cmd.TRUST: lambda a: private.trust_new_key(a.text("handle"), a.text("fingerprint")),
-            Cmd.WHO: lambda _a: ctx.emit("who", peers=peers.who()),
+            Cmd.WHO: self._who,
             Cmd.FRIENDS: lambda _a: ctx.emit("friends", friends=private.friends()),
             Cmd.HISTORY: self._history,
             Cmd.CLAIM: lambda a: helpdesk.claim(a.cmd.get("id"), a.cmd.get("n")),
@@ -142,6 +142,16 @@ class Commands:
             self._private.friend_move(args.text(field), move)
 
         return run
+
+    def _who(self, args: _Args) -> None:
+        """`who`, optionally with a handle prefix. In a hall, where this node holds only
+        some members, a prefix is asked of the broker and answered when it replies."""
+        prefix = args.cmd.get("prefix")
+        prefix = prefix if isinstance(prefix, str) else ""
+        if prefix and self._peers.who_prefix(prefix):
+            return
+        count = self._peers.count or None
+        self._ctx.emit("who", peers=self._peers.who(prefix), count=count)
 
     def _msg(self, args: _Args) -> str:
         to, text = args.text("to"), args.text("text")

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Peers"]
 
+# The broker sends its succession's first few (lanchat.core.relay.LAZY_HEAD + itself) with
+# a delta when they change; from a whole roster we keep as many.
+HEAD_KEPT = 9
 HELLO_CACHE_MAX = 10_000  # verified Hello signatures remembered (a roster repeats them)
 STATUS_SHOWN_PER_S = 1.0  # peer_status events per peer (the broker has its own budget)
 STATUS_SHOWN_BURST = 5.0
@@ -45,6 +48,12 @@ class Peers:
         self.gone: set[bytes] = set()  # nodes that failed us as brokers (until seen again)
         self.identity_of_curve: dict[bytes, bytes] = {}  # transport key -> identity key
         self._hello_ok: dict[bytes, bool] = {}
+        # In a hall (lanchat.core.relay.LAZY_FROM_CLIENTS): how many are connected, of
+        # whom ``online`` holds only some; 0 in a room whose roster lists everyone.
+        self.count = 0
+        self.ask_broker: Callable[[list[bytes]], bool] = lambda _frames: False  # node wires
+        self._who_waiting: list[str] = []  # prefixes of `who` answers awaiting a Found
+        self._head: tuple[bytes, ...] = ()  # the broker's succession order, its first few
         self._status_shown: dict[bytes, str] = {}  # what the last event said, per peer
         self._status_budget: Budgets[bytes] = Budgets(STATUS_SHOWN_PER_S, STATUS_SHOWN_BURST)
 
@@ -52,6 +61,15 @@ class Peers:
 
     def on_roster(self, roster: wire.Roster) -> None:
         """A roster from our broker (the caller checked that it is from our broker)."""
+        self._take_roster(roster)
+
+    def on_full_roster(self, roster: wire.Roster) -> None:
+        """A whole roster: everyone is listed (not a hall's part of it)."""
+        self.count = 0
+        self._head = tuple(e.id_key for e in roster.peers[:HEAD_KEPT])
+        self._take_roster(roster)
+
+    def _take_roster(self, roster: wire.Roster) -> None:
         ctx = self._ctx
         peers = [e for e in roster.peers if self._entry_ok(e)]
         self.roster = peers
@@ -98,6 +116,101 @@ class Peers:
             ctx.profile.state.set_pins(to_pin, ctx.wall())
         if arrived:
             self._on_arrived(arrived)
+
+    def on_roster_delta(self, delta: wire.RosterDelta) -> bool:
+        """A delta from our broker; False if it does not follow our copy (ask for the roster).
+
+        It follows any copy from ``delta.base`` on: it lists every entry changed since,
+        and every key that left since, as they are now (lanchat.core.relay._delta_frames).
+        """
+        if not delta.base <= self.version < delta.version:
+            return False
+        # base -1: a hall's snapshot (the entries everyone holds), replacing ours.
+        entries = {e.id_key: e for e in self.roster} if delta.base >= 0 else {}
+        for key in delta.left:
+            entries.pop(key, None)
+        for entry in delta.changed:
+            entries[entry.id_key] = entry
+        # The broker's head first, as it ranked them (it alone knows who is verified),
+        # then the rest by the same rule as far as we can tell (the election reads the
+        # first of the roster who is not gone: the head decides it).
+        if delta.head or delta.base < 0:
+            self._head = delta.head  # sent when it changed, and in every snapshot
+        head = [key for key in dict.fromkeys(self._head) if key in entries]
+        in_head = set(head)
+        rest = [
+            election.Candidate(e.id_key, e.mentor, e.priority, e.started_at)
+            for e in entries.values()
+            if e.id_key not in in_head
+        ]
+        ranked = election.succession(rest, delta.broker_key)
+        order = head + [c.key for c in ranked]
+        if delta.base < 0 and delta.count and not self.count:
+            self._ask_for_mine()
+        self.count = delta.count
+        self._take_roster(
+            wire.Roster(
+                epoch=delta.epoch,
+                version=delta.version,
+                broker_key=delta.broker_key,
+                peers=tuple(entries[key] for key in order),
+            )
+        )
+        return True
+
+    # ---- a hall: the broker sends only some entries; we ask for the rest we need
+
+    def _ask_for_mine(self) -> None:
+        """Joined a hall: our friends and pending requests, whom the snapshot may lack."""
+        keys = sorted(bytes.fromhex(k) for k in self._ctx.profile.state.friendships())
+        for start in range(0, len(keys), wire.MAX_LOOKUP):
+            chunk = tuple(keys[start : start + wire.MAX_LOOKUP])
+            self.ask_broker(wire.encode(wire.Lookup(keys=chunk)))
+
+    def who_prefix(self, prefix: str) -> bool:
+        """`who` with a prefix in a hall: ask the broker; the answer goes out on its Found.
+        False if there is nothing to ask (not a hall, or no broker): answer at once."""
+        if not self.count or not self.ask_broker(wire.encode(wire.Lookup(prefix=prefix))):
+            return False
+        self._who_waiting.append(prefix)
+        return True
+
+    def on_found(self, found: wire.Found) -> None:
+        """Entries we asked for: held from now on, as if they had been in the roster."""
+        if found.count:
+            self.count = found.count
+        known = {e.id_key for e in self.roster}
+        new = [e for e in found.peers if e.id_key not in known and e.id_key != self._ctx.me.key]
+        if new and self.roster:
+            # After what we hold, in the broker's order: the head (who takes over) stays.
+            if len(new) == 1 and not found.prefix:
+                self._add_one(new[0])  # a first contact's sender (a hall's Direct)
+            else:
+                self._take_roster(
+                    wire.Roster(
+                        epoch=0,
+                        version=self.version,
+                        broker_key=self.roster[0].id_key,
+                        peers=(*self.roster, *new),
+                    )
+                )
+        if found.prefix and found.prefix in self._who_waiting:
+            self._who_waiting.remove(found.prefix)
+            self._ctx.emit("who", peers=self.who(found.prefix), count=self.count or None)
+
+    def _add_one(self, entry: wire.PeerEntry) -> None:
+        """One more member held, in O(1): a flood of first contacts in a hall must not
+        cost a pass over everyone held for each."""
+        if not self._entry_ok(entry):
+            return
+        ctx = self._ctx
+        self.roster.append(entry)
+        self.identity_of_curve[entry.curve_key] = entry.id_key
+        self.online[entry.id_key] = entry
+        # Checked against the pins, not pinned on sight: a flood of throwaway identities
+        # writing to someone would fill them (it is pinned once a roster or a lookup has it).
+        self._peer_up(entry, ctx.profile.state.pins_by_handle(), [])
+        self._on_arrived([entry.id_key])
 
     def succession(self) -> list[election.Candidate]:
         """The last roster as the election reads it (the broker first, then best-first)."""
@@ -205,11 +318,14 @@ class Peers:
             (e.id_key for e in self.online.values() if handle_key(e.handle) == wanted), None
         )
 
-    def who(self) -> list[dict[str, Any]]:
+    def who(self, prefix: str = "") -> list[dict[str, Any]]:
         out = []
+        start = handle_key(prefix) if prefix else ""
         for entry in sorted(
             self.online.values(), key=lambda e: (e.id_key not in self.mentors, handle_key(e.handle))
         ):
+            if start and not handle_key(entry.handle).startswith(start):
+                continue
             state = self._ctx.profile.state.friendship(entry.id_key.hex())
             out.append(
                 {
