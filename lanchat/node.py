@@ -151,6 +151,7 @@ class Node:
         profile.history.on_recovered = self._storage_recovered
         profile.state.set_fault_handler(self._storage_fault)
         self.helpdesk = Helpdesk(ctx, self.membership, self.private, self.peers)
+        self.membership.quiet_queue_refusals = self.helpdesk.settling
         self.install = InstallService(ctx)
         self.commands = Commands(
             ctx,

@@ -184,14 +184,6 @@ def test_a_help_session_goes_on_through_a_failover(tmp_path: Path) -> None:
     run(main())
 
 
-@pytest.mark.xfail(
-    reason="node bug: the new broker's first queue (sent to a mentor on its Hello) comes "
-    "before the students re-raise their hands; Node._on_queue takes each claim missing "
-    "from it as resolved: the mentor sees 'hand done' and a 'no such hand' error for its "
-    "re-sent Claim, then 'claimed' again with a new help session whose numbering starts "
-    "over, so the student drops the mentor's next messages as already seen (acked, lost)",
-    strict=True,
-)
 def test_a_mentors_claim_and_session_survive_a_failover(tmp_path: Path) -> None:
     async def main() -> None:
         room = Room(tmp_path)

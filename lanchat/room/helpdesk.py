@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["Helpdesk"]
 
 MAX_OPEN_HANDS: Final = 3
+# After joining a new broker (a failover), how long a claim missing from its queue is taken
+# for one whose student has not raised its hand with that broker yet.
+CLAIM_SETTLE_S: Final = 5.0
 TOPIC_MAX_CHARS: Final = 200
 
 
@@ -72,6 +75,9 @@ class Helpdesk:
         # may have gone nowhere (no broker at that moment) or to a broker that died.
         self._done_asked: set[str] = set()
         self.queue: wire.Queue | None = None
+        # When a new broker welcomed us: its first queues come before the students have
+        # raised their hands with it again, so a claim missing from them is not over.
+        self._rejoined_at = -1e9
 
     # ================================================================ commands
 
@@ -177,6 +183,7 @@ class Helpdesk:
 
     def on_new_broker(self) -> None:
         """A broker welcomed us: it learns our hands, claims and pending resolutions."""
+        self._rejoined_at = self._ctx.clock()
         send = self._membership.send
         for hand in self.my_hands.values():
             self._send_hand(hand)
@@ -217,11 +224,27 @@ class Helpdesk:
                     anon=entry.anon,
                     topic=clean_text(entry.topic),
                 )
-        live = {e.hand_id for e in msg.entries}
-        for hand_id in [h for h in self.my_claims if h not in live]:
-            claim = self.my_claims.pop(hand_id)
-            ctx.emit("hand", id=hand_id, state="done", who=safe_label(claim.entry.label))
+        live = {e.hand_id: e for e in msg.entries}
+        settling = self.settling()
+        for hand_id, claim in list(self.my_claims.items()):
+            now_queued = live.get(hand_id)
+            if now_queued is None:
+                if settling:
+                    continue  # its student has not raised it with this broker yet
+                self._end_claim(hand_id)
+            elif not now_queued.claimed_key:
+                # Raised again with a broker that did not have our claim yet: claim it
+                # again (the same session goes on; its numbering is kept).
+                self._membership.send(wire.encode(self._claim_msg(hand_id, claim.entry.eph_key)))
         self.emit_queue()
+
+    def settling(self) -> bool:
+        """Just joined a broker: its queue is still being rebuilt from the hands re-sent."""
+        return self._ctx.clock() - self._rejoined_at < CLAIM_SETTLE_S
+
+    def _end_claim(self, hand_id: str) -> None:
+        claim = self.my_claims.pop(hand_id)
+        self._ctx.emit("hand", id=hand_id, state="done", who=safe_label(claim.entry.label))
 
     def show_queue(self) -> None:
         """The ``queue`` command: the queue, to a mentor the room knows as one."""
@@ -250,6 +273,8 @@ class Helpdesk:
     def on_hand_status(self, msg: wire.HandStatus) -> None:
         hand = self.my_hands.get(msg.hand_id)
         if hand is None:
+            if msg.state == "done" and msg.hand_id in self.my_claims:
+                self._end_claim(msg.hand_id)  # resolved: the broker says so to its mentor
             return
         if msg.state == "claimed" and not self._claim_holds(hand, msg):
             # A claim we cannot check (no verified mentor signed it for this hand's key):

@@ -99,6 +99,8 @@ class Membership:
         self._presence = presence
         self._on_frames = on_frames  # a burst from the broker (DEALER or SUB)
         self._on_joined = on_joined  # a broker welcomed us: what the other parts resume
+        # Whether a queue refusal now is expected (set by the root: the help desk settling).
+        self.quiet_queue_refusals: Callable[[], bool] = lambda: False
         self.link: Link | None = None
         self.last_epoch = 0
         self.announced_broker: tuple[bytes, int] | None = None
@@ -526,7 +528,11 @@ class Membership:
             self.announced_broker = None
             self.send(self._hello())
         elif msg.code == "queue":
-            ctx.error("queue", safe_label(msg.message))
+            if self.quiet_queue_refusals():
+                # A claim re-sent to a new broker that has not heard of its hand yet.
+                ctx.count("queue_refused_settling")
+            else:
+                ctx.error("queue", safe_label(msg.message))
         elif msg.code == "mentor_unverified":
             # The broker does not take our certificate (another authority's, or none):
             # we are a student to the room (the queue command says so).
