@@ -27,6 +27,7 @@ log = logging.getLogger("lanchat.node")
 # Public messages this node saw, kept to seed its relay's backlog if it becomes broker
 # (the relay's own backlog is lanchat.core.relay.BACKLOG_SIZE).
 RECENT_RELAYS: Final = 2000
+PROBES_AT_ONCE: Final = 32
 
 
 class Hosting:
@@ -40,6 +41,7 @@ class Hosting:
         self._transport = transport
         self._not_broker_answer = not_broker_answer  # where our broker is, if we know
         self.relay: BrokerRelay | None = None
+        self._probing = asyncio.Semaphore(PROBES_AT_ONCE)
         # Whether a client's mentor claim holds (its certificate; lanchat.room.trust).
         self.mentor_check: Callable[[wire.Hello], bool] | None = None
         # (message, signature, place): place 0 for ours that no broker has placed yet.
@@ -143,17 +145,20 @@ class Hosting:
         from lanchat.core.relay import PROBE_CONNECT_S
 
         alive = False
-        try:
-            _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(probe.address, probe.port), PROBE_CONNECT_S
-            )
-        except (OSError, TimeoutError):
-            pass
-        else:
-            alive = True
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        # A few at a time: a flood of silent clients must not open a socket each at once
+        # (Windows' select() watches 512 at most, and every one costs a descriptor).
+        async with self._probing:
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(probe.address, probe.port), PROBE_CONNECT_S
+                )
+            except (OSError, TimeoutError):
+                pass
+            else:
+                alive = True
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
         relay = self.relay
         if relay is not None:
             self._apply_all(relay.probed(probe.rid, alive, self._ctx.clock()))
