@@ -199,16 +199,11 @@ class Trust:
         broker_authority = broker_cert.authority if broker_cert is not None else None
         if self.pinned is None:
             self._first_sight(certified, broker=broker_authority)
-        elif self._fresh:
-            # Decide on a roster that shows the room: its broker's own entry, or a mentor
-            # certificate. In a cold start the first roster may hold only other students
-            # (the broker's own client joins its relay a moment later): deciding then, on
-            # nothing, kept our new authority against the room's.
+        elif self._fresh and any(e.id_key != ctx.me.key for e in entries):
+            self._fresh = False
             chosen = self._choose(certified, broker=broker_authority)
-            if chosen is not None or (broker is not None and broker.id_key != ctx.me.key):
-                self._fresh = False
-                if chosen is not None and chosen != self.pinned:
-                    self._give_way(chosen)
+            if chosen is not None and chosen != self.pinned:
+                self._give_way(chosen)
         for entry in entries:
             if not entry.mentor or entry.id_key == ctx.me.key:
                 continue
