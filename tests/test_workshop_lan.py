@@ -48,6 +48,8 @@ def test_help_queue_claim_chat_done_with_two_mentors(
 ) -> None:
     lan = vlan(3)
     m1 = LanNode(lan, 1, "mentor1", tmp_path / "m1", ["--mentor"])
+    # The room's first mentor starts first (its authority is the room's), as in a workshop.
+    m1.wait("status", lambda e: e["state"] == "broker")
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor"])
     stu = LanNode(lan, 3, "stu", tmp_path / "stu")
     wait_connected([m1, m2, stu])
@@ -87,6 +89,8 @@ def test_anonymous_hand_never_reveals_the_student(
 ) -> None:
     lan = vlan(3)
     m1 = LanNode(lan, 1, "mentor1", tmp_path / "m1", ["--mentor"])
+    # The room's first mentor starts first (its authority is the room's), as in a workshop.
+    m1.wait("status", lambda e: e["state"] == "broker")
     m2 = LanNode(lan, 2, "mentor2", tmp_path / "m2", ["--mentor"])
     shy = LanNode(lan, 3, "shystudent", tmp_path / "shy")
     wait_connected([m1, m2, shy])
