@@ -27,7 +27,7 @@ from lanchat.core.advert import SERVICE_TYPE, Advert, AdvertError
 from lanchat.netif import choose_address, in_same_subnet
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from zeroconf import Zeroconf
 
@@ -91,6 +91,38 @@ class HandleTaken(Exception):
 
 def _instance_name(handle: str) -> str:
     return f"{handle}.{SERVICE_TYPE}"
+
+
+async def wait_for_holder(
+    adverts: Callable[[], Iterable[Advert]],
+    waiters: set[asyncio.Future[None]],
+    handle: str,
+    my_key: bytes,
+    wait_s: float,
+    closed: Callable[[], bool] = lambda: False,
+) -> Advert | None:
+    """An advert of ``adverts()`` holding ``handle`` (case-insensitively) under another key,
+    or None after ``wait_s``; woken early by a future the owner of ``waiters`` resolves
+    whenever its view changes. Shared by the real discovery and its in-memory twin."""
+    wanted = handle.casefold()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        for advert in adverts():
+            if advert.handle.casefold() == wanted and advert.id_key != my_key:
+                return advert
+        remaining = deadline - loop.time()
+        if remaining <= 0 or closed():
+            return None
+        changed = loop.create_future()
+        waiters.add(changed)
+        try:
+            async with asyncio.timeout(remaining):
+                await changed
+        except TimeoutError:
+            return None
+        finally:
+            waiters.discard(changed)
 
 
 class Discovery:
@@ -175,25 +207,7 @@ class Discovery:
         """
         if self._aiozc is None:
             raise RuntimeError("call start() before find_conflict()")
-        wanted = handle.casefold()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while True:
-            for advert in self._by_name.values():
-                if advert.handle.casefold() == wanted and advert.id_key != my_key:
-                    return advert
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            changed = loop.create_future()
-            self._waiters.add(changed)
-            try:
-                async with asyncio.timeout(remaining):
-                    await changed
-            except TimeoutError:
-                return None
-            finally:
-                self._waiters.discard(changed)
+        return await wait_for_holder(self._by_name.values, self._waiters, handle, my_key, wait_s)
 
     async def register(self, advert: Advert, *, force: bool = False) -> None:
         """Advertise `advert` under its handle, without the ~1 s probe phase.

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 import zmq
 import zmq.asyncio
 
-from lanchat.discovery import HandleClash, HandleTaken, PeerGone, PeerSeen
+from lanchat.discovery import HandleClash, HandleTaken, PeerGone, PeerSeen, wait_for_holder
 from lanchat.transport import DEFAULT_INFO_PORT, HEARTBEAT_TIMEOUT_MS, Incoming, ZapHandler
 
 if TYPE_CHECKING:
@@ -673,25 +673,14 @@ class MemoryDiscovery:
         ``wait_s`` for the answers to our start-up query."""
         if not self._started:
             raise RuntimeError("call start() before find_conflict()")
-        wanted = handle.casefold()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while True:
-            for advert in self._view.values():
-                if advert.handle.casefold() == wanted and advert.id_key != my_key:
-                    return advert
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
-                return None
-            changed = loop.create_future()
-            self._waiters.add(changed)
-            try:
-                async with asyncio.timeout(remaining):
-                    await changed
-            except TimeoutError:
-                return None
-            finally:
-                self._waiters.discard(changed)
+        return await wait_for_holder(
+            self._view.values,
+            self._waiters,
+            handle,
+            my_key,
+            wait_s,
+            closed=lambda: self._closed,
+        )
 
     async def register(self, advert: Advert, *, force: bool = False) -> None:
         if self.killed:
