@@ -290,14 +290,6 @@ def test_once_settled_a_running_broker_is_not_preempted(
         teach.wait("broker", timeout=1.5)
 
 
-@pytest.mark.xfail(
-    reason="known regression (issue 14, item 4), open: since the trust, budget, anti-entropy "
-    "and hall merges of 2026-12-02, two nodes that take one handle at the same moment on "
-    "a real LAN often both become brokers of their own room and both keep the handle "
-    "within this test's window (3 of 4 runs); the merge that should stop one of them "
-    "(the broker's roster decides) comes later or not at all",
-    strict=False,
-)
 def test_the_same_handle_taken_at_the_same_moment_leaves_exactly_one(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from memroom import (
     STUDENTS,
     WAIT_S,
+    Member,
     Room,
     in_room,
     is_tick_after_stop,
@@ -23,6 +24,8 @@ from memroom import (
 )
 
 from lanchat.inmemory import MemoryLan
+from lanchat.room.membership import HELD_HANDLE_SETTING
+from lanchat.store import Profile
 from lanchat.transport import DEFAULT_INFO_PORT
 
 if TYPE_CHECKING:
@@ -116,6 +119,77 @@ def test_two_nodes_taking_one_handle_at_the_same_moment_leave_one_holder(
         assert loser.handle not in online(bob)
 
     in_room(tmp_path, scenario)
+
+
+async def own_broker(member: Member) -> None:
+    await member.until(lambda: any(e["self"] for e in member.of("broker")), "its own broker")
+
+
+def test_one_handle_taken_by_two_brokers_at_the_same_moment_leaves_one_holder(
+    tmp_path: Path,
+) -> None:
+    """Two fresh nodes, each alone when it took the handle: each elects itself (an advert
+    under our own name is a clash, never a candidate). When they hear each other, the worse
+    broker probes the better, which holds the handle: the worse gives way, once."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            first, second = room.add("ann"), room.add("Ann")
+            room.lan.partition([first.address], [second.address])
+            room.start(first, second)
+            await own_broker(first)
+            await own_broker(second)
+            room.lan.heal()
+            tasks = [m.task for m in (first, second) if m.task is not None]
+            done, _ = await asyncio.wait(tasks, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            (loser,) = [m for m in (first, second) if m.task in done]
+            (winner,) = [m for m in (first, second) if m is not loser]
+            assert loser.task is not None
+            assert loser.task.result() == 2
+            assert [e["code"] for e in loser.of("error")] == ["handle_taken"]
+            assert loser.profile.state.get_setting(HELD_HANDLE_SETTING) is None
+            assert winner.running
+            assert winner.of("error") == []
+        finally:
+            await room.close()
+
+    run(main())
+
+
+def test_a_handle_held_before_is_not_given_up_to_a_broker_that_claims_it(
+    tmp_path: Path,
+) -> None:
+    """Only a claim made moments ago gives way: a node whose profile held the handle does
+    not chase a broker that announces it, and keeps running (that broker's word, which a
+    modified node can send, does not take it); the fresh claim does not give way to a
+    worse broker either."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        try:
+            held = tmp_path / "held"
+            profile = Profile.open(held)  # a profile that held the handle in an earlier run
+            profile.state.set_setting(HELD_HANDLE_SETTING, "ann")
+            profile.close()
+            first, second = room.add("ann"), room.add("Ann", directory=held)
+            room.start(first)
+            await own_broker(first)  # the older reign: the better broker
+            room.start(second)
+            await second.wait("warning", code="handle_claimed")
+            await own_broker(second)
+            counters = second.node.ctx.counters
+            await second.until(lambda: counters.get("handle_clash", 0) > 0, "the clash heard")
+            await first.until(
+                lambda: first.node.ctx.counters.get("handle_clash", 0) > 0, "the clash heard"
+            )
+            assert second.running
+            assert second.of("error") == []
+            assert first.running
+        finally:
+            await room.close()
+
+    run(main())
 
 
 # ---- without multicast, through --connect ---------------------------------------------

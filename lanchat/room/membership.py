@@ -58,6 +58,12 @@ PROBE_RETRY_FAILED_S: Final = 2.0
 # The handle a broker last welcomed us under: a node keeps it against adverts (node.py).
 HELD_HANDLE_SETTING: Final = "held_handle"
 HELD_WRITE_DELAY_S: Final = 1.0
+# Two fresh nodes that took the same handle at the same moment each elect themselves (an
+# advert under our own name is a clash, never a candidate). For this long after start, a
+# node whose only claim is its own relay's welcome probes a clashing broker like a better
+# one, and the worse of the two gives way when that broker holds the handle.
+FRESH_CLAIM_S: Final = 15.0
+CLASHES_KEPT: Final = 4
 
 
 @dataclass(slots=True, eq=False)
@@ -110,6 +116,12 @@ class Membership:
         self._last_heartbeat = 0.0
         self._probe: _Probe | None = None
         self._held: str | None = None  # the handle a broker welcomed us under, once
+        # Our claim to the handle before this run (the profile) or from another broker.
+        self._claim_proven = ctx.profile.state.get_setting(HELD_HANDLE_SETTING) == handle_key(
+            ctx.cfg.handle
+        )
+        self._gave_way = False
+        self._clashes: dict[bytes, Advert] = {}  # brokers announcing our handle, while fresh
         self._probed: dict[tuple[bytes, int, float], float] = {}  # advert -> not before
 
     # ================================================================ what we tell
@@ -137,8 +149,18 @@ class Membership:
 
     def _save_held(self) -> None:
         state = self._ctx.profile.state
-        if self._held is not None and state.get_setting(HELD_HANDLE_SETTING) != self._held:
+        if self._gave_way or self._held is None:
+            return
+        if state.get_setting(HELD_HANDLE_SETTING) != self._held:
             state.set_setting(HELD_HANDLE_SETTING, self._held)
+
+    def _forget_held(self) -> None:
+        """We gave the handle way: the profile must not claim it next time."""
+        self._held = None
+        self._gave_way = True  # a welcome still on its way must not claim it again
+        state = self._ctx.profile.state
+        if state.get_setting(HELD_HANDLE_SETTING) == handle_key(self._ctx.cfg.handle):
+            state.set_setting(HELD_HANDLE_SETTING, None)
 
     def hello_again(self) -> None:
         """Our Hello changed (a mentor certificate): the broker learns the new one."""
@@ -162,6 +184,10 @@ class Membership:
             # our announcement is what theirs overwrote in everyone's cache.
             ctx.count("handle_clash")
             self._adv.reannounce()
+            if self._claim_is_fresh():
+                if len(self._clashes) >= CLASHES_KEPT:
+                    self._clashes.clear()
+                self._clashes[event.advert.id_key] = event.advert
             return
         if isinstance(event, PeerSeen):
             adv = event.advert
@@ -177,6 +203,11 @@ class Membership:
                 and adv.broker_epoch
             ):
                 self.choose_target(ctx.clock())  # a broker turned up: join it now
+
+    def _claim_is_fresh(self) -> bool:
+        """Our claim to the handle is new: the profile did not hold it before this run, no
+        other broker has welcomed us under it, and we started moments ago."""
+        return not self._claim_proven and self._ctx.wall() - self._adv.started_at < FRESH_CLAIM_S
 
     # ================================================================ election
 
@@ -276,9 +307,11 @@ class Membership:
                 self._end_probe(probe, now, retry=True)  # nothing there (a forged advert)
             return
         current = self._current_claim(link)
+        if self._clashes and not self._claim_is_fresh():
+            self._clashes.clear()
         adverts = {
             a.id_key: a
-            for a in self._adv.room_adverts()
+            for a in [*self._adv.room_adverts(), *self._clashes.values()]
             if self._probed.get((a.id_key, a.broker_epoch, a.broker_since), -1.0) <= now
         }
         better = membership.merge_into(
@@ -336,11 +369,17 @@ class Membership:
             elif isinstance(msg, wire.Roster) and msg.broker_key == key:
                 probe.entry = self._peers.verified_entry(msg, key)
             elif isinstance(msg, wire.Refused) and msg.code == "handle_taken":
-                # The broker we would merge into holds our handle for another key (two
-                # halves of a room, one handle each side): its roster of authenticated
-                # connections decides, as our own broker's would once we moved there.
-                self._end_probe(probe, now, retry=False)
-                self.on_refused(probe.link, msg, now)
+                # The broker we would merge into holds our handle for another key. A fresh
+                # claim (only our own relay's welcome, moments ago) gives way to it: the same
+                # handle taken at the same moment. An older claim is not taken away by one
+                # broker's word, which a modified node can send: we stay, and say so.
+                if self._claim_is_fresh():
+                    self._end_probe(probe, now, retry=False)
+                    self._forget_held()
+                    self.on_refused(probe.link, msg, now)
+                else:
+                    self._end_probe(probe, now, retry=True)
+                    self._ctx.count("handle_claimed_by_broker")
                 return
             elif isinstance(msg, wire.Refused | wire.Redirect):
                 self._end_probe(probe, now, retry=True)  # not a broker after all
@@ -482,6 +521,8 @@ class Membership:
             return
         again = link.welcome is not None  # the broker had forgotten us (we were silent)
         self._trust.refused = False  # until this broker says otherwise
+        if link.target.key != ctx.me.key:
+            self._claim_proven = True  # another broker's roster holds it for us
         if not again and self._held is None:
             self._held = handle_key(ctx.cfg.handle)
             # Written later, not on the way into the room (a cold start is busy enough).
