@@ -15,7 +15,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-__all__ = ["HISTORY_APPLICATION_ID", "HistoryRecord", "HistoryStore", "OutboxItem"]
+__all__ = [
+    "HISTORY_APPLICATION_ID",
+    "HISTORY_SCHEMA_VERSION",
+    "HistoryRecord",
+    "HistoryStore",
+    "OutboxItem",
+]
 
 # Marks the SQLite file as ours ("LNCH"), so a foreign database is refused, not migrated.
 HISTORY_APPLICATION_ID = 0x4C4E4348

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
     from tinydb.table import Table
 
-__all__ = ["PINS_MAX", "AtomicJSONStorage", "Pin", "StateStore"]
+__all__ = [
+    "META_TABLE",
+    "PINS_MAX",
+    "STATE_FORMAT",
+    "STATE_VERSION",
+    "AtomicJSONStorage",
+    "Pin",
+    "StateStore",
+]
 
 # Pins of keys we are not friends with, at most (the least recently seen go first): a
 # stream of throwaway identities must not grow the state file without end. A room of
