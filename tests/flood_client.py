@@ -12,73 +12,49 @@ COUNT files over SECONDS.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from typing import Any
 
 import zmq
-from zmq.utils import z85
+from hostile import ask_advert, broker_dealer, hello, receive_until, request, say, shared_offer
 
 from lanchat.core import wire
-from lanchat.core.files import MIN_CHUNK_BYTES, FileOffer
 from lanchat.identity import Identity
 
 HEARTBEAT_AFTER_S = 1.0  # a throwaway identity's heartbeat keeps it in the roster...
 REQUEST_AFTER_S = 1.5  # ...until its request, sent once the room has seen it
 
 
-def say(step: str, **extra: object) -> None:
-    print(json.dumps({"step": step, **extra}), flush=True)
-
-
 class Flooder:
     def __init__(self, host: str, info_port: int, own_ip: str) -> None:
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, 8192)  # a connection per identity, ~1,000 at once
-        info = self.ctx.socket(zmq.DEALER)
-        info.connect(f"tcp://{host}:{info_port}")
-        info.send(b"info?")
-        self.advert: dict[str, Any] = json.loads(info.recv())
-        info.close(linger=0)
+        self.advert: dict[str, Any] = ask_advert(self.ctx, host, info_port)
         self.broker = self.advert["broker"] or self.advert
         self.curve = Identity.generate()  # one transport key for every identity
         self.address = own_ip
 
     def connect(self) -> zmq.Socket[bytes]:
-        dealer: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
-        dealer.curve_serverkey = z85.encode(bytes.fromhex(self.broker["curve"]))
-        dealer.curve_publickey = self.curve.curve_public_z85
-        dealer.curve_secretkey = self.curve.curve_secret_z85
-        dealer.setsockopt(zmq.SNDHWM, 100_000)
-        dealer.setsockopt(zmq.LINGER, 2000)
-        dealer.connect(f"tcp://{self.broker['address']}:{self.broker['router_port']}")
-        return dealer
+        return broker_dealer(self.ctx, self.broker, self.curve, sndhwm=100_000, linger=2000)
 
     def hello(self, ident: Identity, handle: str) -> list[bytes]:
-        hello = wire.Hello(
-            handle=handle,
-            room=self.advert["room"],
-            id_key=ident.key,
-            curve_key=self.curve.curve_public,
-            started_at=time.time(),
+        return hello(
+            ident,
+            handle,
+            self.advert["room"],
+            self.curve.curve_public,
             address=self.address,
             router_port=1,
             info_port=1,
         )
-        return wire.encode(hello, ident.sign(wire.signed_bytes(hello)))
 
     def join(self, ident: Identity, handle: str) -> tuple[zmq.Socket[bytes], wire.Roster]:
         """A connection that the broker welcomed, and the first roster it sent."""
         dealer = self.connect()
         dealer.send_multipart(self.hello(ident, handle))
-        roster = None
-        while roster is None:
-            msg, _ = wire.decode(dealer.recv_multipart())
-            if isinstance(msg, wire.Roster):
-                roster = msg
-        return dealer, roster
+        return dealer, receive_until(dealer, wire.Roster)
 
 
 def requests(flood: Flooder, victim: str, count: int, seconds: float) -> None:
@@ -98,13 +74,10 @@ def requests(flood: Flooder, victim: str, count: int, seconds: float) -> None:
     for i in range(count):
         ident = Identity.generate()
         at = seconds * i / count
-        private = wire.Private(item="request", cseq=1, handle=victim, sent_t=time.time())
-        box = ident.seal_to(victim_key, wire.encode_inner(private))
-        direct = wire.Direct(sender=ident.key, recipient=victim_key, box=box)
+        frames = request(ident, victim_key, victim)
         plan.append((at, i, "hello", flood.hello(ident, f"t{i}")))
         plan.append((at + HEARTBEAT_AFTER_S, i, "beat", wire.encode(wire.Heartbeat(t=0.0))))
-        request = wire.encode(direct, ident.sign(wire.signed_bytes(direct)))
-        plan.append((at + REQUEST_AFTER_S, i, "request", request))
+        plan.append((at + REQUEST_AFTER_S, i, "request", frames))
     plan.sort(key=lambda p: p[0])
     say("flooding")
     sockets: dict[int, zmq.Socket[bytes]] = {}
@@ -140,27 +113,17 @@ def hands(flood: Flooder, count: int, seconds: float) -> None:
             dealer.send_multipart(wire.encode(wire.Heartbeat(t=time.time())))
         hand = wire.Hand(hand_id=os.urandom(8).hex(), topic=f"help {i}", eph_key=bytes(32))
         dealer.send_multipart(wire.encode(hand))
-        offer = FileOffer(
+        shared = shared_offer(
+            ident,
+            "rogue",
+            flood.advert["room"],
+            i + 1,
             offer_id=os.urandom(16).hex(),
             name=f"f{i}.txt",
-            size=10,
-            sha256="0" * 64,
             address=flood.address,
-            port=1,
             server_key=flood.curve.curve_public,
-            chunk_size=MIN_CHUNK_BYTES,
-            shared=True,
         )
-        pub = wire.Public(
-            author=ident.key,
-            handle="rogue",
-            room=flood.advert["room"],
-            seq=i + 1,
-            text=f"shares the file {offer.name}",
-            sent_t=time.time(),
-            offer=offer.to_json(),
-        )
-        dealer.send_multipart(wire.encode(pub, ident.sign(wire.signed_bytes(pub))))
+        dealer.send_multipart(shared)
     say("flooded", sent=count, seconds=round(time.monotonic() - start, 2))
     dealer.send_multipart(wire.encode(wire.Goodbye(reason="done")))
     dealer.close()

@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import hostile
 import zmq
 
 from lanchat.core import wire
-from lanchat.core.files import MIN_CHUNK_BYTES, FileOffer
 from lanchat.headless import encode_event
 from lanchat.identity import Identity
 from lanchat.inmemory import MemoryLan, MemoryLink, MemoryTransport
@@ -314,25 +314,17 @@ class Rogue:
         return link
 
     def hello(self, ident: Identity, handle: str) -> list[bytes]:
-        hello = wire.Hello(
-            handle=handle,
-            room=ROOM,
-            id_key=ident.key,
-            curve_key=self.curve.curve_public,
-            started_at=time.time(),
+        return hostile.hello(
+            ident,
+            handle,
+            ROOM,
+            self.curve.curve_public,
             address=self.address,
             router_port=1,
             info_port=1,
         )
-        return wire.encode(hello, ident.sign(wire.signed_bytes(hello)))
 
-    @staticmethod
-    def request(ident: Identity, to: bytes, handle: str, cseq: int = 1) -> list[bytes]:
-        """A sealed, signed chat request from ``ident`` (claiming ``handle``) to ``to``."""
-        private = wire.Private(item="request", cseq=cseq, handle=handle, sent_t=time.time())
-        box = ident.seal_to(to, wire.encode_inner(private))
-        direct = wire.Direct(sender=ident.key, recipient=to, box=box)
-        return wire.encode(direct, ident.sign(wire.signed_bytes(direct)))
+    request = staticmethod(hostile.request)
 
     @staticmethod
     def hand(i: int) -> list[bytes]:
@@ -343,27 +335,16 @@ class Rogue:
 
     def shared_offer(self, ident: Identity, handle: str, seq: int) -> list[bytes]:
         """A public message sharing a file that this rogue claims to serve."""
-        offer = FileOffer(
+        return hostile.shared_offer(
+            ident,
+            handle,
+            ROOM,
+            seq,
             offer_id=f"{seq:032x}",
             name=f"f{seq}.txt",
-            size=10,
-            sha256="0" * 64,
             address=self.address,
-            port=1,
             server_key=self.curve.curve_public,
-            chunk_size=MIN_CHUNK_BYTES,
-            shared=True,
         )
-        pub = wire.Public(
-            author=ident.key,
-            handle=handle,
-            room=ROOM,
-            seq=seq,
-            text=f"shares the file {offer.name}",
-            sent_t=time.time(),
-            offer=offer.to_json(),
-        )
-        return wire.encode(pub, ident.sign(wire.signed_bytes(pub)))
 
     def _heard(self, batch: list[list[bytes]]) -> None:
         for frames in batch:

@@ -5,13 +5,12 @@ Usage: rogue_client.py BROKER_IP INFO_PORT  -- prints one JSON line per step.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import zmq
-from zmq.utils import z85
+from hostile import ask_advert, broker_dealer, hello, receive_until, say
 
 from lanchat.core import wire
 from lanchat.identity import Identity
@@ -20,32 +19,15 @@ from lanchat.identity import Identity
 def main() -> int:
     host, info_port = sys.argv[1], int(sys.argv[2])
     ctx = zmq.Context()
-    info = ctx.socket(zmq.DEALER)
-    info.connect(f"tcp://{host}:{info_port}")
-    info.send(b"info?")
-    advert = json.loads(info.recv())
-    info.close(linger=0)
+    advert = ask_advert(ctx, host, info_port)
     broker = advert["broker"] or advert
     me = Identity.generate()
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.curve_serverkey = z85.encode(bytes.fromhex(broker["curve"]))
-    dealer.curve_publickey = me.curve_public_z85
-    dealer.curve_secretkey = me.curve_secret_z85
-    dealer.setsockopt(zmq.SNDHWM, 100_000)
-    dealer.connect(f"tcp://{broker['address']}:{broker['router_port']}")
+    dealer = broker_dealer(ctx, broker, me, sndhwm=100_000)
     # An oversized frame: the broker drops the connection before reading it (its socket's
     # maximum message size), so it goes on a connection of its own.
-    oversized = ctx.socket(zmq.DEALER)
-    oversized.curve_serverkey = z85.encode(bytes.fromhex(broker["curve"]))
-    oversized.curve_publickey = me.curve_public_z85
-    oversized.curve_secretkey = me.curve_secret_z85
-    oversized.connect(f"tcp://{broker['address']}:{broker['router_port']}")
+    oversized = broker_dealer(ctx, broker, me)
     oversized.send_multipart([b"LC\x01\x07", b"x" * 400_000, b""])
     oversized.close(linger=2000)
-
-    def say(step: str, **extra: object) -> None:
-        print(json.dumps({"step": step, **extra}), flush=True)
-
     # 1. Garbage, binary and truncated frames.
     dealer.send_multipart([b"\x00\xff garbage"])
     dealer.send_multipart([b"LC\x01\x07", b"{not json", b""])
@@ -60,19 +42,8 @@ def main() -> int:
     say("forged_hello", answer=wire.decode(dealer.recv_multipart())[0].code)
     # 3. A proper Hello of our own, then an unsigned-looking (wrong signature) Public and a
     # Public in the name of the victim.
-    hello = wire.Hello(
-        handle="rogue",
-        room=advert["room"],
-        id_key=me.key,
-        curve_key=me.curve_public,
-        started_at=time.time(),
-    )
-    dealer.send_multipart(wire.encode(hello, me.sign(wire.signed_bytes(hello))))
-    welcome = None
-    while welcome is None:
-        msg, _ = wire.decode(dealer.recv_multipart())
-        if isinstance(msg, wire.Welcome):
-            welcome = msg
+    dealer.send_multipart(hello(me, "rogue", advert["room"], me.curve_public))
+    receive_until(dealer, wire.Welcome)
     say("joined")
     pub = wire.Public(
         author=me.key,

@@ -7,13 +7,12 @@ marks, BOMs and separators, then keeps its connection alive for SECONDS.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import zmq
-from zmq.utils import z85
+from hostile import ask_advert, broker_dealer, hello, receive_until, say
 
 from lanchat.core import wire
 from lanchat.identity import Identity
@@ -30,29 +29,13 @@ def sly(word: str) -> str:
 def main() -> int:
     host, info_port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     ctx = zmq.Context()
-    info = ctx.socket(zmq.DEALER)
-    info.connect(f"tcp://{host}:{info_port}")
-    info.send(b"info?")
-    advert = json.loads(info.recv())
-    info.close(linger=0)
+    advert = ask_advert(ctx, host, info_port)
     broker = advert["broker"] or advert
     me = Identity.generate()
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.curve_serverkey = z85.encode(bytes.fromhex(broker["curve"]))
-    dealer.curve_publickey = me.curve_public_z85
-    dealer.curve_secretkey = me.curve_secret_z85
-    dealer.connect(f"tcp://{broker['address']}:{broker['router_port']}")
-    hello = wire.Hello(
-        handle="sly",
-        room=advert["room"],
-        id_key=me.key,
-        curve_key=me.curve_public,
-        started_at=time.time(),
-    )
-    dealer.send_multipart(wire.encode(hello, me.sign(wire.signed_bytes(hello))))
-    while not isinstance(wire.decode(dealer.recv_multipart())[0], wire.Welcome):
-        pass
-    print(json.dumps({"step": "joined"}), flush=True)
+    dealer = broker_dealer(ctx, broker, me)
+    dealer.send_multipart(hello(me, "sly", advert["room"], me.curve_public))
+    receive_until(dealer, wire.Welcome)
+    say("joined")
     status = "busy:" + sly("lunch")
     dealer.send_multipart(wire.encode(wire.Heartbeat(t=time.time(), status=status)))
     pub = wire.Public(
@@ -71,7 +54,7 @@ def main() -> int:
         raised_at=time.time(),
     )
     dealer.send_multipart(wire.encode(hand))
-    print(json.dumps({"step": "sent"}), flush=True)
+    say("sent")
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         dealer.send_multipart(wire.encode(wire.Heartbeat(t=time.time(), status=status)))

@@ -71,7 +71,7 @@ def started(lan: MemoryLan, address: str, key: bytes) -> tuple[MemoryTransport, 
 
 
 def test_the_twins_fit_the_ports_the_node_takes() -> None:
-    """Checked by mypy (lanchat/inmemory.py proves it too); here at run time as well."""
+    """Checked by mypy (lanchat/inmemory/__init__.py proves it too); here at run time as well."""
 
     async def main() -> None:
         lan = MemoryLan()
